@@ -1,0 +1,48 @@
+"""The canonical event: what every family's events become, one row of the ``events`` table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class CanonicalEvent(msgspec.Struct, kw_only=True):
+    org_id: str
+    project_id: str
+    env: str
+    message_id: str
+    family: str
+    type: str
+    event: str = ""
+    user_id: str = ""
+    anonymous_id: str = ""
+    unit_key: str = ""
+    session_id: str = ""
+    timestamp: datetime
+    received_at: datetime
+    sent_at: datetime | None = None
+    properties: msgspec.Raw = msgspec.Raw(b"{}")
+    context: msgspec.Raw = msgspec.Raw(b"{}")
+    traits: msgspec.Raw = msgspec.Raw(b"{}")
+    experiment_id: str = ""
+    variant_id: str = ""
+    decision_id: str = ""
+    page_url: str = ""
+    group_id: str = ""
+    previous_id: str = ""
+
+
+def to_rows(events: list[CanonicalEvent]) -> bytes:
+    """JSONEachRow bytes for the ``events`` table (JSON columns become strings)."""
+    return _row_encoder.encode([_as_row(e) for e in events])
+
+
+def _as_row(event: CanonicalEvent) -> dict[str, object]:
+    row = msgspec.structs.asdict(event)
+    for column in ("properties", "context", "traits"):
+        row[column] = bytes(row[column]).decode()
+    return row
+
+
+_row_encoder = msgspec.json.Encoder()

@@ -1,0 +1,190 @@
+"""The ClickHouse warehouse: one DDL, two backends, one small interface.
+
+- :class:`ChdbWarehouse` — the ClickHouse engine in-process (chDB), files under
+  ``.sluice/warehouse``. One process owns those files: the worker. Others reach it over the
+  worker's ``/query`` endpoint (see ``sluice query``).
+- :class:`ServerWarehouse` — a ClickHouse server through clickhouse-connect, chosen by
+  ``SLUICE_CLICKHOUSE_URL``.
+
+Rows travel as a JSON array of objects (``JSONEachRow``), encoded once by msgspec straight from
+typed structs; both backends accept exactly those bytes. Calls block; async callers run them in
+a thread (:func:`asyncio.to_thread`), and a warehouse that is down raises
+:class:`WarehouseUnavailable` (retryable) rather than a query error (not retryable).
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from sluice.settings import Settings
+
+INSERT_SETTINGS = "date_time_input_format = 'best_effort'"
+
+
+class WarehouseError(Exception):
+    """A statement failed: bad SQL, unknown table. Retrying will not help."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse could not be reached. Wait and retry."""
+
+
+class Warehouse(Protocol):
+    database: str
+
+    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+        """Run one statement; return its output in ClickHouse format ``fmt``."""
+        ...
+
+    def insert_json(self, table: str, rows: bytes) -> None:
+        """Insert ``rows``, a JSON array of objects whose keys are column names."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def migrations() -> list[tuple[int, str, list[str]]]:
+    """The versioned DDL files, in order: (version, name, statements)."""
+    found = []
+    for entry in resources.files("pipeline.warehouse").joinpath("ddl").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, split_statements(entry.read_text())))
+    return sorted(found)
+
+
+def split_statements(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def migrate(warehouse: Warehouse) -> list[int]:
+    """Apply the DDL versions this warehouse lacks; return the versions applied."""
+    warehouse.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+        "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+    )
+    done = {int(v) for v in warehouse.execute("SELECT version FROM schema_migrations", "TSV").split()}
+    applied = []
+    for version, name, statements in migrations():
+        if version in done:
+            continue
+        for statement in statements:
+            warehouse.execute(statement)
+        warehouse.execute(f"INSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}')")
+        applied.append(version)
+    return applied
+
+
+class ChdbWarehouse:
+    """chDB, the ClickHouse engine inside this process.
+
+    chDB allows one data path per process, so every instance in a process shares it; instances
+    differ by database (tests use one database each). Calls are serialized by a lock.
+    """
+
+    _lock = threading.Lock()
+    _session: object | None = None
+    _path: Path | None = None
+    _current_db: str | None = None
+
+    def __init__(self, path: Path, database: str = "sluice") -> None:
+        from chdb import session as chdb_session
+
+        cls = type(self)
+        with cls._lock:
+            if cls._session is None:
+                path.mkdir(parents=True, exist_ok=True)
+                cls._session = chdb_session.Session(str(path))
+                cls._path = path
+            elif cls._path != path:
+                raise WarehouseError(f"chDB is already open at {cls._path} in this process")
+            cls._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")  # type: ignore[attr-defined]
+            self.database = database
+
+    def _run(self, sql: str, fmt: str) -> bytes:
+        from chdb import ChdbError
+
+        cls = type(self)
+        try:
+            if cls._current_db != self.database:
+                cls._session.query(f"USE {self.database}")  # type: ignore[attr-defined]
+                cls._current_db = self.database
+            result = cls._session.query(sql, fmt)  # type: ignore[attr-defined]
+        except ChdbError as exc:
+            raise WarehouseError(str(exc)) from exc
+        return bytes(result.bytes())
+
+    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+        with self._lock:
+            return self._run(sql, fmt)
+
+    def insert_json(self, table: str, rows: bytes) -> None:
+        sql = f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS} FORMAT JSONEachRow {rows.decode()}"
+        self.execute(sql, "TSV")
+
+    def close(self) -> None:
+        """The session lives as long as the process: chDB cannot reopen another path anyway."""
+
+
+class ServerWarehouse:
+    """A ClickHouse server over HTTP via clickhouse-connect."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parts = urlsplit(url)
+        self.database = parts.path.strip("/") or "default"
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parts.hostname or "localhost",
+                port=parts.port or 8123,
+                username=parts.username or "default",
+                password=parts.password or "",
+                secure=parts.scheme == "https",
+            )
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            self._client.database = self.database
+        except Exception as exc:
+            raise _classify(exc) from exc
+
+    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+        try:
+            return bytes(self._client.raw_query(sql, fmt=fmt))
+        except Exception as exc:
+            raise _classify(exc) from exc
+
+    def insert_json(self, table: str, rows: bytes) -> None:
+        try:
+            self._client.raw_insert(
+                table, insert_block=rows, fmt="JSONEachRow",
+                settings={"date_time_input_format": "best_effort"},
+            )  # fmt: skip
+        except Exception as exc:
+            raise _classify(exc) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _classify(exc: Exception) -> WarehouseError:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
+        return WarehouseUnavailable(str(exc))
+    return WarehouseError(str(exc))
+
+
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The configured warehouse, migrated to the current DDL."""
+    warehouse: Warehouse
+    if settings.clickhouse_url:
+        warehouse = ServerWarehouse(settings.clickhouse_url)
+    else:
+        warehouse = ChdbWarehouse(settings.warehouse_path, settings.clickhouse_database)
+    migrate(warehouse)
+    return warehouse

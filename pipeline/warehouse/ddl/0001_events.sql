@@ -1,0 +1,37 @@
+-- Canonical events, one row per message id and org.
+-- ReplacingMergeTree on (org_id, message_id): a replay of the same raw record after a worker
+-- crash writes an identical row, which merges away; exact reads use FINAL or events_final.
+-- Partitioned by event month: a replayed row lands in the partition its first copy did, because
+-- the timestamp is computed from the raw record alone.
+CREATE TABLE IF NOT EXISTS events
+(
+    org_id        LowCardinality(String),
+    project_id    LowCardinality(String),
+    env           LowCardinality(String),
+    message_id    String,
+    family        LowCardinality(String),
+    type          LowCardinality(String),
+    event         String,
+    user_id       String,
+    anonymous_id  String,
+    unit_key      String,
+    session_id    String,
+    timestamp     DateTime64(3, 'UTC'),
+    received_at   DateTime64(3, 'UTC'),
+    sent_at       Nullable(DateTime64(3, 'UTC')),
+    properties    String COMMENT 'JSON object',
+    context       String COMMENT 'JSON object',
+    traits        String COMMENT 'JSON object',
+    experiment_id String,
+    variant_id    String,
+    decision_id   String,
+    page_url      String,
+    group_id      String,
+    previous_id   String,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (org_id, message_id);
+
+CREATE VIEW IF NOT EXISTS events_final AS SELECT * FROM events FINAL;

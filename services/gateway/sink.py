@@ -1,0 +1,77 @@
+"""Where the gateway puts accepted records: a Kafka topic, behind a small protocol.
+
+``send`` returns only once the record is durable (Kafka: acknowledged by all in-sync replicas,
+idempotent producer) and raises :class:`SinkUnavailable` when that cannot be had within the
+timeout; the gateway turns that into a 503 with Retry-After. A timed-out record may still land
+later: the client retries, and the worker's dedupe by message id absorbs the second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+class SinkUnavailable(Exception):
+    """Kafka did not acknowledge in time (down, slow, or not connected yet)."""
+
+
+class RecordSink(Protocol):
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class KafkaSink:
+    def __init__(self, bootstrap: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.bootstrap = bootstrap
+
+    async def start(self) -> None:
+        # aiokafka objects belong to the running loop, so they are made here, not in __init__.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=MAX_RECORD_BYTES,
+            request_timeout_ms=int(self.timeout * 1000),
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                delivery = await self._producer.send(topic, value, key=key)
+                await delivery
+        except (TimeoutError, KafkaError) as exc:
+            raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class MemorySink:
+    """Keeps records in a list: for unit tests of the gateway, never for integration tests."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes]] = []
+        self.fail = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if self.fail:
+            raise SinkUnavailable("memory sink set to fail")
+        self.records.append((topic, key, value))

@@ -1,0 +1,221 @@
+"""``sluice``: the one command for every part (console script ``sluice``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sluice.registry import (
+    ApiKey,
+    key_record,
+    new_key,
+    org_record,
+    parse_duration,
+    read_registry,
+    write_records,
+)
+from sluice.settings import Settings
+from sluice.topics import ensure_topics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        result: int = args.run(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="Kafka, gateway and one worker: the whole system on this machine").set_defaults(run=cmd_run)
+    sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft)").set_defaults(run=cmd_kafka)
+    sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(run=cmd_gateway)
+    sub.add_parser("worker", help="run one stream-processing worker").set_defaults(run=cmd_worker)
+
+    keys = sub.add_parser("keys", help="create, revoke and list API keys").add_subparsers(required=True, metavar="ACTION")
+    create = keys.add_parser("create", help="create a key; prints the key alone on stdout")
+    create.add_argument("--org", required=True)
+    create.add_argument("--project", default="default")
+    create.add_argument("--env", default="production")
+    create.add_argument("--kind", choices=["publishable", "secret"], required=True)
+    create.add_argument("--scope", action="append", default=[], help="repeatable, e.g. sdk:write")
+    create.add_argument("--prefix", help="ab_live_, pk_, traffical_sk_… (default pk_ or sk_ by kind)")
+    create.add_argument("--expires-in", help="30d, 12h, 15m…")
+    create.add_argument("--allowed-origin", action="append", default=[], help="repeatable")
+    create.set_defaults(run=cmd_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke a key, given the key itself or its id")
+    revoke.add_argument("key")
+    revoke.set_defaults(run=cmd_keys_revoke)
+    listing = keys.add_parser("list", help="list keys (never their secret part)")
+    listing.add_argument("--org")
+    listing.set_defaults(run=cmd_keys_list)
+
+    orgs = sub.add_parser("orgs", help="org settings").add_subparsers(required=True, metavar="ACTION")
+    org_set = orgs.add_parser("set", help="change an org's settings")
+    org_set.add_argument("org")
+    org_set.add_argument("--identity-verification", choices=["on", "off"], required=True)
+    org_set.set_defaults(run=cmd_orgs_set)
+
+    query = sub.add_parser("query", help="run SQL on the configured warehouse")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=["tsv", "json"], default="tsv")
+    query.set_defaults(run=cmd_query)
+    return parser
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.devrun import run_all
+
+    return run_all(settings)
+
+
+def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.localkafka import LocalKafka, ensure_jars
+
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    broker = LocalKafka(Path(settings.home) / "kafka", ensure_jars(Path(settings.home)), port=port)
+    broker.start()
+    stop = _stop_flag()
+    try:
+        broker.wait_ready()
+        print(f"kafka ready on {broker.bootstrap}; log {broker.log_file}", file=sys.stderr)
+        while not stop and broker.process is not None and broker.process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _stop_flag() -> list[int]:
+    """A list that gains the signal number on SIGINT/SIGTERM (truthy once stopping)."""
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return received
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from services.gateway.app import run_gateway
+
+    run_gateway(settings)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.worker import run_worker
+
+    asyncio.run(ensure_topics(settings))
+    run_worker(settings)
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        expires = parse_duration(args.expires_in) if args.expires_in else None
+        key, record = new_key(
+            args.org, args.kind, prefix=args.prefix, project_id=args.project, env=args.env,
+            scopes=args.scope, expires_in=expires, allowed_origins=args.allowed_origin,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_write(settings, [key_record(record)]))
+    print(key)
+    return 0
+
+
+async def _write(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    await ensure_topics(settings)
+    await write_records(settings.kafka_bootstrap, settings.registry_topic, records)
+
+
+def key_id(record: ApiKey) -> str:
+    """The short public id of a key: the first 12 hex digits of its digest."""
+    return record.digest[:12]
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.registry import hash_key
+
+    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    wanted = args.key
+    matches = [k for k in registry.keys.values() if k.digest == hash_key(wanted) or key_id(k) == wanted]
+    if len(matches) != 1:
+        print("sluice: no such key", file=sys.stderr)
+        return 1
+    record = matches[0]
+    record.revoked = True
+    asyncio.run(_write(settings, [key_record(record)]))
+    print(f"revoked {key_id(record)}", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    print("id\thint\torg\tproject\tenv\tkind\tscopes\texpires_at\tstatus")
+    now = time.time()
+    for record in sorted(registry.keys.values(), key=lambda k: k.created_at):
+        if args.org and record.org_id != args.org:
+            continue
+        status = "revoked" if record.revoked else ("active" if record.usable(now) else "expired")
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires_at)) if record.expires_at else "-"
+        print("\t".join([
+            key_id(record), record.hint, record.org_id, record.project_id, record.env, record.kind,
+            ",".join(record.scopes) or "-", expires, status,
+        ]))  # fmt: skip
+    return 0
+
+
+def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
+    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    org = registry.org(args.org)
+    org.identity_verification = args.identity_verification == "on"
+    if org.identity_verification and not org.identity_secret:
+        org.identity_secret = "ha_secret_" + secrets.token_urlsafe(32)
+    asyncio.run(_write(settings, [org_record(org)]))
+    if org.identity_verification:
+        print(org.identity_secret)
+    return 0
+
+
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.clickhouse_url:
+        from pipeline.warehouse import WarehouseError, open_warehouse
+        from pipeline.worker import QUERY_FORMATS
+
+        try:
+            sys.stdout.buffer.write(open_warehouse(settings).execute(args.sql, QUERY_FORMATS[args.format]))
+        except WarehouseError as exc:
+            print(f"sluice: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    url = f"{settings.worker_url.rstrip('/')}/query?format={args.format}"
+    request = urllib.request.Request(url, data=args.sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            sys.stdout.buffer.write(response.read())
+    except urllib.error.HTTPError as exc:
+        sys.stderr.write(f"sluice: {exc.read().decode(errors='replace')}")
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"sluice: no worker at {settings.worker_url} owns the embedded warehouse ({exc.reason}); "
+              "start one with `make run` or `sluice worker`", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""API keys and org settings, kept in a compacted Kafka topic (``{prefix}registry``).
+
+Why a topic: every gateway replica already talks to Kafka, so tailing one small compacted topic
+gives each replica the full, current set of keys without another datastore, and a new or revoked
+key reaches all of them within one fetch wait (well under the 2 s the design asks for).
+
+Keys are stored as sha256 digests only. An API key is 32 random bytes or more, so a fast hash is
+enough (no password stretching needed) and the digest is what a lookup compares, with
+:func:`hmac.compare_digest`. The plaintext key exists once: on the stdout of ``keys create``.
+Org identity secrets (``ha_secret_…``) are HS256 signing keys and cannot be hashed; they live in
+the same topic, which operators must treat as sensitive (ACLs on a real cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Literal
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sluice.topics import topic_partitions
+
+KeyKind = Literal["publishable", "secret"]
+DEFAULT_PREFIX: dict[KeyKind, str] = {"publishable": "pk_", "secret": "sk_"}
+PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}_$")
+
+
+class ApiKey(msgspec.Struct, kw_only=True, omit_defaults=True):
+    digest: str
+    """sha256 hex of the whole key; the key itself is never stored."""
+    hint: str
+    """The prefix and first characters, to tell keys apart in listings."""
+    org_id: str
+    project_id: str = "default"
+    env: str = "production"
+    kind: KeyKind = "publishable"
+    scopes: list[str] = []
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked: bool = False
+    allowed_origins: list[str] = []
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
+
+
+class OrgSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
+    org_id: str
+    identity_verification: bool = False
+    identity_secret: str = ""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(
+    org_id: str,
+    kind: KeyKind,
+    *,
+    prefix: str | None = None,
+    project_id: str = "default",
+    env: str = "production",
+    scopes: Iterable[str] = (),
+    expires_in: float | None = None,
+    allowed_origins: Iterable[str] = (),
+    now: float | None = None,
+) -> tuple[str, ApiKey]:
+    """Make a fresh key; returns the plaintext (show it once) and the record to store."""
+    prefix = prefix or DEFAULT_PREFIX[kind]
+    if not PREFIX_PATTERN.match(prefix):
+        raise ValueError(f"key prefix must look like 'pk_' or 'ab_live_', not {prefix!r}")
+    key = prefix + secrets.token_urlsafe(32)
+    created = time.time() if now is None else now
+    record = ApiKey(
+        digest=hash_key(key),
+        hint=key[: len(prefix) + 4] + "…",
+        org_id=org_id,
+        project_id=project_id,
+        env=env,
+        kind=kind,
+        scopes=sorted(set(scopes)),
+        created_at=created,
+        expires_at=None if expires_in is None else created + expires_in,
+        allowed_origins=list(allowed_origins),
+    )
+    return key, record
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``15m``, ``90s`` → seconds."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"duration must look like 30d, 12h, 15m or 90s, not {text!r}")
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+_key_decoder = msgspec.json.Decoder(ApiKey)
+_org_decoder = msgspec.json.Decoder(OrgSettings)
+
+
+class Registry:
+    """The in-memory view of the registry topic: keys by digest, org settings by id."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ApiKey] = {}
+        self.orgs: dict[str, OrgSettings] = {}
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        kind, _, ident = key.decode().partition(":")
+        if kind == "key":
+            if value is None:
+                self.keys.pop(ident, None)
+            else:
+                self.keys[ident] = _key_decoder.decode(value)
+        elif kind == "org":
+            if value is None:
+                self.orgs.pop(ident, None)
+            else:
+                self.orgs[ident] = _org_decoder.decode(value)
+
+    def authenticate(self, presented: str, now: float | None = None) -> ApiKey | None:
+        """The usable key record for a presented key, else None (unknown, revoked, expired)."""
+        digest = hash_key(presented)
+        record = self.keys.get(digest)
+        if record is None or not hmac.compare_digest(record.digest, digest):
+            return None
+        return record if record.usable(time.time() if now is None else now) else None
+
+    def org(self, org_id: str) -> OrgSettings:
+        return self.orgs.get(org_id) or OrgSettings(org_id=org_id)
+
+
+def key_record(record: ApiKey) -> tuple[bytes, bytes]:
+    return f"key:{record.digest}".encode(), msgspec.json.encode(record)
+
+
+def org_record(org: OrgSettings) -> tuple[bytes, bytes]:
+    return f"org:{org.org_id}".encode(), msgspec.json.encode(org)
+
+
+async def write_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+class RegistryFollower:
+    """Tails the registry topic from the beginning into a :class:`Registry`.
+
+    ``ready`` is set once everything that was in the topic at start has been read, so a
+    gateway never answers 401 for a key that existed before it started.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry()
+        self.ready = asyncio.Event()
+        self._topic = topic
+        self._bootstrap = bootstrap
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        partitions = await topic_partitions(self._bootstrap, self._topic)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._end = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._follow(tps))
+
+    async def _follow(self, tps: list[TopicPartition]) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for message in messages:
+                    if message.key is not None:
+                        self.registry.apply(message.key, message.value)
+            if not self.ready.is_set():
+                positions = [await self._consumer.position(tp) for tp in tps]
+                if all(pos >= self._end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    self.ready.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+
+async def read_registry(bootstrap: str, topic: str, timeout: float = 10.0) -> Registry:
+    """A one-off snapshot of the registry (for ``keys list``)."""
+    follower = RegistryFollower(bootstrap, topic)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), timeout)
+    finally:
+        await follower.stop()
+    return follower.registry

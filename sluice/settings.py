@@ -1,0 +1,79 @@
+"""One typed settings object, read from ``SLUICE_*`` environment variables.
+
+Every process (gateway, worker, CLI, tests) builds its settings with :func:`Settings.from_env`
+and passes the object down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Runtime configuration. Field ``foo_bar`` is read from ``SLUICE_FOO_BAR``."""
+
+    home: str = ".sluice"
+    """Local state: Kafka jars and data, the embedded warehouse, logs."""
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, comma-separated host:port."""
+    topic_prefix: str = "sluice."
+    """Prefix of every topic Sluice owns: ``{prefix}raw``, ``{prefix}registry``, ``{prefix}dlq``."""
+    raw_partitions: int = 6
+    """Partitions of the raw topic when Sluice creates it; the worker's parallelism ceiling."""
+    clickhouse_url: str = ""
+    """``http://user:pass@host:8123/db`` for a ClickHouse server; empty means embedded chDB."""
+    clickhouse_database: str = "sluice"
+    """Database of the embedded warehouse (a server URL names its own)."""
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    produce_timeout: float = 5.0
+    """Seconds the gateway waits for Kafka's acknowledgement before answering 503."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body the gateway reads; larger ones get 413 before they are read."""
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 6066
+    """The worker's HTTP port: health, metrics and (embedded warehouse) queries."""
+    worker_url: str = "http://127.0.0.1:6066"
+    """Where ``sluice query`` finds the worker that owns the embedded warehouse."""
+    worker_group: str = "sluice-worker"
+    """Kafka consumer group (Faust app id) of the workers."""
+    sink_batch_rows: int = 10_000
+    sink_batch_seconds: float = 1.0
+    log_level: str = "info"
+
+    @property
+    def raw_topic(self) -> str:
+        return f"{self.topic_prefix}raw"
+
+    @property
+    def registry_topic(self) -> str:
+        return f"{self.topic_prefix}registry"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}dlq"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return Path(self.home) / "warehouse"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``SLUICE_*`` variables; ``overrides`` win over the environment."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = env.get(f"SLUICE_{name.upper()}")
+            if value is not None:
+                raw[name] = value
+        raw.update(overrides)
+        return msgspec.convert(raw, cls, strict=False)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``SLUICE_*`` variables that recreate these settings in a child process."""
+        return {f"SLUICE_{k.upper()}": str(v) for k, v in msgspec.structs.asdict(self).items()}

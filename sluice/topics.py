@@ -1,0 +1,72 @@
+"""The topics Sluice owns, created idempotently by whichever process starts first."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from sluice.settings import Settings
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    return [
+        NewTopic(settings.raw_topic, settings.raw_partitions, 1),
+        NewTopic(
+            settings.registry_topic, 1, 1,
+            topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        ),
+        NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": str(30 * 86400_000)}),
+    ]  # fmt: skip
+
+
+async def ensure_topics(settings: Settings, wait: float = 30.0) -> None:
+    """Create missing topics; waits up to ``wait`` seconds for the broker to be reachable."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            await admin.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; the topic is there either way
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Remove this prefix's topics (tests clean up after themselves)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        prefix = settings.topic_prefix
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of an existing topic (raises if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"] != 0:
+        raise RuntimeError(f"topic {topic} is not available (error {description['error_code']})")
+    return sorted(p["partition"] for p in description["partitions"])
