@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 jars: $(STAMP)
-	$(BIN)/python -c "from pathlib import Path; from sluice.localkafka import ensure_jars; ensure_jars(Path('.sluice'))"
+	$(BIN)/python -c "from sluice.localkafka import ensure_jars; ensure_jars()"
 
 run: $(STAMP) jars
 	$(BIN)/sluice run

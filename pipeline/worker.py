@@ -109,10 +109,10 @@ def _process(value: bytes) -> list[CanonicalEvent | bytes]:
     try:
         batch = raw_batch_decoder.decode(value)
     except msgspec.DecodeError as exc:
+        as_text = msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace")))
         letter = DeadLetter(
             family="", route="", org_id="", reason=f"undecodable raw record: {exc}",
-            received_at=time.time(), payload=msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace"))),
-            source="worker",
+            received_at=time.time(), payload=as_text, source="worker",
         )  # fmt: skip
         return [encoder.encode(letter)]
     out: list[CanonicalEvent | bytes] = []

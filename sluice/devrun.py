@@ -86,7 +86,7 @@ def run_all(settings: Settings) -> int:
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
 
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
-    broker = LocalKafka(home / "kafka", ensure_jars(home), port=port)
+    broker = LocalKafka(home / "kafka", ensure_jars(), port=port)
     children: list[subprocess.Popen[bytes]] = []
     try:
         print(f"starting Kafka on {broker.bootstrap} …", flush=True)

@@ -33,8 +33,11 @@ def kafka_version() -> str:
     return text[start : text.index("</kafka.version>", start)]
 
 
-def ensure_jars(cache: Path) -> Path:
-    """Fetch the pinned broker's jars into ``cache/kafka-libs-VERSION`` once; return the folder."""
+def ensure_jars(cache: Path = REPO_ROOT / ".sluice") -> Path:
+    """Fetch the pinned broker's jars into ``cache/kafka-libs-VERSION`` once; return the folder.
+
+    The cache sits beside the pom (in the checkout), whatever ``SLUICE_HOME`` says, so every
+    broker this checkout starts — dev, tests, bench — shares one download."""
     libs = cache.resolve() / f"kafka-libs-{kafka_version()}"
     done = libs / ".complete"
     if done.exists():
@@ -94,8 +97,7 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",

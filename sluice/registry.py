@@ -201,12 +201,12 @@ class RegistryFollower:
         await self._consumer.stop()
 
 
-async def read_registry(bootstrap: str, topic: str, timeout: float = 10.0) -> Registry:
+async def read_registry(bootstrap: str, topic: str, wait: float = 10.0) -> Registry:
     """A one-off snapshot of the registry (for ``keys list``)."""
     follower = RegistryFollower(bootstrap, topic)
     await follower.start()
     try:
-        await asyncio.wait_for(follower.ready.wait(), timeout)
+        await asyncio.wait_for(follower.ready.wait(), wait)
     finally:
         await follower.stop()
     return follower.registry

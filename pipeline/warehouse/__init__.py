@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sluice.settings import Settings
@@ -88,7 +88,7 @@ class ChdbWarehouse:
     """
 
     _lock = threading.Lock()
-    _session: object | None = None
+    _session: Any = None  # chdb.session.Session: untyped
     _path: Path | None = None
     _current_db: str | None = None
 
@@ -99,23 +99,21 @@ class ChdbWarehouse:
         with cls._lock:
             if cls._session is None:
                 path.mkdir(parents=True, exist_ok=True)
-                cls._session = chdb_session.Session(str(path))
+                cls._session = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
                 cls._path = path
             elif cls._path != path:
                 raise WarehouseError(f"chDB is already open at {cls._path} in this process")
-            cls._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")  # type: ignore[attr-defined]
+            cls._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
             self.database = database
 
     def _run(self, sql: str, fmt: str) -> bytes:
-        from chdb import ChdbError
-
         cls = type(self)
         try:
             if cls._current_db != self.database:
-                cls._session.query(f"USE {self.database}")  # type: ignore[attr-defined]
+                cls._session.query(f"USE {self.database}")
                 cls._current_db = self.database
-            result = cls._session.query(sql, fmt)  # type: ignore[attr-defined]
-        except ChdbError as exc:
+            result = cls._session.query(sql, fmt)
+        except RuntimeError as exc:  # chDB raises RuntimeError subclasses (two ChdbError classes)
             raise WarehouseError(str(exc)) from exc
         return bytes(result.bytes())
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import msgspec
 from aiohttp import web
@@ -24,6 +22,7 @@ from sluice.settings import Settings
 from sluice.topics import ensure_topics
 
 log = logging.getLogger("sluice.gateway")
+
 
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})

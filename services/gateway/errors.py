@@ -44,7 +44,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return json_response(error_body(family_of(request.path), exc.status, exc.message), exc.status, headers)
+        return json_response(
+            error_body(family_of(request.path), exc.status, exc.message), exc.status, headers
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,0 +1,89 @@
+"""Shared fixtures: one real Kafka broker per session, one chDB per session, unique names per test.
+
+Tests that need Kafka or ClickHouse carry the ``kafka`` / ``clickhouse`` marker; the fixtures
+that reach them refuse unmarked tests, so a plain unit test cannot touch a real service by
+accident.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.warehouse import ChdbWarehouse, migrate
+from sluice.localkafka import LocalKafka, ensure_jars, free_port
+from sluice.settings import Settings
+from sluice.topics import delete_topics, ensure_topics
+
+
+def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(f"{request.node.nodeid} uses a real service; mark it @pytest.mark.{marker}")
+
+
+@pytest.fixture(scope="session")
+def _kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SLUICE_KAFKA_BOOTSTRAP when set, else a fresh broker on free ports for this session."""
+    external = os.environ.get("SLUICE_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), ensure_jars(), port=free_port())
+    broker.start(heap="384m")
+    try:
+        broker.wait_ready()
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_bootstrap(request: pytest.FixtureRequest, _kafka_session: str) -> str:
+    _require_marker(request, "kafka")
+    return _kafka_session
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with names of this test's own: topics, consumer group, home, ports."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings.from_env(
+        {},
+        home=str(tmp_path / "home"),
+        topic_prefix=f"test.{tag}.",
+        worker_group=f"test-worker-{tag}",
+        clickhouse_database=f"test_{tag}",
+        raw_partitions=2,
+        gateway_port=free_port(),
+        worker_port=(worker_port := free_port()),
+        worker_url=f"http://127.0.0.1:{worker_port}",
+        sink_batch_seconds=0.2,
+    )
+
+
+@pytest.fixture
+async def kafka_settings(kafka_bootstrap: str, settings: Settings) -> AsyncIterator[Settings]:
+    """``settings`` on the real broker, with this test's topics created and removed after."""
+    real = Settings.from_env(settings.to_env(), kafka_bootstrap=kafka_bootstrap)
+    await ensure_topics(real)
+    yield real
+    await delete_topics(real)
+
+
+@pytest.fixture(scope="session")
+def _chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def warehouse(request: pytest.FixtureRequest, _chdb_path: Path) -> Iterator[ChdbWarehouse]:
+    """A migrated chDB database of this test's own (chDB allows one path per process)."""
+    _require_marker(request, "clickhouse")
+    wh = ChdbWarehouse(_chdb_path, f"test_{uuid.uuid4().hex[:10]}")
+    migrate(wh)
+    yield wh
+    wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
