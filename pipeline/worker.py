@@ -53,9 +53,7 @@ class EventSink:
                 await asyncio.sleep(self.retry_seconds)
 
 
-def build_app(
-    settings: Settings, warehouse_factory: Callable[[Settings], Warehouse] = open_warehouse
-) -> faust.App:
+def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Warehouse] = open_warehouse) -> faust.App:
     app = faust.App(
         settings.worker_group,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    sub.add_parser(
-        "run", help="Kafka, gateway and one worker: the whole system on this machine"
-    ).set_defaults(run=cmd_run)
+    sub.add_parser("run", help="Kafka, gateway and one worker: the whole system on this machine").set_defaults(
+        run=cmd_run
+    )
     sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft)").set_defaults(run=cmd_kafka)
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(run=cmd_gateway)
     sub.add_parser("worker", help="run one stream-processing worker").set_defaults(run=cmd_worker)
@@ -175,9 +175,7 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
         if args.org and record.org_id != args.org:
             continue
         status = "revoked" if record.revoked else ("active" if record.usable(now) else "expired")
-        expires = (
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires_at)) if record.expires_at else "-"
-        )
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires_at)) if record.expires_at else "-"
         print("\t".join([
             key_id(record), record.hint, record.org_id, record.project_id, record.env, record.kind,
             ",".join(record.scopes) or "-", expires, status,

@@ -74,9 +74,7 @@ class LocalKafka:
     ``stop()`` sends SIGTERM (Kafka's controlled shutdown) and kills it if it lingers.
     """
 
-    def __init__(
-        self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.libs = libs
         self.port = port

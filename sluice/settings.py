@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds the gateway waits for Kafka's acknowledgement before answering 503."""
     max_body_bytes: int = 1_048_576
     """Largest request body the gateway reads; larger ones get 413 before they are read."""
+    rate_limit: float = 1000.0
+    """Requests per second per API key, per gateway replica; 0 turns limiting off."""
+    rate_burst: float = 2000.0
+    """Requests a key may send at once before the rate applies."""
     worker_host: str = "127.0.0.1"
     worker_port: int = 6066
     """The worker's HTTP port: health, metrics and (embedded warehouse) queries."""

@@ -18,6 +18,7 @@ from pipeline.warehouse import ChdbWarehouse, migrate
 from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
+from tests.gateway_harness import Harness, harness
 
 
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
@@ -87,3 +88,10 @@ def warehouse(request: pytest.FixtureRequest, _chdb_path: Path) -> Iterator[Chdb
     migrate(wh)
     yield wh
     wh.execute(f"DROP DATABASE IF EXISTS {wh.database}")
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[Harness]:
+    """The gateway in-process, in-memory sink, default settings; ``gw.key()`` makes keys."""
+    async with harness() as h:
+        yield h

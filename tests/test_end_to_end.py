@@ -96,9 +96,7 @@ async def test_key_created_while_gateway_runs_is_honoured_within_two_seconds(
         async with aiohttp.ClientSession() as http:
             status = 0
             while time.monotonic() - created_at < 2.0:
-                response = await http.post(
-                    f"{url}/api/events", data=solute_body(), headers={"X-Api-Key": key}
-                )
+                response = await http.post(f"{url}/api/events", data=solute_body(), headers={"X-Api-Key": key})
                 status = response.status
                 if status == 200:
                     break
@@ -108,9 +106,7 @@ async def test_key_created_while_gateway_runs_is_honoured_within_two_seconds(
             assert revoked.returncode == 0, revoked.stderr
             revoked_at = time.monotonic()
             while time.monotonic() - revoked_at < 2.0:
-                response = await http.post(
-                    f"{url}/api/events", data=solute_body(), headers={"X-Api-Key": key}
-                )
+                response = await http.post(f"{url}/api/events", data=solute_body(), headers={"X-Api-Key": key})
                 status = response.status
                 if status == 401:
                     break

@@ -48,9 +48,7 @@ def exercise(warehouse: Warehouse) -> None:
 
     warehouse.insert_json("events", to_rows([event("m1"), event("m2", user_id="u2")]))
     warehouse.insert_json("events", to_rows([event("m1")]))  # a replay of the same row
-    got = rows(
-        warehouse, "SELECT message_id, user_id, timestamp, properties FROM events FINAL ORDER BY message_id"
-    )
+    got = rows(warehouse, "SELECT message_id, user_id, timestamp, properties FROM events FINAL ORDER BY message_id")
     assert got == [
         {"message_id": "m1", "user_id": "u1", "timestamp": "2025-01-15 10:30:00.123",
          "properties": '{"plan":"pro"}'},

@@ -10,18 +10,41 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.gateway import solute
+from services.gateway import halo, solute, traffical, xaiku
 from services.gateway.context import GATEWAY, Gateway, gateway_of
 from services.gateway.errors import cors_middleware, error_middleware, json_response
+from services.gateway.openapi import openapi_document
+from services.gateway.routes import ROUTE_FAMILY
 from services.gateway.sink import KafkaSink
+from sluice.logs import configure_logging
 from sluice.registry import Registry, RegistryFollower
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 
 log = logging.getLogger("sluice.gateway")
+
+HANDLERS = {
+    "/api/sdk/events": halo.events,
+    "/api/sdk/users/identify": halo.identify_user,
+    "/api/sdk/companies/identify": halo.identify_company,
+    "/api/v1/analytics": xaiku.handle,
+    "/api/events": solute.handle,
+    "/v1/events": traffical.handle,
+    "/v1/events/batch": traffical.handle,
+}
+assert HANDLERS.keys() == ROUTE_FAMILY.keys()
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    route = request.path if request.path in HANDLERS else "other"
+    gateway_of(request).metrics.requests.labels(route, str(response.status)).inc()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,20 +56,33 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"ready": ready}, 200 if ready else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(gateway_of(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
 def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware],
+        middlewares=[cors_middleware, metrics_middleware, error_middleware],
         client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
-    app.router.add_post("/api/events", solute.handle)
+    for path, handler in HANDLERS.items():
+        app.router.add_post(path, handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
 def run_gateway(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the producer closes."""
+    configure_logging(settings.log_level)
     registry = Registry()
     follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
     sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout)
@@ -58,16 +94,13 @@ def run_gateway(settings: Settings) -> None:
         await sink.start()
         await follower.start()
         await asyncio.wait_for(follower.ready.wait(), 30)
+        log.info("gateway listening", extra={"port": settings.gateway_port})
         yield
         await follower.stop()
         await sink.stop()
 
     app.cleanup_ctx.append(lifecycle)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     web.run_app(
-        app, host=settings.gateway_host, port=settings.gateway_port,
-        shutdown_timeout=10, access_log=None, print=lambda *_: log.info(
-            msgspec.json.encode({"msg": "gateway listening", "port": settings.gateway_port}).decode()
-        ),
+        app, host=settings.gateway_host, port=settings.gateway_port, shutdown_timeout=10,
+        access_log=None, print=None, handle_signals=True,
     )  # fmt: skip

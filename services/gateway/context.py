@@ -1,45 +1,77 @@
-"""The state every handler shares, and how a handler finds it."""
+"""The state every handler shares — settings, sink, keys, limits, metrics, clock — and the steps
+every route takes: authenticate, read the body, publish."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 from aiohttp import web
 
 from services.gateway.errors import GatewayError, unavailable
-from services.gateway.sink import RecordSink, SinkUnavailable
+from services.gateway.limits import RateLimiter
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.sink import Record, RecordSink, SinkUnavailable
 from sluice.envelope import DeadLetter, RawBatch, encoder
-from sluice.registry import ApiKey, Registry
+from sluice.registry import ApiKey, KeyKind, Registry
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.gateway")
 
 Clock = Callable[[], float]
+PUBLISHABLE: tuple[KeyKind, ...] = ("publishable",)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer …`` (scheme case-insensitive), else None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 @dataclass
 class Gateway:
-    """What handlers share: settings, the record sink, the key registry and a clock."""
-
     settings: Settings
     sink: RecordSink
     registry: Registry
     clock: Clock = time.time
     ready: Callable[[], bool] = field(default=lambda: True)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    limiter: RateLimiter = field(init=False)
 
-    def authenticate(self, presented: str | None) -> ApiKey:
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst, self.clock)
+
+    def authenticate(
+        self,
+        request: web.Request,
+        presented: str | None,
+        *,
+        kinds: Collection[KeyKind] = ("publishable", "secret"),
+        scope: str | None = None,
+    ) -> ApiKey:
+        """The key's record, or a 401 (missing, unknown, revoked, expired, wrong kind, scope or
+        origin); then the key's rate limit (429 with Retry-After)."""
         if not presented:
             raise GatewayError(401, "Missing API key")
-        key = self.registry.authenticate(presented.strip(), self.clock())
+        key = self.registry.authenticate(presented, self.clock())
         if key is None:
             raise GatewayError(401, "Invalid or expired API key")
+        if key.kind not in kinds:
+            raise GatewayError(401, f"This endpoint needs a {' or '.join(kinds)} key")
+        if scope is not None and scope not in key.scopes:
+            raise GatewayError(401, f"API key lacks the {scope} scope")
+        origin = request.headers.get("Origin")
+        if key.allowed_origins and origin is not None and origin not in key.allowed_origins:
+            raise GatewayError(401, "Origin not allowed for this API key")
+        wait = self.limiter.retry_after(key.digest)
+        if wait is not None:
+            raise GatewayError(429, "Rate limit exceeded", retry_after=wait)
         return key
 
-    async def read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request, family: str) -> bytes:
         """The whole body, refused with 413 before reading when it is too large."""
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -51,19 +83,21 @@ class Gateway:
             if size > limit:
                 raise GatewayError(413, f"Request body too large (max {limit} bytes)")
             chunks.append(chunk)
+        self.metrics.body_bytes.labels(family).observe(size)
         return b"".join(chunks)
 
-    async def publish(self, batch: RawBatch | None, dead: list[DeadLetter]) -> None:
+    async def publish(self, batch: RawBatch | None, dead: Sequence[DeadLetter] = ()) -> None:
         """Make the accepted events and the dead letters durable; 503 if Kafka will not."""
-        sends = [self.sink.send(self.settings.dlq_topic, None, encoder.encode(d)) for d in dead]
+        records: list[Record] = [(self.settings.dlq_topic, None, encoder.encode(d)) for d in dead]
         if batch is not None:
-            raw = encoder.encode(batch)
-            sends.append(self.sink.send(self.settings.raw_topic, batch.org_id.encode(), raw))
+            records.append((self.settings.raw_topic, batch.org_id.encode(), encoder.encode(batch)))
+        started = time.perf_counter()
         try:
-            await asyncio.gather(*sends)
+            await self.sink.send_all(records)
         except SinkUnavailable as exc:
             log.warning("produce failed: %s", exc)
             raise unavailable() from exc
+        self.metrics.produce_seconds.observe(time.perf_counter() - started)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -71,3 +105,8 @@ GATEWAY = web.AppKey("gateway", Gateway)
 
 def gateway_of(request: web.Request) -> Gateway:
     return request.app[GATEWAY]
+
+
+def json_text(value: str | None) -> msgspec.Raw:
+    """A string as a JSON value (for batch-level fields of a raw record)."""
+    return msgspec.Raw(msgspec.json.encode(value))

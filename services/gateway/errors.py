@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 import msgspec
@@ -9,6 +10,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.gateway.routes import family_of
+
+log = logging.getLogger("sluice.gateway")
 
 
 class GatewayError(Exception):
@@ -33,9 +36,7 @@ def error_body(family: str, status: int, message: str) -> dict[str, str]:
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
 
 
 @web.middleware
@@ -44,13 +45,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return json_response(
-            error_body(family_of(request.path), exc.status, exc.message), exc.status, headers
-        )
+        return json_response(error_body(family_of(request.path), exc.status, exc.message), exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return json_response(error_body(family_of(request.path), exc.status, exc.reason), exc.status)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return json_response(error_body(family_of(request.path), 500, "Internal server error"), 500)
 
 
 CORS_HEADERS = {

@@ -1,8 +1,8 @@
-"""Where the gateway puts accepted records: a Kafka topic, behind a small protocol.
+"""Where the gateway puts accepted records: Kafka topics, behind a small protocol.
 
-``send`` returns only once the record is durable (Kafka: acknowledged by all in-sync replicas,
-idempotent producer) and raises :class:`SinkUnavailable` when that cannot be had within the
-timeout; the gateway turns that into a 503 with Retry-After. A timed-out record may still land
+``send_all`` returns only once every record is durable (Kafka: acknowledged by all in-sync
+replicas, idempotent producer) and raises :class:`SinkUnavailable` when that cannot be had within
+the timeout; the gateway turns that into a 503 with Retry-After. A timed-out record may still land
 later: the client retries, and the worker's dedupe by message id absorbs the second copy.
 """
 
@@ -16,13 +16,16 @@ from aiokafka.errors import KafkaError
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
+Record = tuple[str, bytes | None, bytes]
+"""(topic, key, value)"""
+
 
 class SinkUnavailable(Exception):
     """Kafka did not acknowledge in time (down, slow, or not connected yet)."""
 
 
 class RecordSink(Protocol):
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    async def send_all(self, records: list[Record]) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -49,11 +52,11 @@ class KafkaSink:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send_all(self, records: list[Record]) -> None:
         try:
             async with asyncio.timeout(self.timeout):
-                delivery = await self._producer.send(topic, value, key=key)
-                await delivery
+                deliveries = [await self._producer.send(t, v, key=k) for t, k, v in records]
+                await asyncio.gather(*deliveries)
         except (TimeoutError, KafkaError) as exc:
             raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -62,7 +65,7 @@ class MemorySink:
     """Keeps records in a list: for unit tests of the gateway, never for integration tests."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, bytes | None, bytes]] = []
+        self.records: list[Record] = []
         self.fail = False
 
     async def start(self) -> None:
@@ -71,7 +74,7 @@ class MemorySink:
     async def stop(self) -> None:
         pass
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send_all(self, records: list[Record]) -> None:
         if self.fail:
             raise SinkUnavailable("memory sink set to fail")
-        self.records.append((topic, key, value))
+        self.records.extend(records)

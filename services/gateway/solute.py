@@ -7,59 +7,41 @@ event is a 400 carrying the same per-index report.
 
 from __future__ import annotations
 
-import msgspec
 from aiohttp import web
 
+from services.gateway.batches import decode_body, sort_events
 from services.gateway.context import gateway_of
 from services.gateway.errors import GatewayError, json_response
-from sluice.envelope import DeadLetter, RawBatch, body_digest
+from sluice.envelope import Family, RawBatch, body_digest
 from sluice.wire import solute
+
+FAMILY: Family = "solute"
 
 
 async def handle(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    key = gateway.authenticate(request.headers.get("X-Api-Key"))
-    body = await gateway.read_body(request)
-    try:
-        envelope = solute.body_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise GatewayError(400, f"Invalid request body: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise GatewayError(400, "Request body must be a JSON object with a 'batch' array") from exc
+    key = gateway.authenticate(request, request.headers.get("X-Api-Key"))
+    body = await gateway.read_body(request, FAMILY)
+    envelope = decode_body(solute.body_decoder, body, "a JSON object with a 'batch' array")
     if not 1 <= len(envelope.batch) <= solute.MAX_EVENTS:
         raise GatewayError(400, f"batch must contain between 1 and {solute.MAX_EVENTS} events")
 
     received_at = gateway.clock()
-    accepted: list[msgspec.Raw] = []
-    indexes: list[int] = []
-    errors: list[dict[str, object]] = []
-    dead: list[DeadLetter] = []
-    for index, raw in enumerate(envelope.batch):
-        try:
-            reason = solute.check(solute.event_decoder.decode(raw))
-        except msgspec.ValidationError as exc:
-            reason = str(exc)
-        if reason is None:
-            accepted.append(raw)
-            indexes.append(index)
-        else:
-            errors.append({"index": index, "error": reason})
-            dead.append(DeadLetter(
-                family="solute", route=request.path, org_id=key.org_id, reason=reason,
-                received_at=received_at, payload=raw, index=index,
-            ))  # fmt: skip
-
-    report: dict[str, object] = {"processed": len(accepted), "failed": len(errors)}
-    if errors:
-        report["errors"] = errors
-    if not accepted:
-        await gateway.publish(None, dead)
-        return json_response({"success": False, **report}, 400)
-
-    batch = RawBatch(
-        family="solute", route=request.path, org_id=key.org_id, project_id=key.project_id,
-        env=key.env, received_at=received_at, body_digest=body_digest(body),
-        events=accepted, indexes=indexes, sent_at=envelope.sentAt,
-    )  # fmt: skip
+    events = sort_events(envelope.batch, solute.event_decoder, solute.check)
+    dead = events.dead_letters(envelope.batch, FAMILY, request.path, key.org_id, received_at)
+    report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
+    if events.errors:
+        report["errors"] = [{"index": i, "error": reason} for i, reason in events.errors]
+    batch = None
+    if events.accepted:
+        batch = RawBatch(
+            family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
+            env=key.env, received_at=received_at, body_digest=body_digest(body),
+            events=events.accepted, indexes=events.indexes, sent_at=envelope.sentAt,
+        )  # fmt: skip
     await gateway.publish(batch, dead)
+    gateway.metrics.accepted(FAMILY, len(events.accepted))
+    gateway.metrics.rejected(FAMILY, "invalid", len(events.errors))
+    if batch is None:
+        return json_response({"success": False, **report}, 400)
     return json_response({"success": True, **report})

@@ -1,0 +1,65 @@
+"""Checking a batch event by event, the same way for every family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+
+from services.gateway.errors import GatewayError
+from sluice.envelope import DeadLetter
+
+T = TypeVar("T")
+
+
+class Sorted(msgspec.Struct):
+    accepted: list[msgspec.Raw]
+    indexes: list[int]
+    errors: list[tuple[int, str]]
+
+    def dead_letters(
+        self, raws: list[msgspec.Raw], family: str, route: str, org_id: str, received_at: float
+    ) -> list[DeadLetter]:
+        return [
+            DeadLetter(
+                family=family,
+                route=route,
+                org_id=org_id,
+                reason=reason,
+                received_at=received_at,
+                payload=raws[index],
+                index=index,
+            )
+            for index, reason in self.errors
+        ]
+
+
+def sort_events(
+    raws: list[msgspec.Raw],
+    decoder: msgspec.json.Decoder[T],
+    check: Callable[[T], str | None],
+) -> Sorted:
+    """Decode each event with the family's struct and rule; valid ones keep their bytes."""
+    out = Sorted([], [], [])
+    for index, raw in enumerate(raws):
+        try:
+            reason = check(decoder.decode(raw))
+        except msgspec.ValidationError as exc:
+            reason = str(exc)
+        if reason is None:
+            out.accepted.append(raw)
+            out.indexes.append(index)
+        else:
+            out.errors.append((index, reason))
+    return out
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes, shape: str) -> T:
+    """The envelope, or a 400 that says what shape was expected."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise GatewayError(400, f"Invalid request body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise GatewayError(400, f"Request body must be {shape}") from exc

@@ -1,0 +1,97 @@
+"""``/api/sdk/events``, ``/api/sdk/users/identify``, ``/api/sdk/companies/identify`` (Halo).
+
+All-or-nothing: an invalid event fails the request with 400 and nothing of it is kept. Only
+publishable keys (``Authorization: Bearer ab_live_…``). ``user_token`` is verified here when the
+org has identity verification on, and is never forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.gateway.batches import decode_body, sort_events
+from services.gateway.context import PUBLISHABLE, Gateway, bearer, gateway_of, json_text
+from services.gateway.errors import GatewayError, json_response
+from services.gateway.identity import verify_identity
+from sluice.envelope import Family, RawBatch, body_digest
+from sluice.registry import ApiKey
+from sluice.wire import halo
+
+FAMILY: Family = "halo"
+SUCCESS = {"success": True}
+
+
+async def _start(request: web.Request) -> tuple[Gateway, ApiKey, bytes]:
+    gateway = gateway_of(request)
+    key = gateway.authenticate(request, bearer(request), kinds=PUBLISHABLE)
+    return gateway, key, await gateway.read_body(request, FAMILY)
+
+
+def _batch(
+    gateway: Gateway, request: web.Request, key: ApiKey, body: bytes, events: list[msgspec.Raw],
+    fields: dict[str, msgspec.Raw] | None = None,
+) -> RawBatch:  # fmt: skip
+    return RawBatch(
+        family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
+        env=key.env, received_at=gateway.clock(), body_digest=body_digest(body), events=events,
+        indexes=list(range(len(events))), batch=fields or {},
+    )  # fmt: skip
+
+
+async def events(request: web.Request) -> web.Response:
+    gateway, key, body = await _start(request)
+    envelope = decode_body(halo.events_decoder, body, "a JSON object with an 'events' array")
+    if not 1 <= len(envelope.events) <= halo.MAX_EVENTS:
+        raise GatewayError(400, f"events must contain between 1 and {halo.MAX_EVENTS} events")
+    verify_identity(gateway.registry.org(key.org_id), envelope.user_id, envelope.user_token)
+    checked = sort_events(envelope.events, halo.event_decoder, halo.check_event)
+    if checked.errors:
+        index, reason = checked.errors[0]
+        gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
+        raise GatewayError(400, f"events[{index}]: {reason}")
+    fields = {"user_id": json_text(envelope.user_id), "session_id": json_text(envelope.session_id)}
+    await gateway.publish(_batch(gateway, request, key, body, envelope.events, fields))
+    gateway.metrics.accepted(FAMILY, len(envelope.events))
+    return json_response(SUCCESS)
+
+
+def _without_token(body: bytes) -> msgspec.Raw:
+    """The identify payload as sent, less the ``user_token`` credential."""
+    payload: dict[str, Any] = msgspec.json.decode(body)
+    payload.pop("user_token", None)
+    return msgspec.Raw(msgspec.json.encode(payload))
+
+
+async def identify_user(request: web.Request) -> web.Response:
+    gateway, key, body = await _start(request)
+    payload = decode_body(halo.user_decoder, body, "a JSON object with a 'user_id'")
+    if not payload.user_id:
+        raise GatewayError(400, "user_id must not be empty")
+    _check_traits(payload.traits, payload.context, halo.MAX_USER_PAYLOAD_BYTES)
+    verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
+    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
+    gateway.metrics.accepted(FAMILY, 1)
+    return json_response(SUCCESS)
+
+
+async def identify_company(request: web.Request) -> web.Response:
+    gateway, key, body = await _start(request)
+    payload = decode_body(halo.company_decoder, body, "a JSON object with a 'company_id'")
+    if not payload.company_id:
+        raise GatewayError(400, "company_id must not be empty")
+    _check_traits(payload.traits, payload.context, halo.MAX_COMPANY_PAYLOAD_BYTES)
+    if payload.user_id is not None:
+        verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
+    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
+    gateway.metrics.accepted(FAMILY, 1)
+    return json_response(SUCCESS)
+
+
+def _check_traits(traits: msgspec.Raw, context: msgspec.Raw, limit: int) -> None:
+    if not (halo.is_object(traits) and halo.is_object(context)):
+        raise GatewayError(400, "traits and context must be objects")
+    if halo.payload_size(traits, context) > limit:
+        raise GatewayError(400, f"traits and context exceed {limit} bytes")

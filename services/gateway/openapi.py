@@ -1,0 +1,178 @@
+"""The OpenAPI 3 document at ``/openapi.json``, built from the wire structs themselves.
+
+Event schemas come from msgspec (``schema_components``), so the document cannot drift from what
+the decoders accept; envelopes and responses are written here, once per family.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from sluice.wire import halo, solute, traffical, xaiku
+
+REF = "#/components/schemas/{name}"
+JsonSchema = dict[str, Any]
+
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+TRAFFICAL_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+}
+SUCCESS = {
+    "type": "object",
+    "required": ["success"],
+    "properties": {"success": {"type": "boolean", "const": True}},
+}
+SOLUTE_REPORT = {
+    "type": "object",
+    "required": ["success", "processed", "failed"],
+    "properties": {
+        "success": {"type": "boolean"},
+        "processed": {"type": "integer", "minimum": 0},
+        "failed": {"type": "integer", "minimum": 0},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "error"],
+                "properties": {"index": {"type": "integer"}, "error": {"type": "string"}},
+            },
+        },
+    },
+}
+TRAFFICAL_RESULT = {
+    "type": "object",
+    "required": ["accepted", "written"],
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "written": {"type": "integer", "minimum": 0},
+    },
+}
+OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _ref(name: str) -> JsonSchema:
+    return {"$ref": REF.format(name=name)}
+
+
+def _events(item: JsonSchema, max_items: int | None) -> JsonSchema:
+    schema: JsonSchema = {"type": "array", "items": item, "minItems": 1}
+    if max_items:
+        schema["maxItems"] = max_items
+    return schema
+
+
+def _envelope(required: list[str], **properties: JsonSchema) -> JsonSchema:
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": True}
+
+
+def _operation(
+    summary: str, security: str, body: JsonSchema, success: JsonSchema, error: JsonSchema,
+    extra_errors: dict[str, JsonSchema] | None = None, content_types: tuple[str, ...] = ("application/json",),
+) -> JsonSchema:  # fmt: skip
+    def answer(description: str, schema: JsonSchema) -> JsonSchema:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    responses = {
+        "200": answer("Accepted: durable in Kafka", success),
+        "400": answer("Invalid request", error),
+        "401": answer("Missing, invalid, revoked or expired key; wrong kind or scope", error),
+        "413": answer("Body too large", error),
+        "429": answer("Over the key's rate; see Retry-After", error),
+        "503": answer("Could not be made durable; retry after Retry-After", error),
+    }
+    responses.update({code: answer("See the family's reference", s) for code, s in (extra_errors or {}).items()})
+    operation: JsonSchema = {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {ct: {"schema": body} for ct in content_types}},
+        "responses": responses,
+    }
+    if security:
+        operation["security"] = [{security: []}]
+    return {"post": operation}
+
+
+@functools.cache
+def openapi_document() -> JsonSchema:
+    _, components = msgspec.json.schema_components(
+        [xaiku.XaikuEvent, solute.SoluteEvent, traffical.Exposure,
+         traffical.Decision, traffical.Track],
+        ref_template=REF,
+    )  # fmt: skip
+    # by hand: HaloEvent's Raw fields have defaults msgspec cannot put in a schema
+    components["HaloEvent"] = {
+        "type": "object",
+        "required": ["event_type"],
+        "properties": {
+            "event_type": {"type": "string"},
+            "element_selector": {"type": "string"},
+            "page_url": {"type": "string"},
+            "metadata": OBJECT,
+            "timestamp": {"type": "string"},
+        },
+        "additionalProperties": True,
+    }
+    halo_events = _envelope(
+        ["events"], events=_events(_ref("HaloEvent"), halo.MAX_EVENTS),
+        user_id={"type": "string"}, session_id={"type": "string"}, user_token={"type": "string"},
+    )  # fmt: skip
+    identify_user = _envelope(
+        ["user_id"], user_id={"type": "string"}, traits=OBJECT, context=OBJECT, user_token={"type": "string"}
+    )
+    identify_company = _envelope(
+        ["company_id"], company_id={"type": "string"}, traits=OBJECT, context=OBJECT,
+        user_id={"type": "string"}, user_token={"type": "string"},
+    )  # fmt: skip
+    analytics = _envelope(["events"], events=_events(_ref("XaikuEvent"), None), pkey={"type": "string"})
+    solute_body = _envelope(["batch"], batch=_events(_ref("SoluteEvent"), solute.MAX_EVENTS), sentAt={"type": "string"})
+    traffical_event = {"oneOf": [_ref("Exposure"), _ref("Decision"), _ref("Track")]}
+    traffical_body = _envelope(["events"], events=_events(traffical_event, traffical.MAX_EVENTS))
+    forbidden = {"403": ERROR}
+    traffical_op = _operation(
+        "Exposure, track and decision events (key with scope sdk:write)", "bearer", traffical_body,
+        TRAFFICAL_RESULT, TRAFFICAL_ERROR,
+    )  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sluice gateway", "version": "1"},
+        "paths": {
+            "/api/sdk/events": _operation(
+                "Behavioural events (Halo)", "bearer", halo_events, SUCCESS, ERROR, forbidden
+            ),
+            "/api/sdk/users/identify": _operation(
+                "Create or update a user (Halo)", "bearer", identify_user, SUCCESS, ERROR, forbidden
+            ),
+            "/api/sdk/companies/identify": _operation(
+                "Create or update a company (Halo)", "bearer", identify_company, SUCCESS, ERROR, forbidden
+            ),
+            "/api/v1/analytics": _operation(
+                "Analytics events (Xaiku); the key may be `pkey` in a sendBeacon body",
+                "publicKey",
+                analytics,
+                SUCCESS,
+                ERROR,
+                content_types=("application/json", "text/plain"),
+            ),
+            "/api/events": _operation(
+                "Segment-style batch (Solute)",
+                "apiKey",
+                solute_body,
+                SOLUTE_REPORT,
+                {"oneOf": [ERROR, SOLUTE_REPORT]},
+            ),
+            "/v1/events": traffical_op,
+            "/v1/events/batch": traffical_op,
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+                "publicKey": {"type": "apiKey", "in": "header", "name": "X-public-key"},
+            },
+        },
+    }

@@ -1,0 +1,47 @@
+"""``POST /v1/events`` and ``/v1/events/batch`` (Traffical): exposure, track, decision.
+
+Any key kind that carries the ``sdk:write`` scope: the server SDK's ``traffical_sk_…`` and the
+browser SDK's ``pk_…`` (which posts batches of about 10, and a keepalive fetch on page hide).
+Partial success: ``accepted`` counts the valid events, which are made durable (``written``);
+invalid ones go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.gateway.batches import sort_events
+from services.gateway.context import bearer, gateway_of
+from services.gateway.errors import GatewayError, json_response
+from sluice.envelope import Family, RawBatch, body_digest
+from sluice.wire import traffical
+
+FAMILY: Family = "traffical"
+SCOPE = "sdk:write"
+
+
+async def handle(request: web.Request) -> web.Response:
+    gateway = gateway_of(request)
+    key = gateway.authenticate(request, bearer(request), scope=SCOPE)
+    body = await gateway.read_body(request, FAMILY)
+    try:
+        envelope = traffical.body_decoder.decode(body)
+    except (ValueError, TypeError) as exc:  # msgspec's DecodeError and ValidationError
+        raise GatewayError(400, traffical.EVENTS_MESSAGE) from exc
+    if not 1 <= len(envelope.events) <= traffical.MAX_EVENTS:
+        raise GatewayError(400, traffical.EVENTS_MESSAGE)
+
+    received_at = gateway.clock()
+    checked = sort_events(envelope.events, traffical.event_decoder, lambda e: traffical.check_event(e, key.org_id))
+    dead = checked.dead_letters(envelope.events, FAMILY, request.path, key.org_id, received_at)
+    batch = None
+    if checked.accepted:
+        batch = RawBatch(
+            family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
+            env=key.env, received_at=received_at, body_digest=body_digest(body),
+            events=checked.accepted, indexes=checked.indexes,
+        )  # fmt: skip
+    await gateway.publish(batch, dead)
+    gateway.metrics.accepted(FAMILY, len(checked.accepted))
+    gateway.metrics.rejected(FAMILY, "invalid", len(checked.errors))
+    return json_response({"accepted": len(checked.accepted), "written": len(checked.accepted)})

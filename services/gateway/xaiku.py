@@ -1,0 +1,43 @@
+"""``POST /api/v1/analytics`` (Xaiku): header form and sendBeacon form.
+
+The key is ``X-public-key``, or ``pkey`` inside a sendBeacon body, which arrives with any
+content type and no custom headers — so the body is read as JSON whatever its Content-Type says.
+All-or-nothing: an invalid event fails the request with 400 and nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.gateway.batches import decode_body, sort_events
+from services.gateway.context import PUBLISHABLE, gateway_of
+from services.gateway.errors import GatewayError, json_response
+from sluice.envelope import Family, RawBatch, body_digest
+from sluice.wire import xaiku
+
+FAMILY: Family = "xaiku"
+
+
+async def handle(request: web.Request) -> web.Response:
+    gateway = gateway_of(request)
+    header_key = request.headers.get("X-public-key")
+    if header_key:  # refuse a bad key before reading the body
+        key = gateway.authenticate(request, header_key, kinds=PUBLISHABLE)
+    body = await gateway.read_body(request, FAMILY)
+    envelope = decode_body(xaiku.body_decoder, body, "a JSON object with an 'events' array")
+    if not header_key:
+        key = gateway.authenticate(request, envelope.pkey, kinds=PUBLISHABLE)
+    if not envelope.events:
+        raise GatewayError(400, "events must be a non-empty array")
+    checked = sort_events(envelope.events, xaiku.event_decoder, xaiku.check_event)
+    if checked.errors:
+        index, reason = checked.errors[0]
+        gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
+        raise GatewayError(400, f"events[{index}]: {reason}")
+    await gateway.publish(RawBatch(
+        family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
+        env=key.env, received_at=gateway.clock(), body_digest=body_digest(body),
+        events=envelope.events, indexes=list(range(len(envelope.events))),
+    ))  # fmt: skip
+    gateway.metrics.accepted(FAMILY, len(envelope.events))
+    return json_response({"success": True})

@@ -1,0 +1,30 @@
+"""Every Prometheus metric Sluice emits, named once.
+
+``MetricName`` is the list the dashboards and alert rules are checked against; a metric made
+under any other name is a type error (mypy) and a test failure.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+MetricName = Literal[
+    # gateway
+    "sluice_gateway_requests_total",
+    "sluice_gateway_events_total",
+    "sluice_gateway_produce_seconds",
+    "sluice_gateway_body_bytes",
+    # worker
+    "sluice_worker_events_total",
+    "sluice_worker_sink_rows",
+    "sluice_worker_sink_seconds",
+    "sluice_worker_freshness_seconds",
+    "sluice_worker_consumer_lag",
+]
+
+METRIC_NAMES: frozenset[str] = frozenset(get_args(MetricName))
+
+
+def base_name(name: MetricName) -> str:
+    """The name prometheus-client wants (it appends ``_total`` to counters itself)."""
+    return name.removesuffix("_total")

@@ -1,0 +1,47 @@
+"""Xaiku ``POST /api/v1/analytics``: ``{events: [...]}``, or the sendBeacon form with ``pkey``.
+
+All-or-nothing family. The sendBeacon body arrives with any content type (``text/plain`` from
+a string beacon) and no custom headers, so the key may be in the body; it is never forwarded.
+Value ranges (scrollDepth 0–100, times ≥ 0) are not enforced: browsers send odd numbers, and in
+an all-or-nothing family one odd number would cost the whole batch.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class AnalyticsBody(msgspec.Struct, kw_only=True):
+    events: list[msgspec.Raw]
+    pkey: str | None = None
+
+
+class XaikuEvent(msgspec.Struct, kw_only=True):
+    eventName: str
+    experimentId: str
+    sessionId: str
+    variantId: str | None = None
+    conversion: bool | None = None
+    loadTime: float | None = None
+    scrollDepth: float | None = None
+    timeOnPage: float | None = None
+    clickTarget: str | None = None
+    pathname: str | None = None
+    referrer: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    test: bool | None = None
+
+
+def check_event(event: XaikuEvent) -> str | None:
+    for name in ("eventName", "experimentId", "sessionId"):
+        if not getattr(event, name):
+            return f"{name} must not be empty"
+    return None
+
+
+body_decoder = msgspec.json.Decoder(AnalyticsBody)
+event_decoder = msgspec.json.Decoder(XaikuEvent)

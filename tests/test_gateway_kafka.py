@@ -1,0 +1,89 @@
+"""The gateway on a real broker: 2xx only once Kafka has the record; 503 while it is down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from sluice.envelope import raw_batch_decoder
+from sluice.localkafka import LocalKafka, ensure_jars, free_port
+from sluice.settings import Settings
+from tests.builders import solute_body, solute_event
+from tests.processes import gateway_url, running, sluice
+
+pytestmark = pytest.mark.kafka
+
+
+async def message_ids(settings: Settings) -> list[str]:
+    """Message ids of every event in the raw topic, read from the beginning."""
+    consumer = AIOKafkaConsumer(
+        settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        found = await consumer.getmany(timeout_ms=3000)
+    finally:
+        await consumer.stop()
+    ids = []
+    for messages in found.values():
+        for message in messages:
+            assert message.value is not None
+            batch = raw_batch_decoder.decode(message.value)
+            ids += [str(msgspec.json.decode(e)["messageId"]) for e in batch.events]
+    return ids
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A broker for this test alone: it gets stopped and started again."""
+    broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port())
+    broker.start(heap="256m")
+    try:
+        broker.wait_ready()
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_outage_is_503_within_five_seconds_and_recovers(
+    request: pytest.FixtureRequest, own_broker: LocalKafka, settings: Settings, tmp_path: Path
+) -> None:
+    request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
+    mine = Settings.from_env(settings.to_env(), kafka_bootstrap=own_broker.bootstrap, produce_timeout=2.0)
+    key = sluice(mine, "keys", "create", "--org", "acme", "--kind", "secret").stdout.strip()
+    url = f"{gateway_url(mine)}/api/events"
+
+    async def post(message_id: str) -> tuple[int, dict[str, str]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, data=solute_body(solute_event(messageId=message_id)), headers={"X-Api-Key": key}) as r,
+        ):
+            return r.status, dict(r.headers)
+
+    with running(mine, "gateway", f"{gateway_url(mine)}/readyz", tmp_path / "gw.log"):
+        assert (await post("before"))[0] == 200
+        assert await message_ids(mine) == ["before"]  # acknowledged ⇒ already in the topic
+
+        own_broker.stop()
+        started = time.monotonic()
+        status, headers = await post("during")
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert time.monotonic() - started < 5.0
+
+        own_broker.start(heap="256m")
+        own_broker.wait_ready()
+        for _ in range(120):  # the producer reconnects on its own; give it up to a minute
+            status = (await post("after"))[0]
+            if status == 200:
+                break
+            await asyncio.sleep(0.5)
+        assert status == 200
+        ids = await message_ids(mine)
+        assert ids[0] == "before" and "after" in ids  # "during" may or may not have landed late
