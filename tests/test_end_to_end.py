@@ -111,3 +111,52 @@ async def test_key_created_while_gateway_runs_is_honoured_within_two_seconds(
                 if status == 401:
                     break
             assert status == 401
+
+
+async def test_every_family_lands_in_events(kafka_settings: Settings, tmp_path: Path) -> None:
+    from tests.builders import HALO_EXAMPLE, TRAFFICAL_EXAMPLE, XAIKU_CURL_EVENTS, encode, halo_user
+
+    key = sluice(
+        kafka_settings, "keys", "create", "--org", "org_acme", "--kind", "publishable", "--scope", "sdk:write"
+    ).stdout.strip()
+    url = gateway_url(kafka_settings)
+    requests = [
+        ("/api/sdk/events", {"Authorization": f"Bearer {key}"}, encode(HALO_EXAMPLE)),
+        ("/api/sdk/users/identify", {"Authorization": f"Bearer {key}"}, encode(halo_user())),
+        ("/api/v1/analytics", {"Content-Type": "text/plain;charset=UTF-8"},
+         encode({"events": XAIKU_CURL_EVENTS, "pkey": key})),
+        ("/api/events", {"X-Api-Key": key}, solute_body()),
+        ("/v1/events/batch", {"Authorization": f"Bearer {key}"}, encode(TRAFFICAL_EXAMPLE)),
+    ]  # fmt: skip
+    with (
+        running(kafka_settings, "worker", f"{kafka_settings.worker_url}/healthz", tmp_path / "worker.log"),
+        running(kafka_settings, "gateway", f"{url}/readyz", tmp_path / "gw.log"),
+    ):
+        async with aiohttp.ClientSession() as http:
+            for path, headers, body in requests:
+                async with http.post(f"{url}{path}", data=body, headers=headers) as response:
+                    assert response.status == 200, (path, await response.text())
+        found = wait_rows(
+            kafka_settings,
+            "SELECT family, type, event, unit_key, experiment_id, variant_id FROM events FINAL "
+            "ORDER BY family, type, event",
+            count=8,
+        )
+    assert found == [
+        {"family": "halo", "type": "identify", "event": "identify", "unit_key": "user_123",
+         "experiment_id": "", "variant_id": ""},
+        {"family": "halo", "type": "page", "event": "page_view", "unit_key": "user_123",
+         "experiment_id": "", "variant_id": ""},
+        {"family": "halo", "type": "track", "event": "click", "unit_key": "user_123",
+         "experiment_id": "", "variant_id": ""},
+        {"family": "solute", "type": "track", "event": "Button Clicked", "unit_key": "user_123",
+         "experiment_id": "", "variant_id": ""},
+        {"family": "traffical", "type": "exposure", "event": "exposure", "unit_key": "user_789",
+         "experiment_id": "policy_color_test", "variant_id": "treatment"},
+        {"family": "traffical", "type": "track", "event": "purchase", "unit_key": "user_789",
+         "experiment_id": "", "variant_id": ""},
+        {"family": "xaiku", "type": "exposure", "event": "impression", "unit_key": "sess_xyz",
+         "experiment_id": "exp_abc123", "variant_id": "var_001"},
+        {"family": "xaiku", "type": "track", "event": "click", "unit_key": "sess_xyz",
+         "experiment_id": "exp_abc123", "variant_id": "var_001"},
+    ]  # fmt: skip

@@ -83,3 +83,94 @@ def test_invalid_events_come_back_with_reason_and_bytes() -> None:
     assert item.index == 0
     assert item.reason == "Invalid enum value 'launch' - at `$.type`"
     assert msgspec.json.decode(item.payload) == bad
+
+
+# --- the other families ------------------------------------------------------------------------
+
+
+def family_batch(family: str, route: str, *events: object, **batch_fields: str) -> RawBatch:
+    return RawBatch(
+        family=family, route=route, org_id="acme", project_id="web", env="production",  # type: ignore[arg-type]
+        received_at=RECEIVED, body_digest=body_digest(b"body"),
+        events=[msgspec.Raw(msgspec.json.encode(e)) for e in events], indexes=list(range(len(events))),
+        batch={k: msgspec.Raw(msgspec.json.encode(v)) for k, v in batch_fields.items()},
+    )  # fmt: skip
+
+
+def only(items: list[CanonicalEvent | Invalid]) -> list[CanonicalEvent]:
+    assert all(isinstance(i, CanonicalEvent) for i in items), items
+    return [i for i in items if isinstance(i, CanonicalEvent)]
+
+
+def test_halo_events_with_caps_cut_and_extras_kept() -> None:
+    events = only(list(normalize(family_batch(
+        "halo", "/api/sdk/events",
+        {"event_type": "page_view", "page_url": "/settings", "metadata": {"referrer": "/dashboard"}},
+        {"event_type": "c" * 150, "element_selector": "#" + "x" * 600, "page_url": "/" + "p" * 2500,
+         "hoverDuration": 1200, "framework": "react"},
+        user_id="user_123", session_id="s" * 300,
+    ))))  # fmt: skip
+    page, click = events
+    assert (page.type, page.event, page.user_id, page.unit_key) == ("page", "page_view", "user_123", "user_123")
+    assert msgspec.json.decode(page.properties) == {"referrer": "/dashboard"}
+    assert page.timestamp == page.received_at == datetime.fromtimestamp(RECEIVED, UTC)
+    assert (len(click.event), len(click.page_url), len(click.session_id)) == (100, 2000, 200)
+    properties = msgspec.json.decode(click.properties)
+    assert len(properties["element_selector"]) == 500
+    assert (properties["hoverDuration"], properties["framework"]) == (1200, "react")
+    assert page.message_id == derived_message_id("acme", body_digest(b"body"), 0)
+
+
+def test_halo_identify_user_and_company() -> None:
+    [user] = only(list(normalize(family_batch(
+        "halo", "/api/sdk/users/identify",
+        {"user_id": "user_123", "traits": {"plan": "pro"}, "email": "ada@example.com", "context": {"ip": "x"}},
+    ))))  # fmt: skip
+    assert (user.type, user.user_id) == ("identify", "user_123")
+    assert msgspec.json.decode(user.traits) == {"plan": "pro", "email": "ada@example.com"}
+    [company] = only(list(normalize(family_batch(
+        "halo", "/api/sdk/companies/identify", {"company_id": "co_42", "traits": {"seats": 40}, "user_id": "u1"},
+    ))))  # fmt: skip
+    assert (company.type, company.group_id, company.user_id) == ("group", "co_42", "u1")
+
+
+def test_xaiku_impression_is_an_exposure_of_the_session() -> None:
+    impression, click = only(list(normalize(family_batch(
+        "xaiku", "/api/v1/analytics",
+        {"eventName": "impression", "experimentId": "exp_abc123", "variantId": "var_001", "sessionId": "sess_xyz",
+         "pathname": "/landing", "loadTime": 1200, "partId": "hero"},
+        {"eventName": "click", "experimentId": "exp_abc123", "sessionId": "sess_xyz", "clickTarget": "#cta"},
+    ))))  # fmt: skip
+    assert (impression.type, impression.experiment_id, impression.variant_id) == ("exposure", "exp_abc123", "var_001")
+    assert (impression.unit_key, impression.session_id, impression.page_url) == ("sess_xyz", "sess_xyz", "/landing")
+    assert msgspec.json.decode(impression.properties) == {"pathname": "/landing", "loadTime": 1200, "partId": "hero"}
+    assert (click.type, click.event) == ("track", "click")
+
+
+def test_traffical_exposure_track_decision() -> None:
+    layer = {"layerId": "l1", "policyId": "policy_color_test", "allocationName": "treatment", "bucket": 7420}
+    exposure, track, decision = only(list(normalize(family_batch(
+        "traffical", "/v1/events",
+        {"type": "exposure", "unitKey": "user_789", "timestamp": "2026-05-21T10:30:00Z", "decisionId": "dec_1",
+         "layers": [layer], "sdkName": "js-client"},
+        {"type": "track", "unitKey": "user_789", "timestamp": "2026-05-21T10:35:00Z", "event": "purchase",
+         "properties": {"order_total": 49.99}, "decisionId": "dec_1", "id": "evt_9", "value": 49.99},
+        {"type": "decision", "unitKey": "user_789", "timestamp": "2026-05-21T10:29:59Z", "layers": [layer],
+         "latencyMs": 2.5},
+    ))))  # fmt: skip
+    assert (exposure.type, exposure.experiment_id, exposure.variant_id) == (
+        "exposure",
+        "policy_color_test",
+        "treatment",
+    )
+    assert msgspec.json.decode(exposure.properties) == {"layers": [layer]}
+    assert msgspec.json.decode(exposure.context) == {"sdkName": "js-client"}
+    assert (track.message_id, track.event, track.decision_id) == ("evt_9", "purchase", "dec_1")
+    assert msgspec.json.decode(track.properties) == {"order_total": 49.99, "value": 49.99}
+    assert decision.timestamp == datetime(2026, 5, 21, 10, 29, 59, tzinfo=UTC)
+    assert msgspec.json.decode(decision.properties)["latencyMs"] == 2.5
+
+
+def test_traffical_invalid_events_are_dead_letters() -> None:
+    [item] = normalize(family_batch("traffical", "/v1/events", {"type": "exposure", "unitKey": "u"}))
+    assert isinstance(item, Invalid) and item.reason == "Object missing required field `timestamp`"

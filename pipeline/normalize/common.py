@@ -1,0 +1,73 @@
+"""What every family's mapper shares: time handling, ids, JSON columns, field caps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from sluice.envelope import RawBatch, derived_message_id
+
+SESSION_ID_MAX = 200
+EMPTY = msgspec.Raw(b"{}")
+
+
+class Invalid(msgspec.Struct):
+    index: int
+    reason: str
+    payload: msgspec.Raw
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_time(text: object) -> datetime | None:
+    """An ISO 8601 string as a UTC datetime, or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def received(batch: RawBatch) -> datetime:
+    return datetime.fromtimestamp(batch.received_at, UTC)
+
+
+def message_id(batch: RawBatch, index: int, own: object = None) -> str:
+    """The client's id when it sent one, else the deterministic one (org, body, index)."""
+    if isinstance(own, str) and own:
+        return own
+    return derived_message_id(batch.org_id, batch.body_digest, index)
+
+
+def as_json(value: dict[str, Any] | None) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode(value)) if value else EMPTY
+
+
+def text(value: object, limit: int | None = None) -> str:
+    """A field as text for a String column: strings as they are (cut to ``limit``), other
+    scalars in their JSON spelling, absent as empty."""
+    if value is None:
+        return ""
+    out = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return out[:limit] if limit else out
+
+
+def extras(fields: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """Fields the family's struct does not name: kept, never a reason to refuse."""
+    names = set(known)
+    return {k: v for k, v in fields.items() if k not in names}
+
+
+def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
+    """The event as a dict, or the reason it is not a JSON object."""
+    try:
+        value = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        return str(exc)
+    return value if isinstance(value, dict) else "event must be a JSON object"

@@ -1,0 +1,77 @@
+"""Solute (Segment-style) events → canonical."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import msgspec
+
+from pipeline.canonical import CanonicalEvent
+from pipeline.normalize.common import (
+    SESSION_ID_MAX,
+    Invalid,
+    as_json,
+    decode_object,
+    extras,
+    message_id,
+    parse_time,
+    received,
+    text,
+    utc,
+)  # fmt: skip
+from sluice.envelope import RawBatch
+from sluice.wire.solute import SoluteEvent, check
+
+FIELDS = SoluteEvent.__struct_fields__
+
+
+def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
+    arrived = received(batch)
+    sent = parse_time(batch.sent_at)
+    # Clock-skew correction: the client stamped timestamp and sentAt with the same clock, so
+    # timestamp + (receivedAt - sentAt) is the event's time on the gateway's clock.
+    shift = arrived - sent if sent else timedelta(0)
+    for index, payload in zip(batch.indexes, batch.events, strict=True):
+        fields = decode_object(payload)
+        if isinstance(fields, str):
+            yield Invalid(index, fields, payload)
+            continue
+        try:
+            event = msgspec.convert(fields, SoluteEvent)
+        except msgspec.ValidationError as exc:
+            yield Invalid(index, str(exc), payload)
+            continue
+        reason = check(event)
+        if reason:
+            yield Invalid(index, reason, payload)
+            continue
+        context = dict(event.context)
+        if unknown := extras(fields, FIELDS):
+            context["extra"] = unknown
+        properties = dict(event.properties)
+        if event.type == "page":
+            properties.update({k: v for k, v in (("name", event.name), ("category", event.category)) if v})
+        page = context.get("page")
+        yield CanonicalEvent(
+            org_id=batch.org_id,
+            project_id=batch.project_id,
+            env=batch.env,
+            message_id=message_id(batch, index, event.messageId),
+            family="solute",
+            type=event.type,
+            event=event.event or event.name or "",
+            user_id=event.userId or "",
+            anonymous_id=event.anonymousId or "",
+            unit_key=event.userId or event.anonymousId or "",
+            session_id=text(context.get("sessionId"), SESSION_ID_MAX),
+            timestamp=utc(event.timestamp) + shift,
+            received_at=arrived,
+            sent_at=sent,
+            properties=as_json(properties),
+            context=as_json(context),
+            traits=as_json(event.traits),
+            page_url=text(page.get("url")) if isinstance(page, dict) else "",
+            group_id=event.groupId or "",
+            previous_id=event.previousId or "",
+        )
