@@ -1,13 +1,18 @@
-"""The Faust worker: raw batches from Kafka → canonical events → the warehouse.
+"""The Faust worker: two stages and a dead-letter loader.
 
-Delivery: at least once from Kafka, effectively once in ClickHouse. The agent writes a batch to
-the warehouse before it asks for the next one, and Faust commits an offset only for records the
-agent has moved past; a crash between the write and the commit replays those records, which
-rewrite the same rows (same ``(org_id, message_id)``), merged away by ReplacingMergeTree and
-invisible to ``FINAL`` reads.
+1. ``normalize`` (raw topic → keyed topic): each raw batch becomes canonical events, re-keyed by
+   ``org:unit`` (and ``org:user``, ``org:company``) so that all state is local to a partition;
+   invalid events go to the dead-letter topic with their reason.
+2. ``keyed`` (keyed topic → warehouse): dedupe, users and companies, experiment attribution and
+   rollups (``pipeline.processor``), then the rows (``pipeline.sink``).
+3. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
 
-The worker's web port serves ``/healthz``, ``/metrics`` and, for the embedded warehouse that only
-this process may open, ``POST /query`` (SQL in the body, ``?format=`` a ClickHouse format).
+Delivery: at least once between stages (Faust flushes its producer, and the table changelogs,
+before it commits offsets; ``take_events`` acks a batch only after the body handled it), and
+effectively once into ClickHouse by the processor's fences, dedupe and idempotent state.
+
+The web port serves ``/healthz``, ``/metrics`` and, for the embedded warehouse that only this
+process may open, ``POST /query`` (SQL in the body, ``?format=tsv|json``).
 """
 
 from __future__ import annotations
@@ -15,78 +20,137 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import faust
 import msgspec
+from faust.streams import _current_event
 from faust.web import Request, Response, View
+from prometheus_client import generate_latest
 
-from pipeline.canonical import CanonicalEvent, to_rows
+from pipeline.metrics import WorkerMetrics
 from pipeline.normalize import Invalid, normalize
-from pipeline.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
+from pipeline.processor import Incoming, Processor, Stores
+from pipeline.records import decoder as routed_decoder
+from pipeline.records import encoder as routed_encoder
+from pipeline.records import route
+from pipeline.sink import WarehouseSink, fences
+from pipeline.state import CompanyState, Seen, UnitState, UserState
+from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.worker")
 
 QUERY_FORMATS = {"tsv": "TSVWithNames", "json": "JSONEachRow"}
+T = TypeVar("T")
 
 
-class EventSink:
-    """Writes canonical events to ``events``; blocks (backpressure) while the warehouse is down."""
+class TableStore(Generic[T]):
+    """A Faust table of bytes seen as a store of msgspec structs."""
 
-    def __init__(self, warehouse: Warehouse, retry_seconds: float = 1.0) -> None:
-        self.warehouse = warehouse
-        self.retry_seconds = retry_seconds
+    def __init__(self, table: Any, kind: type[T]) -> None:
+        self.table = table
+        self.decoder = msgspec.json.Decoder(kind)
 
-    async def write(self, events: list[CanonicalEvent]) -> None:
-        if not events:
-            return
-        rows = to_rows(events)
-        while True:
-            try:
-                await asyncio.to_thread(self.warehouse.insert_json, "events", rows)
-                return
-            except WarehouseUnavailable as exc:
-                log.warning("warehouse unavailable, retrying: %s", exc)
-                await asyncio.sleep(self.retry_seconds)
+    def get(self, key: str) -> T | None:
+        value = self.table.get(key.encode())
+        return None if value is None else self.decoder.decode(value)
+
+    def set(self, key: str, value: T) -> None:
+        self.table[key.encode()] = encoder.encode(value)
 
 
 def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Warehouse] = open_warehouse) -> faust.App:
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store="rocksdb://",  # backed by rocksdict (python-rocksdb is not installed)
+        datadir=str(settings.worker_data_dir),
         web_host=settings.worker_host,
         web_port=settings.worker_port,
         web_bind=settings.worker_host,
         topic_partitions=settings.raw_partitions,
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=1000,
         broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     raw = app.topic(settings.raw_topic, value_serializer="raw", key_serializer="raw")
+    keyed = app.topic(settings.keyed_topic, value_serializer="raw", key_serializer="raw")
     dlq = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw")
     warehouse = warehouse_factory(settings)
-    sink = EventSink(warehouse)
+    sink = WarehouseSink(warehouse)
+    metrics = WorkerMetrics()
+
+    def table(name: str) -> Any:
+        return app.Table(name, default=None, key_type=bytes, value_type=bytes)
+
+    stores = Stores(
+        seen=TableStore(table("seen"), Seen),
+        units=TableStore(table("units"), UnitState),
+        users=TableStore(table("users"), UserState),
+        companies=TableStore(table("companies"), CompanyState),
+    )
+    processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0, settings.value_property)
+    fences_stale = [True]
+
+    @app.on_partitions_assigned.connect
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fences_stale[0] = True  # another worker may have counted these partitions meanwhile
 
     @app.agent(raw)
-    async def ingest(stream: Any) -> None:
-        async for values in stream.take(1000, within=settings.sink_batch_seconds):
-            events: list[CanonicalEvent] = []
-            for value in values:
-                for item in _process(value):
-                    if isinstance(item, CanonicalEvent):
-                        events.append(item)
-                    else:
-                        await dlq.send(key=None, value=item)
-            await sink.write(events)
+    async def normalize_stage(stream: Any) -> None:
+        async for event in stream.events():
+            metrics.position(event.message.tp, event.message.offset)
+            for item in _normalize(event.value, metrics):
+                if isinstance(item, bytes):
+                    await dlq.send(value=item)
+                else:
+                    key, value = item
+                    await keyed.send(key=key, value=value)
+
+    @app.agent(keyed)
+    async def keyed_stage(stream: Any) -> None:
+        async for events in stream.take_events(settings.sink_batch_rows, within=settings.sink_batch_seconds):
+            if fences_stale[0]:
+                processor.fences = await asyncio.to_thread(fences, warehouse, settings.keyed_topic)
+                fences_stale[0] = False
+            writes = processor.begin()
+            for event in events:
+                # Faust sends a table's changelog to the *current event's* partition; in a batch
+                # that must be the record being applied, or state would land in the wrong partition.
+                _current_event.set(weakref.ref(event))
+                record = routed_decoder.decode(event.value)
+                processor.process_one(Incoming(event.message.partition, event.message.offset, record), writes)
+                metrics.position(event.message.tp, event.message.offset)
+            processor.finish(writes)
+            started = time.perf_counter()
+            written = await sink.write(writes)
+            processor.advance_fences(writes)
+            metrics.sunk(writes, written, time.perf_counter() - started, time.time())
+
+    @app.agent(dlq)
+    async def dead_letter_stage(stream: Any) -> None:
+        async for events in stream.take_events(1000, within=settings.sink_batch_seconds):
+            rows = [_dlq_row(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+            await sink.insert("dlq", encoder.encode([r for r in rows if r is not None]))
 
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            metrics.update_lag(app.consumer)
+            return self.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
     @app.page("/query")
     class Query(View):
@@ -102,28 +166,61 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     return app
 
 
-def _process(value: bytes) -> list[CanonicalEvent | bytes]:
-    """Normalize one raw record; dead letters come back already encoded for the DLQ topic."""
+def _normalize(value: bytes, metrics: WorkerMetrics) -> list[bytes | tuple[bytes, bytes]]:
+    """One raw record → keyed records, and dead letters already encoded for the DLQ topic."""
     try:
         batch = raw_batch_decoder.decode(value)
     except msgspec.DecodeError as exc:
+        metrics.events.labels("normalize", "invalid", "", "undecodable").inc()
         as_text = msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace")))
         letter = DeadLetter(
             family="", route="", org_id="", reason=f"undecodable raw record: {exc}",
             received_at=time.time(), payload=as_text, source="worker",
         )  # fmt: skip
         return [encoder.encode(letter)]
-    out: list[CanonicalEvent | bytes] = []
+    out: list[bytes | tuple[bytes, bytes]] = []
     for item in normalize(batch):
         if isinstance(item, Invalid):
-            letter = DeadLetter(
+            metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc()
+            out.append(encoder.encode(DeadLetter(
                 family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
                 received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
-            )  # fmt: skip
-            out.append(encoder.encode(letter))
+                project_id=batch.project_id, env=batch.env,
+            )))  # fmt: skip
         else:
-            out.append(item)
+            metrics.events.labels("normalize", "in", batch.family, "").inc()
+            out += [(key, routed_encoder.encode(record)) for key, record in route(item)]
     return out
+
+
+class DlqRow(msgspec.Struct):
+    id: str
+    org_id: str
+    family: str
+    route: str
+    source: str
+    reason: str
+    payload: str
+    event_index: int | None
+    received_at: datetime
+    project_id: str
+    env: str
+
+
+_letter_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+def _dlq_row(topic: str, partition: int, offset: int, value: bytes) -> DlqRow | None:
+    try:
+        letter = _letter_decoder.decode(value)
+    except msgspec.DecodeError:
+        log.warning("skipping an undecodable dead letter at %s:%s:%s", topic, partition, offset)
+        return None
+    return DlqRow(
+        f"{topic}:{partition}:{offset}", letter.org_id, letter.family, letter.route, letter.source, letter.reason,
+        bytes(letter.payload).decode(), letter.index, datetime.fromtimestamp(letter.received_at, UTC),
+        letter.project_id, letter.env,
+    )  # fmt: skip
 
 
 def run_worker(settings: Settings) -> None:

@@ -46,6 +46,8 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     payload: msgspec.Raw
     source: str = "gateway"
     index: int | None = None
+    project_id: str = ""
+    env: str = ""
 
 
 def body_digest(body: bytes) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -24,10 +25,13 @@ from typing import Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from sluice.topics import topic_partitions
 
 KeyKind = Literal["publishable", "secret"]
+log = logging.getLogger("sluice.registry")
+
 DEFAULT_PREFIX: dict[KeyKind, str] = {"publishable": "pk_", "secret": "sk_"}
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}_$")
 
@@ -184,7 +188,12 @@ class RegistryFollower:
 
     async def _follow(self, tps: list[TopicPartition]) -> None:
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:  # keep the keys we have; the consumer reconnects
+                log.warning("registry fetch failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
             for messages in batches.values():
                 for message in messages:
                     if message.key is not None:

@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Where ``sluice query`` finds the worker that owns the embedded warehouse."""
     worker_group: str = "sluice-worker"
     """Kafka consumer group (Faust app id) of the workers."""
+    dedupe_window_days: float = 7.0
+    """How long a message id is remembered: a copy arriving later counts as new."""
+    value_property: str = "order_total"
+    """The property summed as a track's value when the event has no numeric ``value``."""
     sink_batch_rows: int = 10_000
     sink_batch_seconds: float = 1.0
     log_level: str = "info"
@@ -59,12 +63,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.topic_prefix}registry"
 
     @property
+    def keyed_topic(self) -> str:
+        """The normalize stage's output, keyed ``org:unit`` (internal to the worker)."""
+        return f"{self.topic_prefix}keyed"
+
+    @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}dlq"
 
     @property
     def warehouse_path(self) -> Path:
         return Path(self.home) / "warehouse"
+
+    @property
+    def worker_data_dir(self) -> Path:
+        """Faust's local state (RocksDB tables), rebuilt from changelogs when lost."""
+        return Path(self.home) / "worker" / self.worker_group
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

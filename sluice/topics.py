@@ -13,7 +13,8 @@ from sluice.settings import Settings
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     return [
-        NewTopic(settings.raw_topic, settings.raw_partitions, 1),
+        NewTopic(settings.raw_topic, settings.raw_partitions, 1, topic_configs={"max.message.bytes": str(4 << 20)}),
+        NewTopic(settings.keyed_topic, settings.raw_partitions, 1),
         NewTopic(
             settings.registry_topic, 1, 1,
             topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},

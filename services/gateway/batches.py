@@ -9,6 +9,7 @@ import msgspec
 
 from services.gateway.errors import GatewayError
 from sluice.envelope import DeadLetter
+from sluice.registry import ApiKey
 
 T = TypeVar("T")
 
@@ -19,13 +20,15 @@ class Sorted(msgspec.Struct):
     errors: list[tuple[int, str]]
 
     def dead_letters(
-        self, raws: list[msgspec.Raw], family: str, route: str, org_id: str, received_at: float
+        self, raws: list[msgspec.Raw], family: str, route: str, key: ApiKey, received_at: float
     ) -> list[DeadLetter]:
         return [
             DeadLetter(
                 family=family,
                 route=route,
-                org_id=org_id,
+                org_id=key.org_id,
+                project_id=key.project_id,
+                env=key.env,
                 reason=reason,
                 received_at=received_at,
                 payload=raws[index],

@@ -28,7 +28,7 @@ async def handle(request: web.Request) -> web.Response:
 
     received_at = gateway.clock()
     events = sort_events(envelope.batch, solute.event_decoder, solute.check)
-    dead = events.dead_letters(envelope.batch, FAMILY, request.path, key.org_id, received_at)
+    dead = events.dead_letters(envelope.batch, FAMILY, request.path, key, received_at)
     report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
     if events.errors:
         report["errors"] = [{"index": i, "error": reason} for i, reason in events.errors]

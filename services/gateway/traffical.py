@@ -33,7 +33,7 @@ async def handle(request: web.Request) -> web.Response:
 
     received_at = gateway.clock()
     checked = sort_events(envelope.events, traffical.event_decoder, lambda e: traffical.check_event(e, key.org_id))
-    dead = checked.dead_letters(envelope.events, FAMILY, request.path, key.org_id, received_at)
+    dead = checked.dead_letters(envelope.events, FAMILY, request.path, key, received_at)
     batch = None
     if checked.accepted:
         batch = RawBatch(

@@ -1,0 +1,58 @@
+"""The worker's Prometheus metrics (names declared in ``sluice.metrics``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.processor import Writes
+from sluice.metrics import base_name
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            base_name("sluice_worker_events_total"),
+            "Events by stage and outcome: in, out, invalid, duplicate, replayed",
+            ["stage", "outcome", "family", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.sink_rows = Histogram(
+            "sluice_worker_sink_rows", "Rows per warehouse insert", ["table"], registry=self.registry,
+            buckets=(1, 10, 100, 1000, 5000, 10000, 50000, 100000),
+        )  # fmt: skip
+        self.sink_seconds = Histogram(
+            "sluice_worker_sink_seconds", "Time to write one batch to the warehouse", registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.freshness = Histogram(
+            "sluice_worker_freshness_seconds", "Sink time minus the gateway's received_at, per event",
+            registry=self.registry, buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300),
+        )  # fmt: skip
+        self.lag = Gauge(
+            "sluice_worker_consumer_lag", "Records behind the partition's high watermark",
+            ["topic", "partition"], registry=self.registry,
+        )  # fmt: skip
+        self._positions: dict[Any, int] = {}
+
+    def position(self, tp: Any, offset: int) -> None:
+        self._positions[tp] = offset
+
+    def update_lag(self, consumer: Any) -> None:
+        for tp, offset in self._positions.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+
+    def sunk(self, writes: Writes, written: dict[str, int], seconds: float, now: float) -> None:
+        for table, rows in written.items():
+            self.sink_rows.labels(table).observe(rows)
+        self.sink_seconds.observe(seconds)
+        for event in writes.events:
+            self.events.labels("keyed", "out", event.family, "").inc()
+            self.freshness.observe(max(0.0, now - event.received_at.timestamp()))
+        for family, count in writes.duplicates.items():
+            self.events.labels("keyed", "duplicate", family, "message_id").inc(count)
+        if writes.replayed:
+            self.events.labels("keyed", "replayed", "", "fence").inc(writes.replayed)

@@ -1,0 +1,130 @@
+"""Per-key state the worker keeps (in Faust tables, changelogged, on RocksDB), and its merge rules.
+
+Every rule here is idempotent: applying the same event twice leaves the state as applying it
+once. That is what makes a replay after a crash harmless — state recovered from the changelog may
+already hold an event whose offset was never committed, and the replayed event changes nothing.
+
+Where counting needs "the first time" (first exposure, first conversion, first sighting of a
+message id), the state remembers *which record* (source partition, offset) was first, so that
+the replay of that very record still counts as first, and any other record does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+Source = tuple[int, int]
+"""(partition, offset) of a record in the keyed topic."""
+
+
+class Seen(msgspec.Struct, array_like=True):
+    """A message id's first sighting (dedupe)."""
+
+    source: Source
+    at: float
+
+
+class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One unit in one experiment."""
+
+    variant: str
+    assigned_at: float | None = None
+    first_exposed_at: float | None = None
+    first_exposed_by: Source | None = None
+    variants: list[str] = []
+    conversions: dict[str, tuple[float, Source]] = {}
+
+    @property
+    def converted_at(self) -> float | None:
+        return min((t for t, _ in self.conversions.values()), default=None)
+
+
+class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    experiments: dict[str, Assignment] = {}
+    decisions: dict[str, list[tuple[str, str]]] = {}
+
+    def assign(self, experiment: str, variant: str, at: float) -> Assignment:
+        """A decision: intent to treat, not an exposure."""
+        current = self.experiments.get(experiment)
+        if current is None:
+            current = self.experiments[experiment] = Assignment(variant=variant)
+        if current.assigned_at is None or at < current.assigned_at:
+            current.assigned_at = at
+        return current
+
+    def expose(self, experiment: str, variant: str, at: float, source: Source) -> bool:
+        """Record an exposure; True when this record is the unit's first exposure to it."""
+        current = self.experiments.get(experiment)
+        if current is None:
+            current = self.experiments[experiment] = Assignment(variant=variant)
+        if current.first_exposed_by is None:
+            current.first_exposed_by = source
+            current.variant = variant  # the first exposure decides the unit's variant
+        if variant not in current.variants:
+            current.variants.append(variant)
+        if current.first_exposed_at is None or at < current.first_exposed_at:
+            current.first_exposed_at = at
+        return current.first_exposed_by == source
+
+    def convert(self, experiment: str, variant: str, event: str, at: float, source: Source) -> bool:
+        """Record an attributed track; True when it is the unit's first ``event`` in it."""
+        current = self.experiments.get(experiment)
+        if current is None:
+            current = self.experiments[experiment] = Assignment(variant=variant)
+        first = current.conversions.get(event)
+        if first is None:
+            current.conversions[event] = (at, source)
+            return True
+        if at < first[0]:
+            current.conversions[event] = (at, first[1])  # earliest time, same counting record
+        return first[1] == source
+
+
+class Trait(msgspec.Struct, array_like=True):
+    at: float
+    value: Any
+
+
+def merge_traits(traits: dict[str, Trait], new: dict[str, Any], at: float) -> None:
+    """Last writer wins per trait, by event time; ties broken by the value's JSON, so the
+    result does not depend on the order events are processed in."""
+    for name, value in new.items():
+        old = traits.get(name)
+        if old is None or (at, _order(value)) > (old.at, _order(old.value)):
+            traits[name] = Trait(at, value)
+
+
+def _order(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    first_seen: float
+    last_seen: float
+    traits: dict[str, Trait] = {}
+    companies: list[str] = []
+
+    def touch(self, at: float) -> None:
+        self.first_seen = min(self.first_seen, at)
+        self.last_seen = max(self.last_seen, at)
+
+    def join(self, company_id: str) -> None:
+        if company_id and company_id not in self.companies:
+            self.companies.append(company_id)
+            self.companies.sort()
+
+
+class CompanyState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    first_seen: float
+    last_seen: float
+    traits: dict[str, Trait] = {}
+
+    def touch(self, at: float) -> None:
+        self.first_seen = min(self.first_seen, at)
+        self.last_seen = max(self.last_seen, at)
+
+
+def plain_traits(traits: dict[str, Trait]) -> dict[str, Any]:
+    return {name: trait.value for name, trait in sorted(traits.items())}
