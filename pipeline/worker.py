@@ -46,6 +46,14 @@ from sluice.settings import Settings
 log = logging.getLogger("sluice.worker")
 
 QUERY_FORMATS = {"tsv": "TSVWithNames", "json": "JSONEachRow"}
+CLICKHOUSE_FORMATS = {"TSV", "TSVWithNames", "JSONEachRow", "JSON", "CSV", "CSVWithNames", "Pretty"}
+
+
+def output_format(name: str) -> str | None:
+    """``tsv``/``json`` (the CLI's names) or a ClickHouse output format from a short list."""
+    return QUERY_FORMATS.get(name) or (name if name in CLICKHOUSE_FORMATS else None)
+
+
 T = TypeVar("T")
 
 
@@ -77,6 +85,9 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
         topic_partitions=settings.raw_partitions,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A crashed worker's partitions move after this long; Faust's default (60 s) is an outage.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         table_standby_replicas=0,
         key_serializer="raw",
         value_serializer="raw",
@@ -155,7 +166,9 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     @app.page("/query")
     class Query(View):
         async def post(self, request: Request) -> Response:
-            fmt = QUERY_FORMATS.get(request.query.get("format", "tsv"), "TSVWithNames")
+            fmt = output_format(request.query.get("format", "tsv"))
+            if fmt is None:
+                return self.text("unsupported format\n", status=400)
             sql = await request.text()
             try:
                 out = await asyncio.to_thread(warehouse.execute, sql, fmt)
@@ -185,7 +198,7 @@ def _normalize(value: bytes, metrics: WorkerMetrics) -> list[bytes | tuple[bytes
             out.append(encoder.encode(DeadLetter(
                 family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
                 received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
-                project_id=batch.project_id, env=batch.env,
+                project_id=batch.project_id, env=batch.env, batch=batch.batch,
             )))  # fmt: skip
         else:
             metrics.events.labels("normalize", "in", batch.family, "").inc()
@@ -205,6 +218,7 @@ class DlqRow(msgspec.Struct):
     received_at: datetime
     project_id: str
     env: str
+    batch: str
 
 
 _letter_decoder = msgspec.json.Decoder(DeadLetter)
@@ -219,7 +233,7 @@ def _dlq_row(topic: str, partition: int, offset: int, value: bytes) -> DlqRow | 
     return DlqRow(
         f"{topic}:{partition}:{offset}", letter.org_id, letter.family, letter.route, letter.source, letter.reason,
         bytes(letter.payload).decode(), letter.index, datetime.fromtimestamp(letter.received_at, UTC),
-        letter.project_id, letter.env,
+        letter.project_id, letter.env, encoder.encode(letter.batch).decode(),
     )  # fmt: skip
 
 

@@ -8,8 +8,6 @@ import secrets
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sluice.registry import (
@@ -72,6 +70,29 @@ def _parser() -> argparse.ArgumentParser:
     org_set.add_argument("org")
     org_set.add_argument("--identity-verification", choices=["on", "off"], required=True)
     org_set.set_defaults(run=cmd_orgs_set)
+
+    experiments = sub.add_parser("experiments", help="experiment scorecards").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    results = experiments.add_parser("results", help="per-variant results, lift, p-values, SRM check")
+    results.add_argument("experiment")
+    results.add_argument("--org", required=True)
+    results.add_argument("--format", choices=["table", "json"], default="table")
+    results.add_argument("--event", help="the conversion event (default: any attributed track event)")
+    results.add_argument("--control", help="the control variant (default: 'control', else the first)")
+    results.add_argument("--weights", help="expected split for the SRM test, e.g. 50,50 (default: equal)")
+    results.set_defaults(run=cmd_experiments_results)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay dead letters").add_subparsers(required=True, metavar="ACTION")
+    dlq_list = dlq.add_parser("list", help="the newest dead letters with their reasons")
+    dlq_list.add_argument("--org")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--format", choices=["tsv", "json"], default="tsv")
+    dlq_list.set_defaults(run=cmd_dlq_list)
+    dlq_replay = dlq.add_parser("replay", help="re-submit dead letters to the raw topic")
+    dlq_replay.add_argument("--id", action="append", default=[], help="a letter's id from `dlq list` (repeatable)")
+    dlq_replay.add_argument("--org", help="every letter of this org")
+    dlq_replay.set_defaults(run=cmd_dlq_replay)
 
     query = sub.add_parser("query", help="run SQL on the configured warehouse")
     query.add_argument("sql")
@@ -196,28 +217,71 @@ def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.clickhouse_url:
-        from pipeline.warehouse import WarehouseError, open_warehouse
-        from pipeline.worker import QUERY_FORMATS
+    from pipeline.warehouse import WarehouseError
+    from pipeline.warehouse.remote import warehouse_for_cli
+    from pipeline.worker import QUERY_FORMATS
 
-        try:
-            sys.stdout.buffer.write(open_warehouse(settings).execute(args.sql, QUERY_FORMATS[args.format]))
-        except WarehouseError as exc:
-            print(f"sluice: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    url = f"{settings.worker_url.rstrip('/')}/query?format={args.format}"
-    request = urllib.request.Request(url, data=args.sql.encode(), method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            sys.stdout.buffer.write(response.read())
-    except urllib.error.HTTPError as exc:
-        sys.stderr.write(f"sluice: {exc.read().decode(errors='replace')}")
+        sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, QUERY_FORMATS[args.format]))
+    except WarehouseError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        print(f"sluice: no worker at {settings.worker_url} owns the embedded warehouse ({exc.reason}); "
-              "start one with `make run` or `sluice worker`", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_experiments_results(settings: Settings, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from pipeline.scorecard import render_table, scorecard
+    from pipeline.warehouse import WarehouseError
+    from pipeline.warehouse.remote import warehouse_for_cli
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    try:
+        card = scorecard(
+            warehouse_for_cli(settings), args.org, args.experiment, event=args.event, control=args.control,
+            weights=weights,
+        )  # fmt: skip
+    except WarehouseError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
         return 1
+    if not card.variants:
+        print(f"sluice: no exposures for experiment {args.experiment} in org {args.org}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(msgspec.json.encode(card).decode())
+    else:
+        sys.stdout.write(render_table(card))
+    return 0
+
+
+def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.dlq import list_letters
+    from pipeline.warehouse import WarehouseError
+    from pipeline.warehouse.remote import warehouse_for_cli
+
+    try:
+        sys.stdout.buffer.write(list_letters(warehouse_for_cli(settings), args.org, args.limit, args.format))
+    except WarehouseError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.dlq import replay
+    from pipeline.warehouse import WarehouseError
+    from pipeline.warehouse.remote import warehouse_for_cli
+
+    if not (args.id or args.org):
+        print("sluice: say which letters: --id ID (repeatable) or --org ORG", file=sys.stderr)
+        return 2
+    try:
+        count = asyncio.run(replay(settings, warehouse_for_cli(settings), ids=args.id, org_id=args.org))
+    except WarehouseError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    print(f"re-submitted {count} event(s) to {settings.raw_topic}", file=sys.stderr)
     return 0
 
 

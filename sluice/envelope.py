@@ -48,6 +48,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     index: int | None = None
     project_id: str = ""
     env: str = ""
+    batch: dict[str, msgspec.Raw] = {}
 
 
 def body_digest(body: bytes) -> str:

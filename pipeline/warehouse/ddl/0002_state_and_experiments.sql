@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS dlq
     event_index Nullable(UInt32),
     received_at DateTime64(3, 'UTC'),
     project_id  String,
-    env         String
+    env         String,
+    batch       String COMMENT 'JSON: batch-level fields the event inherits (user_id, session_id…)'
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (org_id, id);
