@@ -169,9 +169,7 @@ async def test_dead_letters_are_listed_and_replayed(kafka_settings: Settings, tm
         await producer.send_and_wait(kafka_settings.dlq_topic, encoder.encode(letter))
         await producer.stop()
 
-        deadline = time.monotonic() + 20
-        while len(letters := _letters(s)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.3)
+        letters = _letters(s, at_least=2)
         assert sorted(row["reason"] for row in letters) == ["an old bug", "track events require 'event'"]
         old = next(row for row in letters if row["reason"] == "an old bug")
         replayed = sluice(kafka_settings, "dlq", "replay", "--id", old["id"])
@@ -180,7 +178,12 @@ async def test_dead_letters_are_listed_and_replayed(kafka_settings: Settings, tm
         assert s.wait("SELECT message_id FROM events FINAL ORDER BY message_id", expected) == expected
 
 
-def _letters(s: System) -> list[dict[str, Any]]:
-    done = sluice(s.settings, "dlq", "list", "--org", "acme", "--format", "json")
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines() if line]
+def _letters(s: System, at_least: int, timeout: float = 20) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = sluice(s.settings, "dlq", "list", "--org", "acme", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        letters = [json.loads(line) for line in done.stdout.splitlines() if line]
+        if len(letters) >= at_least or time.monotonic() > deadline:
+            return letters
+        time.sleep(0.3)
