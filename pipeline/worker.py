@@ -141,6 +141,9 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
                 processor.process_one(Incoming(event.message.partition, event.message.offset, record), writes)
                 metrics.position(event.message.tp, event.message.offset)
             processor.finish(writes)
+            # State changes (changelogs) must be durable before any row is: a replay then finds
+            # the state that matches the rows (see pipeline.processor).
+            await app.producer.flush()
             started = time.perf_counter()
             written = await sink.write(writes)
             processor.advance_fences(writes)

@@ -1,0 +1,109 @@
+"""Effectively once under crashes: the worker is SIGKILLed at random moments while a load with 5%
+duplicate message ids runs; afterwards events, rollups and the scorecard equal the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sluice.settings import Settings
+from tests.builders import encode
+from tests.load import ab_test
+from tests.processes import gateway_url, running, sluice, wait_http
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+KILLS = 4
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", "worker"], env={**os.environ, **settings.to_env()},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    done = sluice(settings, "query", "--format", "json", sql)
+    return [json.loads(line) for line in done.stdout.splitlines() if line] if done.returncode == 0 else []
+
+
+async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
+    settings = Settings.from_env(kafka_settings.to_env(), sink_batch_rows=500, sink_batch_seconds=0.3)
+    batches, truth = ab_test(
+        "exp_crash", {"control": 1000, "treatment": 1000}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.05, batch_size=100, seed=11,
+    )  # fmt: skip
+    key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    rng = random.Random(5)
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        wait_http(f"{settings.worker_url}/healthz", 60, worker)
+        with running(settings, "gateway", f"{gateway_url(settings)}/readyz", tmp_path / "gw.log"):
+            pace = 20.0 / len(batches)  # spread the load over about 20 s
+            kill_at = sorted(rng.uniform(2.0, 18.0) for _ in range(KILLS))
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as http:
+                for body in batches:
+                    async with http.post(
+                        f"{gateway_url(settings)}/v1/events", data=encode(body),
+                        headers={"Authorization": f"Bearer {key}"},
+                    ) as response:  # fmt: skip
+                        assert response.status == 200
+                    if kill_at and time.monotonic() - started >= kill_at[0]:
+                        kill_at.pop(0)
+                        os.killpg(worker.pid, signal.SIGKILL)
+                        worker.wait()
+                        worker = start_worker(settings, log)
+                    await asyncio.sleep(pace)
+        assert not kill_at, "the load ended before every kill"
+        wait_http(f"{settings.worker_url}/healthz", 60, worker)
+
+        expected = {
+            "events": len(truth.message_ids),
+            "exposures": truth.exposure_events,
+            "units": sum(truth.exposed.values()),
+            "tracks": truth.track_events,
+            "value": truth.value_sum,
+        }
+        sql = (
+            "SELECT (SELECT count() FROM events FINAL) AS events, "
+            "(SELECT sum(exposures) FROM exposures_1m) AS exposures, (SELECT sum(units) FROM exposures_1m) AS units, "
+            "(SELECT sum(tracks) FROM tracks_1m WHERE experiment_id != '') AS tracks, "
+            "(SELECT sum(value_sum) FROM tracks_1m) AS value"
+        )
+        found: list[dict[str, Any]] = []
+        for _ in range(120):
+            found = rows(settings, sql)
+            if found == [expected]:
+                break
+            await asyncio.sleep(1)
+        assert found == [expected]
+        await asyncio.sleep(2)  # nothing more arrives: no late double count
+        assert rows(settings, sql) == [expected]
+
+        card = json.loads(sluice(settings, "experiments", "results", "--org", "acme", "--format", "json",
+                                 "exp_crash").stdout)  # fmt: skip
+        assert {v["variant"]: (v["exposed"], v["converted"]) for v in card["variants"]} == {
+            v: (truth.exposed[v], truth.converted[v]) for v in truth.exposed
+        }
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-6000:])
+        raise
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
