@@ -70,10 +70,34 @@ class Stores:
         return cls(DictStore(), DictStore(), DictStore(), DictStore())
 
 
+class WriteBack(Generic[T]):
+    """A batch's view of a store: reads go through, writes stay here until ``flush``, which
+    writes each touched key once (one changelog record per key per batch, not per event)."""
+
+    def __init__(self, store: Store[T]) -> None:
+        self.store = store
+        self.dirty: dict[str, tuple[T, int]] = {}
+
+    def get(self, key: str) -> T | None:
+        held = self.dirty.get(key)
+        return held[0] if held is not None else self.store.get(key)
+
+    def put(self, key: str, value: T, partition: int) -> None:
+        self.dirty[key] = (value, partition)
+
+    def flush(self, before: Callable[[int], None]) -> None:
+        for key, (value, partition) in self.dirty.items():
+            before(partition)
+            self.store.set(key, value)
+        self.dirty.clear()
+
+
 class Incoming(msgspec.Struct):
     partition: int
     offset: int
     record: Routed
+    index: int = 0
+    """The item's position in its keyed record (a record holds a list of items)."""
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -162,6 +186,13 @@ class Processor:
     fences: dict[int, int] = field(default_factory=dict)
     """Per partition of ``topic``: the last offset whose rollups are in the warehouse."""
 
+    def __post_init__(self) -> None:
+        self._seen = WriteBack(self.stores.seen)
+        self._units = WriteBack(self.stores.units)
+        self._users = WriteBack(self.stores.users)
+        self._companies = WriteBack(self.stores.companies)
+        self._partition = 0
+
     def begin(self) -> Writes:
         return Writes()
 
@@ -169,7 +200,15 @@ class Processor:
         writes = Writes()
         for item in batch:
             self.process_one(item, writes)
-        return self.finish(writes)
+        self.finish(writes)
+        self.save_state()
+        return writes
+
+    def save_state(self, before: Callable[[int], None] = lambda partition: None) -> None:
+        """Write the batch's state changes to the stores; ``before(partition)`` runs ahead of each
+        write (the worker points Faust's changelog at the key's partition there)."""
+        for cache in (self._seen, self._units, self._users, self._companies):
+            cache.flush(before)
 
     def process_one(self, item: Incoming, writes: Writes) -> None:
         """Apply one record to the state and to ``writes``."""
@@ -178,7 +217,8 @@ class Processor:
         if offset <= self.fences.get(partition, -1):
             writes.replayed += 1
             return
-        source = (partition, offset)
+        source = (partition, offset, item.index)
+        self._partition = partition
         kind, event = item.record.kind, item.record.event
         if self._duplicate(kind, event, source):
             if kind == "event":
@@ -201,11 +241,11 @@ class Processor:
     def _duplicate(self, kind: str, event: CanonicalEvent, source: Source) -> bool:
         key = f"{kind}\x00{event.org_id}\x00{event.message_id}"
         at = event.received_at.timestamp()
-        seen = self.stores.seen.get(key)
+        seen = self._seen.get(key)
         if seen is not None and seen.source != source and at - seen.at <= self.dedupe_window:
             return True
         if seen is None or seen.source != source:
-            self.stores.seen.set(key, Seen(source, at))
+            self._seen.put(key, Seen(source, at), self._partition)
         return False
 
     # --- kinds ----------------------------------------------------------------------------------
@@ -219,7 +259,7 @@ class Processor:
         if event.type not in ("exposure", "decision", "track"):
             return
         key = f"{event.org_id}\x00{event.unit_key}"
-        unit = self.stores.units.get(key) or UnitState()
+        unit = self._units.get(key) or UnitState()
         at = event.timestamp.timestamp()
         properties = _properties(event)
         if event.type == "track":
@@ -236,7 +276,7 @@ class Processor:
                     rollup = self._rollup(writes, event, source, "exposure", experiment, variant)
                     rollup.count += 1
                     rollup.units += first
-        self.stores.units.set(key, unit)
+        self._units.put(key, unit, self._partition)
         for experiment in {e for e, _ in touched}:
             row = _unit_row(event, experiment, unit)
             writes.units[(event.org_id, experiment, row.variant_id, event.unit_key)] = row
@@ -261,13 +301,13 @@ class Processor:
     def _user(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
         key = f"{event.org_id}\x00{event.user_id}"
         at = event.timestamp.timestamp()
-        user = self.stores.users.get(key) or UserState(first_seen=at, last_seen=at)
+        user = self._users.get(key) or UserState(first_seen=at, last_seen=at)
         user.touch(at)
         if event.type == "identify":
             merge_traits(user.traits, _object(event.traits), at)
         if event.type == "group":
             user.join(event.group_id)
-        self.stores.users.set(key, user)
+        self._users.put(key, user, self._partition)
         writes.users[(event.org_id, event.user_id)] = UserRow(
             event.org_id, event.user_id, _time(user.first_seen), _time(user.last_seen),
             _encode(plain_traits(user.traits)), list(user.companies),
@@ -276,10 +316,10 @@ class Processor:
     def _company(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
         key = f"{event.org_id}\x00{event.group_id}"
         at = event.timestamp.timestamp()
-        company = self.stores.companies.get(key) or CompanyState(first_seen=at, last_seen=at)
+        company = self._companies.get(key) or CompanyState(first_seen=at, last_seen=at)
         company.touch(at)
         merge_traits(company.traits, _object(event.traits), at)
-        self.stores.companies.set(key, company)
+        self._companies.put(key, company, self._partition)
         writes.companies[(event.org_id, event.group_id)] = CompanyRow(
             event.org_id, event.group_id, _time(company.first_seen), _time(company.last_seen),
             _encode(plain_traits(company.traits)),

@@ -5,7 +5,7 @@ once. That is what makes a replay after a crash harmless — state recovered fro
 already hold an event whose offset was never committed, and the replayed event changes nothing.
 
 Where counting needs "the first time" (first exposure, first conversion, first sighting of a
-message id), the state remembers *which record* (source partition, offset) was first, so that
+message id), the state remembers *which record* (partition, offset, item) was first, so that
 the replay of that very record still counts as first, and any other record does not.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-Source = tuple[int, int]
-"""(partition, offset) of a record in the keyed topic."""
+Source = tuple[int, int, int]
+"""(partition, offset, index): an item of a record in the keyed topic."""
 
 
 class Seen(msgspec.Struct, array_like=True):

@@ -31,12 +31,13 @@ from faust.streams import _current_event
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from pipeline.canonical import CanonicalEvent
 from pipeline.metrics import WorkerMetrics
 from pipeline.normalize import Invalid, normalize
 from pipeline.processor import Incoming, Processor, Stores
+from pipeline.records import by_partition
 from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
-from pipeline.records import route
 from pipeline.sink import WarehouseSink, fences
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
@@ -119,12 +120,11 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     async def normalize_stage(stream: Any) -> None:
         async for event in stream.events():
             metrics.position(event.message.tp, event.message.offset)
-            for item in _normalize(event.value, metrics):
-                if isinstance(item, bytes):
-                    await dlq.send(value=item)
-                else:
-                    key, value = item
-                    await keyed.send(key=key, value=value)
+            letters, canonical = _normalize(event.value, metrics)
+            for letter in letters:
+                await dlq.send(value=letter)
+            for partition, items in by_partition(canonical, settings.raw_partitions).items():
+                await keyed.send(value=routed_encoder.encode(items), partition=partition)
 
     @app.agent(keyed)
     async def keyed_stage(stream: Any) -> None:
@@ -133,13 +133,20 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
                 processor.fences = await asyncio.to_thread(fences, warehouse, settings.keyed_topic)
                 fences_stale[0] = False
             writes = processor.begin()
+            by_partition_event: dict[int, Any] = {}
             for event in events:
-                # Faust sends a table's changelog to the *current event's* partition; in a batch
-                # that must be the record being applied, or state would land in the wrong partition.
-                _current_event.set(weakref.ref(event))
-                record = routed_decoder.decode(event.value)
-                processor.process_one(Incoming(event.message.partition, event.message.offset, record), writes)
-                metrics.position(event.message.tp, event.message.offset)
+                partition, offset = event.message.partition, event.message.offset
+                by_partition_event[partition] = event
+                for index, item in enumerate(routed_decoder.decode(event.value)):
+                    processor.process_one(Incoming(partition, offset, item, index), writes)
+                metrics.position(event.message.tp, offset)
+
+            def changelog_to(partition: int, by_partition_event: dict[int, Any] = by_partition_event) -> None:
+                # Faust sends a table's changelog to the *current event's* partition; point it at
+                # the partition the key belongs to (an event of that partition in this batch).
+                _current_event.set(weakref.ref(by_partition_event[partition]))
+
+            processor.save_state(changelog_to)
             processor.finish(writes)
             # State changes (changelogs) must be durable before any row is: a replay then finds
             # the state that matches the rows (see pipeline.processor).
@@ -182,8 +189,8 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     return app
 
 
-def _normalize(value: bytes, metrics: WorkerMetrics) -> list[bytes | tuple[bytes, bytes]]:
-    """One raw record → keyed records, and dead letters already encoded for the DLQ topic."""
+def _normalize(value: bytes, metrics: WorkerMetrics) -> tuple[list[bytes], list[CanonicalEvent]]:
+    """One raw record → its canonical events, and dead letters already encoded for the DLQ."""
     try:
         batch = raw_batch_decoder.decode(value)
     except msgspec.DecodeError as exc:
@@ -193,20 +200,22 @@ def _normalize(value: bytes, metrics: WorkerMetrics) -> list[bytes | tuple[bytes
             family="", route="", org_id="", reason=f"undecodable raw record: {exc}",
             received_at=time.time(), payload=as_text, source="worker",
         )  # fmt: skip
-        return [encoder.encode(letter)]
-    out: list[bytes | tuple[bytes, bytes]] = []
+        return [encoder.encode(letter)], []
+    letters: list[bytes] = []
+    canonical: list[CanonicalEvent] = []
     for item in normalize(batch):
         if isinstance(item, Invalid):
-            metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc()
-            out.append(encoder.encode(DeadLetter(
+            letters.append(encoder.encode(DeadLetter(
                 family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
                 received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
                 project_id=batch.project_id, env=batch.env, batch=batch.batch,
             )))  # fmt: skip
         else:
-            metrics.events.labels("normalize", "in", batch.family, "").inc()
-            out += [(key, routed_encoder.encode(record)) for key, record in route(item)]
-    return out
+            canonical.append(item)
+    if letters:
+        metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc(len(letters))
+    metrics.events.labels("normalize", "in", batch.family, "").inc(len(canonical))
+    return letters, canonical
 
 
 class DlqRow(msgspec.Struct):

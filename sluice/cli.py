@@ -94,6 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--org", help="every letter of this org")
     dlq_replay.set_defaults(run=cmd_dlq_replay)
 
+    loadgen = sub.add_parser("loadgen", help="drive a gateway with a mix of the four families")
+    loadgen.add_argument("--url", help="gateway base URL (default: this machine's gateway)")
+    loadgen.add_argument("--key", required=True, help="a key every route accepts: publishable, scope sdk:write")
+    loadgen.add_argument("--org", required=True, help="the key's org (to derive message ids for the truth)")
+    loadgen.add_argument("--mix", default="halo,xaiku,solute,traffical", help="e.g. solute=3,traffical=1")
+    loadgen.add_argument("--batch-size", type=int, default=50)
+    loadgen.add_argument("--duplicate-rate", type=float, default=0.0)
+    loadgen.add_argument("--invalid-rate", type=float, default=0.0)
+    loadgen.add_argument("--rate", type=float, default=0.0, help="events/s to offer; 0: as fast as answered")
+    loadgen.add_argument("--duration", type=float, default=10.0, help="seconds")
+    loadgen.add_argument("--connections", type=int, default=32)
+    loadgen.add_argument("--seed", type=int, default=1)
+    loadgen.add_argument("--truth", type=Path, help="write every acknowledged message id here")
+    loadgen.set_defaults(run=cmd_loadgen)
+
     query = sub.add_parser("query", help="run SQL on the configured warehouse")
     query.add_argument("sql")
     query.add_argument("--format", choices=["tsv", "json"], default="tsv")
@@ -213,6 +228,27 @@ def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.run(_write(settings, [org_record(org)]))
     if org.identity_verification:
         print(org.identity_secret)
+    return 0
+
+
+def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from sluice.loadgen import Options, parse_mix, run
+
+    try:
+        mix = parse_mix(args.mix)
+    except ValueError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    options = Options(
+        url=(args.url or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/"), key=args.key,
+        org=args.org, mix=mix, batch_size=args.batch_size, duplicate_rate=args.duplicate_rate,
+        invalid_rate=args.invalid_rate, rate=args.rate, duration=args.duration, connections=args.connections,
+        seed=args.seed, truth=args.truth, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    result = asyncio.run(run(options))
+    print(msgspec.json.encode(result.summary()).decode())
     return 0
 
 
