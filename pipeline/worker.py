@@ -128,7 +128,10 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
 
     @app.agent(keyed)
     async def keyed_stage(stream: Any) -> None:
-        async for events in stream.take_events(settings.sink_batch_rows, within=settings.sink_batch_seconds):
+        # A keyed record carries the items of one raw batch for one partition (tens of events);
+        # take about sink_batch_rows events' worth of them.
+        records_per_batch = max(10, settings.sink_batch_rows // 10)
+        async for events in stream.take_events(records_per_batch, within=settings.sink_batch_seconds):
             if fences_stale[0]:
                 processor.fences = await asyncio.to_thread(fences, warehouse, settings.keyed_topic)
                 fences_stale[0] = False
