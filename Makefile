@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint kafka jars clean
+KUSTOMIZE := .sluice/bin/kustomize
+KUSTOMIZE_VERSION := v5.7.1
+
+.PHONY: run test lint kafka jars clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,11 @@ run: $(STAMP) jars
 kafka: $(STAMP) jars
 	$(BIN)/sluice kafka
 
-test: $(STAMP) jars
+# kustomize, to build the Kubernetes overlays in the test suite: compiled from its Go module
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/.sluice/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+test: $(STAMP) jars $(KUSTOMIZE)
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -27,6 +27,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Partitions of the raw topic when Sluice creates it; the worker's parallelism ceiling."""
     clickhouse_url: str = ""
     """``http://user:pass@host:8123/db`` for a ClickHouse server; empty means embedded chDB."""
+    clickhouse_cluster: str = ""
+    """A ClickHouse cluster name: tables become replicated, behind Distributed tables."""
     clickhouse_database: str = "sluice"
     """Database of the embedded warehouse (a server URL names its own)."""
     gateway_host: str = "127.0.0.1"

@@ -101,3 +101,23 @@ def test_server_backend(server_url: str) -> None:
         exercise(warehouse)
     finally:
         warehouse.close()
+
+
+def test_cluster_ddl_is_generated_from_the_same_schema_and_parses(warehouse: Warehouse) -> None:
+    from pipeline.warehouse import MIGRATIONS_TABLE
+    from pipeline.warehouse.cluster import for_cluster
+
+    statements = [MIGRATIONS_TABLE] + [s for _, _, group in migrations() for s in group]
+    generated = [part for s in statements for part in for_cluster(s, "sluice")]
+    tables = [s for s in statements if s.startswith("CREATE TABLE")]
+    assert len(generated) == len(statements) + len(tables)  # a local and a Distributed per table
+    events_local, events = for_cluster(next(s for s in tables if "TABLE IF NOT EXISTS events" in s), "sluice")
+    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')" in (
+        events_local
+    )
+    assert events.endswith(
+        "ENGINE = Distributed(sluice, currentDatabase(), events_local, cityHash64(org_id, message_id))"
+    )
+    for statement in generated:  # the ClickHouse parser accepts every one
+        quoted = statement.replace("\\", "\\\\").replace("'", "\\'")
+        assert warehouse.execute(f"SELECT formatQuery('{quoted}')", "TSV")

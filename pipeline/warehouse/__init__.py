@@ -62,19 +62,29 @@ def split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def migrate(warehouse: Warehouse) -> list[int]:
-    """Apply the DDL versions this warehouse lacks; return the versions applied."""
-    warehouse.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-        "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
-    )
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+    "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+)
+
+
+def migrate(warehouse: Warehouse, cluster: str = "") -> list[int]:
+    """Apply the DDL versions this warehouse lacks; return the versions applied. With a
+    ``cluster``, every statement is applied in its replicated form (``cluster.for_cluster``)."""
+    from pipeline.warehouse.cluster import for_cluster
+
+    def run(statement: str) -> None:
+        for part in for_cluster(statement, cluster) if cluster else [statement]:
+            warehouse.execute(part)
+
+    run(MIGRATIONS_TABLE)
     done = {int(v) for v in warehouse.execute("SELECT version FROM schema_migrations", "TSV").split()}
     applied = []
     for version, name, statements in migrations():
         if version in done:
             continue
         for statement in statements:
-            warehouse.execute(statement)
+            run(statement)
         warehouse.execute(f"INSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}')")
         applied.append(version)
     return applied
@@ -184,5 +194,5 @@ def open_warehouse(settings: Settings) -> Warehouse:
         warehouse = ServerWarehouse(settings.clickhouse_url)
     else:
         warehouse = ChdbWarehouse(settings.warehouse_path, settings.clickhouse_database)
-    migrate(warehouse)
+    migrate(warehouse, settings.clickhouse_cluster if settings.clickhouse_url else "")
     return warehouse

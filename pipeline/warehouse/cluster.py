@@ -1,0 +1,46 @@
+"""The single-node DDL, rewritten for a ClickHouse cluster (``SLUICE_CLICKHOUSE_CLUSTER``).
+
+One schema source: each ``CREATE TABLE t … ENGINE = XMergeTree`` becomes a replicated local
+table ``t_local`` (``ReplicatedXMergeTree`` under ``/clickhouse/tables/{shard}/{database}/{table}``)
+and a ``Distributed`` table ``t`` in front of it, sharded by a hash of the sorting key — so every
+version of a row lands on one shard and ``FINAL`` stays exact. Views are created on the cluster
+as they are; they read the Distributed tables by their usual names.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TABLE = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (?P<name>\w+)\s*(?P<columns>\(.*\))\s*"
+    r"ENGINE\s*=\s*(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
+    re.DOTALL,
+)
+_VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (?P<name>\w+)\s+AS\s+(?P<query>.*)", re.DOTALL)
+_ORDER = re.compile(r"ORDER BY\s*(\((?P<many>[^)]*)\)|(?P<one>\w+))")
+
+
+def for_cluster(statement: str, cluster: str) -> list[str]:
+    """The cluster form of one DDL statement (one or two statements)."""
+    table = _TABLE.fullmatch(statement.strip())
+    if table:
+        return _table(table, cluster)
+    view = _VIEW.fullmatch(statement.strip())
+    if view:
+        return [f"CREATE VIEW IF NOT EXISTS {view['name']} ON CLUSTER {cluster} AS {view['query']}"]
+    raise ValueError(f"no cluster form for: {statement[:80]}")
+
+
+def _table(match: re.Match[str], cluster: str) -> list[str]:
+    name, engine, rest = match["name"], match["engine"], match["rest"]
+    args = ", ".join(a for a in ["'/clickhouse/tables/{shard}/{database}/{table}'", "'{replica}'", match["args"]] if a)
+    order = _ORDER.search(rest)
+    if order is None:
+        raise ValueError(f"{name}: a cluster table needs ORDER BY (its sharding key)")
+    key = order["many"] or order["one"]
+    return [
+        f"CREATE TABLE IF NOT EXISTS {name}_local ON CLUSTER {cluster} {match['columns']} "
+        f"ENGINE = Replicated{engine}({args}){rest}",
+        f"CREATE TABLE IF NOT EXISTS {name} ON CLUSTER {cluster} AS {name}_local "
+        f"ENGINE = Distributed({cluster}, currentDatabase(), {name}_local, cityHash64({key}))",
+    ]
