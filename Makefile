@@ -31,10 +31,14 @@ $(KUSTOMIZE):
 test: $(STAMP) jars $(KUSTOMIZE)
 	$(BIN)/pytest
 
+bench: $(STAMP) jars
+	$(BIN)/python bench/run.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache
