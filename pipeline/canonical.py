@@ -31,6 +31,8 @@ class CanonicalEvent(msgspec.Struct, kw_only=True):
     page_url: str = ""
     group_id: str = ""
     previous_id: str = ""
+    flags: list[str] = []
+    """Things an analyst should know, e.g. ``future_timestamp``."""
 
 
 def to_rows(events: list[CanonicalEvent]) -> bytes:

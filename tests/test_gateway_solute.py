@@ -66,7 +66,7 @@ async def test_a_batch_with_no_valid_event_is_400_with_the_report(gw: Harness) -
     response = await gw.post(PATH, solute_body(solute_event(userId=None, anonymousId=None)), **{"X-Api-Key": gw.key()})
     assert response.status == 400
     assert await response.json() == {
-        "success": False, "processed": 0, "failed": 1,
+        "success": False, "error": "No valid events in the batch", "processed": 0, "failed": 1,
         "errors": [{"index": 0, "error": "userId or anonymousId is required"}],
     }  # fmt: skip
     assert gw.raw() == [] and len(gw.dead()) == 1

@@ -174,3 +174,13 @@ def test_traffical_exposure_track_decision() -> None:
 def test_traffical_invalid_events_are_dead_letters() -> None:
     [item] = normalize(family_batch("traffical", "/v1/events", {"type": "exposure", "unitKey": "u"}))
     assert isinstance(item, Invalid) and item.reason == "Object missing required field `timestamp`"
+
+
+def test_timestamps_far_in_the_future_are_flagged_not_dropped() -> None:
+    far, near = normalize(batch(
+        solute_event(messageId="far", timestamp="2025-01-20T10:30:00Z"),
+        solute_event(messageId="near", timestamp="2025-01-15T12:00:00Z"),
+        sent_at=None,
+    ))  # fmt: skip
+    assert isinstance(far, CanonicalEvent) and far.flags == ["future_timestamp"]
+    assert isinstance(near, CanonicalEvent) and near.flags == []

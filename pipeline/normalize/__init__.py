@@ -8,6 +8,7 @@ family is written down in ``docs/field-mapping.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import halo, solute, traffical, xaiku
@@ -24,8 +25,16 @@ MAPPERS: dict[str, Mapper] = {
 }
 
 
+FUTURE_TOLERANCE = timedelta(days=1)
+"""An event time this far past its receipt is flagged ``future_timestamp`` (kept as sent, after
+clock-skew correction): a client clock that is wrong by more than skew correction can fix."""
+
+
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
-    return MAPPERS[batch.family](batch)
+    for item in MAPPERS[batch.family](batch):
+        if isinstance(item, CanonicalEvent) and item.timestamp - item.received_at > FUTURE_TOLERANCE:
+            item.flags.append("future_timestamp")
+        yield item
 
 
 __all__ = ["Invalid", "normalize"]

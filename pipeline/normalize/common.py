@@ -70,4 +70,6 @@ def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
         value = msgspec.json.decode(payload)
     except msgspec.DecodeError as exc:
         return str(exc)
+    except RecursionError:
+        return "event nests too deeply"
     return value if isinstance(value, dict) else "event must be a JSON object"

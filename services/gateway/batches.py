@@ -50,6 +50,8 @@ def sort_events(
             reason = check(decoder.decode(raw))
         except msgspec.ValidationError as exc:
             reason = str(exc)
+        except RecursionError:
+            reason = "event nests too deeply"
         if reason is None:
             out.accepted.append(raw)
             out.indexes.append(index)
@@ -66,3 +68,5 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes, shape: str) -> T:
         raise GatewayError(400, f"Invalid request body: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise GatewayError(400, f"Request body must be {shape}") from exc
+    except RecursionError as exc:
+        raise GatewayError(400, "Request body nests too deeply") from exc

@@ -43,5 +43,5 @@ async def handle(request: web.Request) -> web.Response:
     gateway.metrics.accepted(FAMILY, len(events.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(events.errors))
     if batch is None:
-        return json_response({"success": False, **report}, 400)
+        return json_response({"success": False, "error": "No valid events in the batch", **report}, 400)
     return json_response({"success": True, **report})

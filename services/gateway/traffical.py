@@ -26,7 +26,7 @@ async def handle(request: web.Request) -> web.Response:
     body = await gateway.read_body(request, FAMILY)
     try:
         envelope = traffical.body_decoder.decode(body)
-    except (ValueError, TypeError) as exc:  # msgspec's DecodeError and ValidationError
+    except (ValueError, TypeError, RecursionError) as exc:  # msgspec's DecodeError, ValidationError; deep nesting
         raise GatewayError(400, traffical.EVENTS_MESSAGE) from exc
     if not 1 <= len(envelope.events) <= traffical.MAX_EVENTS:
         raise GatewayError(400, traffical.EVENTS_MESSAGE)

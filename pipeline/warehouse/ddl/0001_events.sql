@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS events
     page_url      String,
     group_id      String,
     previous_id   String,
+    flags         Array(LowCardinality(String)) COMMENT 'future_timestamp: more than a day after receipt',
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
