@@ -30,8 +30,10 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
-FIELDS = ["type", "event", "timestamp", "userId", "unitKey", "layers", "events", "batch", "event_type", "metadata",
-          "eventName", "experimentId", "sessionId", "messageId", "properties", "traits", "user_id", "company_id"]  # fmt: skip
+FIELDS = [
+    "type", "event", "timestamp", "userId", "unitKey", "layers", "events", "batch", "event_type", "metadata",
+    "eventName", "experimentId", "sessionId", "messageId", "properties", "traits", "user_id", "company_id",
+]  # fmt: skip
 VALID = {
     "halo": HALO_EXAMPLE["events"][0],
     "xaiku": XAIKU_CURL_EVENTS[0],
