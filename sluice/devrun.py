@@ -65,7 +65,8 @@ def _wait_http(url: str, timeout: float, alive: subprocess.Popen[bytes]) -> bool
     return False
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+def terminate(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM the process group; SIGKILL it if it has not exited within ``timeout``."""
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
@@ -116,7 +117,7 @@ def run_all(settings: Settings) -> int:
     finally:
         print("stopping …", flush=True)
         for child in children:
-            _terminate(child, 15)
+            terminate(child)
         broker.stop()
         print("stopped.", flush=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sluice.devrun import terminate
 from sluice.settings import Settings
 
 
@@ -55,17 +55,7 @@ def running(settings: Settings, command: str, ready_url: str, log: Path) -> Iter
         sys.stderr.write(log.read_text(errors="replace")[-4000:])
         raise
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        terminate(process)
 
 
 def gateway_url(settings: Settings) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,3 +73,18 @@ def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
     except RecursionError:
         return "event nests too deeply"
     return value if isinstance(value, dict) else "event must be a JSON object"
+
+
+def decode_event(
+    payload: msgspec.Raw, kind: Any, check: Callable[[Any], str | None]
+) -> tuple[dict[str, Any], Any] | str:
+    """The event as its raw fields and as the family's struct, or why it is invalid — the same
+    rules the gateway applied, so an event the gateway let through normally passes here too."""
+    fields = decode_object(payload)
+    if isinstance(fields, str):
+        return fields
+    try:
+        event = msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return check(event) or (fields, event)

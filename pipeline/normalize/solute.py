@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-import msgspec
-
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize.common import (
     SESSION_ID_MAX,
     Invalid,
     as_json,
-    decode_object,
+    decode_event,
     extras,
     message_id,
     parse_time,
@@ -33,19 +31,11 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
     # timestamp + (receivedAt - sentAt) is the event's time on the gateway's clock.
     shift = arrived - sent if sent else timedelta(0)
     for index, payload in zip(batch.indexes, batch.events, strict=True):
-        fields = decode_object(payload)
-        if isinstance(fields, str):
-            yield Invalid(index, fields, payload)
+        decoded = decode_event(payload, SoluteEvent, check)
+        if isinstance(decoded, str):
+            yield Invalid(index, decoded, payload)
             continue
-        try:
-            event = msgspec.convert(fields, SoluteEvent)
-        except msgspec.ValidationError as exc:
-            yield Invalid(index, str(exc), payload)
-            continue
-        reason = check(event)
-        if reason:
-            yield Invalid(index, reason, payload)
-            continue
+        fields, event = decoded
         context = dict(event.context)
         if unknown := extras(fields, FIELDS):
             context["extra"] = unknown

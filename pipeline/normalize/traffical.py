@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import msgspec
-
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize.common import (
     Invalid,
     as_json,
-    decode_object,
+    decode_event,
     extras,
     message_id,
     received,
@@ -32,18 +30,11 @@ COLUMN_FIELDS = ("type", "unitKey", "timestamp", "id", "decisionId", "userId", "
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
     arrived = received(batch)
     for index, payload in zip(batch.indexes, batch.events, strict=True):
-        fields = decode_object(payload)
-        if isinstance(fields, str):
-            yield Invalid(index, fields, payload)
+        decoded = decode_event(payload, TrafficalEvent, lambda e: check_event(e, batch.org_id))
+        if isinstance(decoded, str):
+            yield Invalid(index, decoded, payload)
             continue
-        try:
-            event = msgspec.convert(fields, TrafficalEvent)
-        except msgspec.ValidationError as exc:
-            yield Invalid(index, str(exc), payload)
-            continue
-        if reason := check_event(event, batch.org_id):
-            yield Invalid(index, reason, payload)
-            continue
+        fields, event = decoded
         properties = dict(event.properties) if isinstance(event, Track) else {}
         properties.update(extras(fields, COLUMN_FIELDS + CONTEXT_FIELDS))
         layers = [] if isinstance(event, Track) else event.layers
