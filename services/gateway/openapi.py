@@ -162,7 +162,7 @@ def openapi_document() -> JsonSchema:
                 "apiKey",
                 solute_body,
                 SOLUTE_REPORT,
-                {"oneOf": [ERROR, SOLUTE_REPORT]},
+                {"anyOf": [ERROR, SOLUTE_REPORT]},
             ),
             "/v1/events": traffical_op,
             "/v1/events/batch": traffical_op,
