@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -43,7 +44,7 @@ class System:
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines() if line]
 
-    def wait(self, sql: str, expected: Any, timeout: float = 30) -> Any:
+    def wait(self, sql: str, expected: Any, timeout: float = 90) -> Any:
         """Poll until ``sql`` gives ``expected`` (or time is up); return the last answer."""
         deadline = time.monotonic() + timeout
         while True:
@@ -74,18 +75,22 @@ async def test_duplicates_are_counted_once_inside_across_batches_and_families(
         same_id_other_family = traffical_event(1, id="m2", unitKey="user_123", orgId=None)
         await s.post("/v1/events", encode({"events": [same_id_other_family]}))
         # no FINAL: the worker itself wrote each message id once
-        found = s.wait("SELECT message_id, family FROM events ORDER BY message_id", None, timeout=5)
-        assert found == [{"message_id": "m1", "family": "solute"}, {"message_id": "m2", "family": "solute"}]
-        async with s.http.get(f"{kafka_settings.worker_url}/metrics") as response:
-            text = await response.text()
-        assert (
-            'sluice_worker_events_total{family="solute",outcome="duplicate",reason="message_id",stage="keyed"} 4.0'
-            in text
-        )
-        assert (
-            'sluice_worker_events_total{family="traffical",outcome="duplicate",reason="message_id",stage="keyed"} 1.0'
-            in text
-        )
+        expected = [{"message_id": "m1", "family": "solute"}, {"message_id": "m2", "family": "solute"}]
+        sql = "SELECT message_id, family FROM events ORDER BY message_id"
+        assert s.wait(sql, expected) == expected
+        wanted = [
+            'sluice_worker_events_total{family="solute",outcome="duplicate",reason="message_id",stage="keyed"} 4.0',
+            'sluice_worker_events_total{family="traffical",outcome="duplicate",reason="message_id",stage="keyed"} 1.0',
+        ]
+        text = ""
+        for _ in range(180):
+            async with s.http.get(f"{kafka_settings.worker_url}/metrics") as response:
+                text = await response.text()
+            if all(line in text for line in wanted):
+                break
+            await asyncio.sleep(0.5)
+        assert all(line in text for line in wanted), text
+        assert s.rows(sql) == expected  # and nothing more arrived
 
 
 async def test_identify_alias_and_group_shape_users_and_companies(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -108,8 +113,8 @@ async def test_identify_alias_and_group_shape_users_and_companies(kafka_settings
         assert users[0]["traits"] == '{"name":"Ada","plan":"pro"}', users
         assert s.wait("SELECT previous_id, user_id FROM user_aliases FINAL", [{"previous_id": "anon_456",
                       "user_id": "user_123"}])  # fmt: skip
-        companies = s.wait("SELECT company_id, traits FROM companies FINAL", None, timeout=3)
-        assert companies == [{"company_id": "co_42", "traits": '{"name":"Acme","seats":40}'}]
+        expected = [{"company_id": "co_42", "traits": '{"name":"Acme","seats":40}'}]
+        assert s.wait("SELECT company_id, traits FROM companies FINAL", expected) == expected
 
 
 async def test_a_scripted_ab_test_gives_its_truth_and_a_skewed_split_is_flagged(
@@ -127,14 +132,16 @@ async def test_a_scripted_ab_test_gives_its_truth_and_a_skewed_split_is_flagged(
         conversions = "SELECT sum(tracks) AS n FROM tracks_1m WHERE experiment_id = 'exp_fair'"
         assert s.wait(conversions, [{"n": truth.track_events}]) == [{"n": truth.track_events}]
 
-        done = sluice(kafka_settings, "experiments", "results", "--org", "acme", "--format", "json", "exp_fair")
-        assert done.returncode == 0, done.stderr
-        card = json.loads(done.stdout)
+        truth_counts = {v: (truth.exposed[v], truth.converted[v]) for v in truth.exposed}
+        card: dict[str, Any] = {}
+        for _ in range(180):  # units are spread over partitions: wait until every one is in
+            done = sluice(kafka_settings, "experiments", "results", "--org", "acme", "--format", "json", "exp_fair")
+            card = json.loads(done.stdout) if done.returncode == 0 else {"variants": []}
+            if {v["variant"]: (v["exposed"], v["converted"]) for v in card["variants"]} == truth_counts:
+                break
+            await asyncio.sleep(0.5)
         by_variant = {v["variant"]: v for v in card["variants"]}
-        for variant in ("control", "treatment"):
-            assert (by_variant[variant]["exposed"], by_variant[variant]["converted"]) == (
-                truth.exposed[variant], truth.converted[variant],
-            )  # fmt: skip
+        assert {v: (r["exposed"], r["converted"]) for v, r in by_variant.items()} == truth_counts
         treatment = by_variant["treatment"]
         assert treatment["lift_abs"] == pytest.approx(0.10)
         assert treatment["lift_rel"] == pytest.approx(0.50)
@@ -148,8 +155,13 @@ async def test_a_scripted_ab_test_gives_its_truth_and_a_skewed_split_is_flagged(
         )
         assert rollups == [{"exposures": truth.exposure_events, "units": 400, "value": truth.value_sum}]
 
-        skew = json.loads(sluice(kafka_settings, "experiments", "results", "--org", "acme", "--format", "json",
-                                 "exp_skew").stdout)  # fmt: skip
+        skew: dict[str, Any] = {"variants": []}
+        for _ in range(180):
+            done = sluice(kafka_settings, "experiments", "results", "--org", "acme", "--format", "json", "exp_skew")
+            skew = json.loads(done.stdout) if done.returncode == 0 else {"variants": []}
+            if sum(v["exposed"] for v in skew["variants"]) == 500:
+                break
+            await asyncio.sleep(0.5)
         assert skew["srm_mismatch"] is True and skew["srm_p_value"] < 0.001
         table = sluice(kafka_settings, "experiments", "results", "--org", "acme", "exp_skew").stdout
         assert "MISMATCH" in table
