@@ -24,7 +24,7 @@ def query_rows(settings: Settings, sql: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line]
 
 
-def wait_rows(settings: Settings, sql: str, count: int, timeout: float = 20) -> list[dict[str, object]]:
+def wait_rows(settings: Settings, sql: str, count: int, timeout: float = 90) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     while True:
         found = query_rows(settings, sql)
