@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
 from sluice.devrun import terminate
 from sluice.settings import Settings
 
@@ -56,6 +58,19 @@ def running(settings: Settings, command: str, ready_url: str, log: Path) -> Iter
         raise
     finally:
         terminate(process)
+
+
+async def raw_records(settings: Settings) -> list[bytes]:
+    """Every record in the raw topic, read from the beginning."""
+    consumer = AIOKafkaConsumer(
+        settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=3000)
+        return [m.value for messages in batches.values() for m in messages if m.value is not None]
+    finally:
+        await consumer.stop()
 
 
 def gateway_url(settings: Settings) -> str:

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from sluice.envelope import raw_batch_decoder
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
-from tests.processes import gateway_url, running, sluice
+from tests.processes import gateway_url, raw_records, running, sluice
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -31,18 +30,6 @@ def wait_rows(settings: Settings, sql: str, count: int, timeout: float = 90) -> 
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
-
-
-async def raw_records(settings: Settings) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=3000)
-        return [m.value for messages in batches.values() for m in messages if m.value is not None]
-    finally:
-        await consumer.stop()
 
 
 async def test_reference_example_lands_in_events(kafka_settings: Settings, tmp_path: Path) -> None:

@@ -10,33 +10,22 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from sluice.envelope import raw_batch_decoder
 from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
-from tests.processes import gateway_url, running, sluice
+from tests.processes import gateway_url, raw_records, running, sluice
 
 pytestmark = pytest.mark.kafka
 
 
 async def message_ids(settings: Settings) -> list[str]:
     """Message ids of every event in the raw topic, read from the beginning."""
-    consumer = AIOKafkaConsumer(
-        settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        found = await consumer.getmany(timeout_ms=3000)
-    finally:
-        await consumer.stop()
     ids = []
-    for messages in found.values():
-        for message in messages:
-            assert message.value is not None
-            batch = raw_batch_decoder.decode(message.value)
-            ids += [str(msgspec.json.decode(e)["messageId"]) for e in batch.events]
+    for value in await raw_records(settings):
+        batch = raw_batch_decoder.decode(value)
+        ids += [str(msgspec.json.decode(e)["messageId"]) for e in batch.events]
     return ids
 
 
