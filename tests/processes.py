@@ -61,14 +61,23 @@ def running(settings: Settings, command: str, ready_url: str, log: Path) -> Iter
 
 
 async def raw_records(settings: Settings) -> list[bytes]:
-    """Every record in the raw topic, read from the beginning."""
+    """Every record in the raw topic, read from the beginning to the end offsets of now."""
     consumer = AIOKafkaConsumer(
         settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        batches = await consumer.getmany(timeout_ms=3000)
-        return [m.value for messages in batches.values() for m in messages if m.value is not None]
+        partitions = consumer.assignment() or set()
+        while not partitions:  # the subscription's assignment arrives with the first fetch
+            await consumer.getmany(timeout_ms=200)
+            partitions = consumer.assignment()
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(list(partitions))
+        values: list[bytes] = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            batches = await consumer.getmany(timeout_ms=1000)
+            values += [m.value for messages in batches.values() for m in messages if m.value is not None]
+        return values
     finally:
         await consumer.stop()
 
