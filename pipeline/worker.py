@@ -140,13 +140,16 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
             for event in events:
                 partition, offset = event.message.partition, event.message.offset
                 by_partition_event[partition] = event
+                # Faust's RocksDB store reads a key from the *current event's* partition only, and
+                # writes its changelog there: in a batch, that must be the record being applied.
+                _current_event.set(weakref.ref(event))
                 for index, item in enumerate(routed_decoder.decode(event.value)):
                     processor.process_one(Incoming(partition, offset, item, index), writes)
                 metrics.position(event.message.tp, offset)
 
             def changelog_to(partition: int, by_partition_event: dict[int, Any] = by_partition_event) -> None:
-                # Faust sends a table's changelog to the *current event's* partition; point it at
-                # the partition the key belongs to (an event of that partition in this batch).
+                # Writes, too, go to the current event's partition: point it at the partition the
+                # key belongs to (an event of that partition in this batch).
                 _current_event.set(weakref.ref(by_partition_event[partition]))
 
             processor.save_state(changelog_to)
