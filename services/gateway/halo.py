@@ -66,25 +66,29 @@ def _without_token(body: bytes) -> msgspec.Raw:
 
 
 async def identify_user(request: web.Request) -> web.Response:
-    gateway, key, body = await _start(request)
-    payload = decode_body(halo.user_decoder, body, "a JSON object with a 'user_id'")
-    if not payload.user_id:
-        raise GatewayError(400, "user_id must not be empty")
-    _check_traits(payload.traits, payload.context, halo.MAX_USER_PAYLOAD_BYTES)
-    verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
-    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
-    gateway.metrics.accepted(FAMILY, 1)
-    return json_response(SUCCESS)
+    return await _identify(request, halo.user_decoder, "user_id", halo.MAX_USER_PAYLOAD_BYTES)
 
 
 async def identify_company(request: web.Request) -> web.Response:
+    return await _identify(request, halo.company_decoder, "company_id", halo.MAX_COMPANY_PAYLOAD_BYTES)
+
+
+async def _identify(
+    request: web.Request,
+    decoder: msgspec.json.Decoder[Any],
+    id_field: str,
+    limit: int,
+) -> web.Response:
+    """One record holding the payload as sent (less the token); a company identify that names a
+    user is held to identity verification like a user identify."""
     gateway, key, body = await _start(request)
-    payload = decode_body(halo.company_decoder, body, "a JSON object with a 'company_id'")
-    if not payload.company_id:
-        raise GatewayError(400, "company_id must not be empty")
-    _check_traits(payload.traits, payload.context, halo.MAX_COMPANY_PAYLOAD_BYTES)
-    if payload.user_id is not None:
-        verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
+    payload: halo.UserIdentifyBody | halo.CompanyIdentifyBody = decode_body(
+        decoder, body, f"a JSON object with a '{id_field}'"
+    )
+    if not getattr(payload, id_field):
+        raise GatewayError(400, f"{id_field} must not be empty")
+    _check_traits(payload.traits, payload.context, limit)
+    verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
     await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
     gateway.metrics.accepted(FAMILY, 1)
     return json_response(SUCCESS)
