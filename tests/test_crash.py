@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sluice.devrun import terminate
 from sluice.settings import Settings
 from tests.builders import encode
 from tests.load import ab_test
@@ -104,6 +105,4 @@ async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_setting
         sys.stderr.write(log.read_text(errors="replace")[-6000:])
         raise
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(30)
+        terminate(worker)  # SIGTERM, then SIGKILL if it lingers: both are safe for the counts
