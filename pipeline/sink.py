@@ -32,7 +32,7 @@ class WarehouseSink:
     async def write(self, writes: Writes) -> dict[str, int]:
         """Write every non-empty table; returns rows written per table."""
         tables: list[tuple[str, Sequence[object]]] = [
-            ("aliases", writes.aliases),
+            ("user_aliases", writes.aliases),
             ("users", list(writes.users.values())),
             ("companies", list(writes.companies.values())),
             ("experiment_units", list(writes.units.values())),
@@ -44,7 +44,7 @@ class WarehouseSink:
             written["events"] = len(writes.events)
         for table, rows in tables:
             if rows:
-                await self._insert("user_aliases" if table == "aliases" else table, _encoder.encode(rows))
+                await self._insert(table, _encoder.encode(rows))
                 written[table] = len(rows)
         return written
 
