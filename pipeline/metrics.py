@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -40,6 +41,13 @@ class WorkerMetrics:
         self._positions[tp] = offset
 
     def update_lag(self, consumer: Any) -> None:
+        """Lag of the partitions assigned now; a partition that moved away loses its gauge (asking
+        the consumer for its highwater would fail)."""
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self._positions if tp not in assigned]:
+            del self._positions[tp]
+            with contextlib.suppress(KeyError):
+                self.lag.remove(tp.topic, str(tp.partition))
         for tp, offset in self._positions.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:

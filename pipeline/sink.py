@@ -48,6 +48,17 @@ class WarehouseSink:
                 written[table] = len(rows)
         return written
 
+    async def fences(self, topic: str) -> dict[int, int]:
+        """:func:`fences`, waiting for the warehouse as inserts do."""
+        delay = self.retry_seconds
+        while True:
+            try:
+                return await asyncio.to_thread(fences, self.warehouse, topic)
+            except WarehouseError as exc:
+                log.warning("reading the fences failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_seconds)
+
     async def insert(self, table: str, rows: bytes) -> None:
         await self._insert(table, rows)
 

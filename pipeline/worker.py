@@ -7,9 +7,10 @@
    rollups (``pipeline.processor``), then the rows (``pipeline.sink``).
 3. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
 
-Delivery: at least once between stages (Faust flushes its producer, and the table changelogs,
-before it commits offsets; ``take_events`` acks a batch only after the body handled it), and
-effectively once into ClickHouse by the processor's fences, dedupe and idempotent state.
+Delivery: at least once between stages (Faust flushes its producer before it commits offsets;
+``take_events`` acks a batch only after the body handled it), and effectively once into
+ClickHouse by the processor's fences, dedupe and idempotent state — the state kept by
+``pipeline.statestore`` (local RocksDB + a compacted changelog), durable before any row.
 
 The web port serves ``/healthz``, ``/metrics`` and, for the embedded warehouse that only this
 process may open, ``POST /query`` (SQL in the body, ``?format=tsv|json``).
@@ -20,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import faust
 import msgspec
-from faust.streams import _current_event
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -38,8 +37,9 @@ from pipeline.processor import Incoming, Processor, Stores
 from pipeline.records import by_partition
 from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
-from pipeline.sink import WarehouseSink, fences
+from pipeline.sink import WarehouseSink
 from pipeline.state import CompanyState, Seen, UnitState, UserState
+from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 from sluice.settings import Settings
@@ -58,19 +58,20 @@ def output_format(name: str) -> str | None:
 T = TypeVar("T")
 
 
-class TableStore(Generic[T]):
-    """A Faust table of bytes seen as a store of msgspec structs."""
+class KindStore(Generic[T]):
+    """One kind of state (a prefix of the store's keys) as msgspec structs."""
 
-    def __init__(self, table: Any, kind: type[T]) -> None:
-        self.table = table
+    def __init__(self, state: StateStore, prefix: str, kind: type[T]) -> None:
+        self.state = state
+        self.prefix = prefix.encode() + b"\x00"
         self.decoder = msgspec.json.Decoder(kind)
 
     def get(self, key: str) -> T | None:
-        value = self.table.get(key.encode())
+        value = self.state.get(self.prefix + key.encode())
         return None if value is None else self.decoder.decode(value)
 
     def set(self, key: str, value: T) -> None:
-        self.table[key.encode()] = encoder.encode(value)
+        self.state.put(self.prefix + key.encode(), encoder.encode(value))
 
 
 def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Warehouse] = open_warehouse) -> faust.App:
@@ -78,7 +79,7 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     app = faust.App(
         settings.worker_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="rocksdb://",  # backed by rocksdict (python-rocksdb is not installed)
+        store="memory://",  # no Faust tables: state is pipeline.statestore's
         datadir=str(settings.worker_data_dir),
         web_host=settings.worker_host,
         web_port=settings.worker_port,
@@ -100,14 +101,12 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     sink = WarehouseSink(warehouse)
     metrics = WorkerMetrics()
 
-    def table(name: str) -> Any:
-        return app.Table(name, default=None, key_type=bytes, value_type=bytes)
-
+    state = StateStore(settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap)
     stores = Stores(
-        seen=TableStore(table("seen"), Seen),
-        units=TableStore(table("units"), UnitState),
-        users=TableStore(table("users"), UserState),
-        companies=TableStore(table("companies"), CompanyState),
+        seen=KindStore(state, "seen", Seen),
+        units=KindStore(state, "unit", UnitState),
+        users=KindStore(state, "user", UserState),
+        companies=KindStore(state, "company", CompanyState),
     )
     processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0, settings.value_property)
     fences_stale = [True]
@@ -115,6 +114,17 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     @app.on_partitions_assigned.connect
     def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         fences_stale[0] = True  # another worker may have counted these partitions meanwhile
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent once the agents have finished what they held: from now on another worker may
+        # change these partitions' state, so catch up from the changelog before using them again.
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        state.revoke({tp.partition for tp in revoked if tp.topic == settings.keyed_topic})
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await state.stop()
 
     @app.agent(raw)
     async def normalize_stage(stream: Any) -> None:
@@ -133,30 +143,26 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
         records_per_batch = max(10, settings.sink_batch_rows // 10)
         async for events in stream.take_events(records_per_batch, within=settings.sink_batch_seconds):
             if fences_stale[0]:
-                processor.fences = await asyncio.to_thread(fences, warehouse, settings.keyed_topic)
+                processor.fences = await sink.fences(settings.keyed_topic)
                 fences_stale[0] = False
+            stale = {event.message.partition for event in events} - state.ready
+            if stale:
+                await state.recover(stale)
             writes = processor.begin()
-            by_partition_event: dict[int, Any] = {}
             for event in events:
                 partition, offset = event.message.partition, event.message.offset
-                by_partition_event[partition] = event
-                # Faust's RocksDB store reads a key from the *current event's* partition only, and
-                # writes its changelog there: in a batch, that must be the record being applied.
-                _current_event.set(weakref.ref(event))
                 for index, item in enumerate(routed_decoder.decode(event.value)):
                     processor.process_one(Incoming(partition, offset, item, index), writes)
                 metrics.position(event.message.tp, offset)
 
-            def changelog_to(partition: int, by_partition_event: dict[int, Any] = by_partition_event) -> None:
-                # Writes, too, go to the current event's partition: point it at the partition the
-                # key belongs to (an event of that partition in this batch).
-                _current_event.set(weakref.ref(by_partition_event[partition]))
+            def changelog_to(partition: int) -> None:
+                state.partition = partition
 
             processor.save_state(changelog_to)
             processor.finish(writes)
-            # State changes (changelogs) must be durable before any row is: a replay then finds
-            # the state that matches the rows (see pipeline.processor).
-            await app.producer.flush()
+            # State changes must be durable before any row is: a replay then finds the state that
+            # matches the rows (see pipeline.processor).
+            await state.commit()
             started = time.perf_counter()
             written = await sink.write(writes)
             processor.advance_fences(writes)

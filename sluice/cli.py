@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft)").set_defaults(run=cmd_kafka)
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(run=cmd_gateway)
     sub.add_parser("worker", help="run one stream-processing worker").set_defaults(run=cmd_worker)
+    sub.add_parser(
+        "warehouse", help="serve the embedded warehouse over ClickHouse's HTTP interface (several workers share it)"
+    ).set_defaults(run=cmd_warehouse)
 
     keys = sub.add_parser("keys", help="create, revoke and list API keys").add_subparsers(
         required=True, metavar="ACTION"
@@ -159,6 +162,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     asyncio.run(ensure_topics(settings))
     run_worker(settings)
+    return 0
+
+
+def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.warehouse.serve import serve
+
+    serve(settings.warehouse_path, settings.warehouse_host, settings.warehouse_port)
     return 0
 
 

@@ -31,12 +31,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """A ClickHouse cluster name: tables become replicated, behind Distributed tables."""
     clickhouse_database: str = "sluice"
     """Database of the embedded warehouse (a server URL names its own)."""
+    warehouse_host: str = "127.0.0.1"
+    warehouse_port: int = 8123
+    """Where ``sluice warehouse`` serves the embedded engine over ClickHouse's HTTP interface."""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     produce_timeout: float = 5.0
     """Seconds the gateway waits for Kafka's acknowledgement before answering 503."""
     max_body_bytes: int = 1_048_576
     """Largest request body the gateway reads; larger ones get 413 before they are read."""
+    client_timeout: float = 30.0
+    """Seconds a client may take to send a request's headers, and again its body (slow-loris):
+    a body still unread then gets 408; a connection whose headers never end is closed."""
     rate_limit: float = 1000.0
     """Requests per second per API key, per gateway replica; 0 turns limiting off."""
     rate_burst: float = 2000.0
@@ -70,6 +76,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.topic_prefix}keyed"
 
     @property
+    def state_topic(self) -> str:
+        """The keyed stage's state changelog (compacted, one per worker group; internal)."""
+        return f"{self.topic_prefix}state.{self.worker_group}"
+
+    @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}dlq"
 
@@ -79,7 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def worker_data_dir(self) -> Path:
-        """Faust's local state (RocksDB tables), rebuilt from changelogs when lost."""
+        """The worker's local state (RocksDB), rebuilt from the state changelog when lost."""
         return Path(self.home) / "worker" / self.worker_group
 
     @classmethod

@@ -19,6 +19,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             settings.registry_topic, 1, 1,
             topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
         ),
+        NewTopic(
+            settings.state_topic, settings.raw_partitions, 1,
+            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(4 << 20)},
+        ),
         NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": str(30 * 86400_000)}),
     ]  # fmt: skip
 

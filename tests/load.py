@@ -3,9 +3,14 @@ converts, which messages are sent twice. Tests compare the warehouse with ``Trut
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from sluice.settings import Settings
+from tests.processes import query_rows
 
 
 @dataclass
@@ -57,3 +62,38 @@ def ab_test(
 
 def _ts(n: int) -> str:
     return f"2026-05-21T10:{(n // 60) % 60:02d}:{n % 60:02d}Z"
+
+
+TOTALS_SQL = (
+    "SELECT (SELECT count() FROM events FINAL) AS events, "
+    "(SELECT sum(exposures) FROM exposures_1m) AS exposures, (SELECT sum(units) FROM exposures_1m) AS units, "
+    "(SELECT sum(tracks) FROM tracks_1m WHERE experiment_id != '') AS tracks, "
+    "(SELECT sum(value_sum) FROM tracks_1m) AS value"
+)
+"""What the warehouse holds for an ``ab_test``: compare with :func:`expected_totals`."""
+
+
+def expected_totals(truth: Truth) -> dict[str, Any]:
+    return {
+        "events": len(truth.message_ids),
+        "exposures": truth.exposure_events,
+        "units": sum(truth.exposed.values()),
+        "tracks": truth.track_events,
+        "value": truth.value_sum,
+    }
+
+
+async def settles_on_truth(settings: Settings, truth: Truth, within: float = 120) -> None:
+    """Wait until the warehouse's totals equal the truth, then check that they stay there (a late
+    double count would show)."""
+    expected = [expected_totals(truth)]
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = query_rows(settings, TOTALS_SQL)
+        if found == expected:
+            break
+        await asyncio.sleep(1)
+    assert found == expected, f"warehouse {found}, truth {expected}"
+    await asyncio.sleep(2)
+    assert query_rows(settings, TOTALS_SQL) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,10 +11,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from sluice.devrun import terminate
+from sluice.localkafka import free_port
 from sluice.settings import Settings
 
 
@@ -40,16 +43,26 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None 
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
+def spawn(settings: Settings, command: str, log: Path) -> subprocess.Popen[bytes]:
+    """``sluice COMMAND`` in the background, in its own process group, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", command], env={**os.environ, **settings.to_env()},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def query_rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    """``sluice query --format json SQL`` as rows; [] while the warehouse cannot answer."""
+    done = sluice(settings, "query", "--format", "json", sql)
+    return [json.loads(line) for line in done.stdout.splitlines() if line] if done.returncode == 0 else []
+
+
 @contextmanager
 def running(settings: Settings, command: str, ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``sluice COMMAND`` in the background until the block ends (then SIGTERM, then SIGKILL)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", command],
-            env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    process = spawn(settings, command, log)
     try:
         wait_http(ready_url, 60, process)
         yield process
@@ -84,3 +97,12 @@ async def raw_records(settings: Settings) -> list[bytes]:
 
 def gateway_url(settings: Settings) -> str:
     return f"http://{settings.gateway_host}:{settings.gateway_port}"
+
+
+@contextmanager
+def warehouse_server(home: Path) -> Iterator[str]:
+    """``sluice warehouse`` on a free port with its files under ``home``; yields its URL."""
+    settings = Settings.from_env({}, home=str(home), warehouse_port=free_port())
+    url = f"http://127.0.0.1:{settings.warehouse_port}"
+    with running(settings, "warehouse", f"{url}/ping", home / "warehouse.log"):
+        yield url

@@ -8,11 +8,9 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -20,25 +18,12 @@ import pytest
 from sluice.devrun import terminate
 from sluice.settings import Settings
 from tests.builders import encode
-from tests.load import ab_test
-from tests.processes import gateway_url, running, sluice, wait_http
+from tests.load import ab_test, settles_on_truth
+from tests.processes import gateway_url, running, sluice, spawn, wait_http
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 KILLS = 4
-
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "worker"], env={**os.environ, **settings.to_env()},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
-def rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
-    done = sluice(settings, "query", "--format", "json", sql)
-    return [json.loads(line) for line in done.stdout.splitlines() if line] if done.returncode == 0 else []
 
 
 async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
@@ -50,7 +35,7 @@ async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_setting
     key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
     rng = random.Random(5)
     log = tmp_path / "worker.log"
-    worker = start_worker(settings, log)
+    worker = spawn(settings, "worker", log)
     try:
         wait_http(f"{settings.worker_url}/healthz", 60, worker)
         with running(settings, "gateway", f"{gateway_url(settings)}/readyz", tmp_path / "gw.log"):
@@ -68,33 +53,12 @@ async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_setting
                         kill_at.pop(0)
                         os.killpg(worker.pid, signal.SIGKILL)
                         worker.wait()
-                        worker = start_worker(settings, log)
+                        worker = spawn(settings, "worker", log)
                     await asyncio.sleep(pace)
         assert not kill_at, "the load ended before every kill"
         wait_http(f"{settings.worker_url}/healthz", 60, worker)
 
-        expected = {
-            "events": len(truth.message_ids),
-            "exposures": truth.exposure_events,
-            "units": sum(truth.exposed.values()),
-            "tracks": truth.track_events,
-            "value": truth.value_sum,
-        }
-        sql = (
-            "SELECT (SELECT count() FROM events FINAL) AS events, "
-            "(SELECT sum(exposures) FROM exposures_1m) AS exposures, (SELECT sum(units) FROM exposures_1m) AS units, "
-            "(SELECT sum(tracks) FROM tracks_1m WHERE experiment_id != '') AS tracks, "
-            "(SELECT sum(value_sum) FROM tracks_1m) AS value"
-        )
-        found: list[dict[str, Any]] = []
-        for _ in range(120):
-            found = rows(settings, sql)
-            if found == [expected]:
-                break
-            await asyncio.sleep(1)
-        assert found == [expected]
-        await asyncio.sleep(2)  # nothing more arrives: no late double count
-        assert rows(settings, sql) == [expected]
+        await settles_on_truth(settings, truth)
 
         card = json.loads(sluice(settings, "experiments", "results", "--org", "acme", "--format", "json",
                                  "exp_crash").stdout)  # fmt: skip

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
 from sluice.envelope import raw_batch_decoder
 from sluice.loadgen import Options, run
 from sluice.settings import Settings
+from tests.builders import solute_body, solute_event
 from tests.processes import gateway_url, raw_records, running, sluice
 
 pytestmark = pytest.mark.kafka
@@ -40,3 +43,83 @@ async def test_gateway_sigterm_under_load_drains_and_loses_nothing_acknowledged(
             fields = msgspec.json.decode(event)
             in_kafka.add(fields.get("messageId") or fields.get("id"))
     assert result.acked_ids <= in_kafka, f"{len(result.acked_ids - in_kafka)} acknowledged events are not in Kafka"
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def test_slow_loris_gets_cut_off_while_others_are_served(kafka_settings: Settings, tmp_path: Path) -> None:
+    settings = Settings.from_env(kafka_settings.to_env(), client_timeout=2.0)
+    key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "publishable").stdout.strip()
+    url = gateway_url(settings)
+    with running(settings, "gateway", f"{url}/readyz", tmp_path / "gw.log") as gateway:
+        before = rss_bytes(gateway.pid)
+
+        async def slow_headers() -> bytes:
+            """Headers one line at a time, never ending: the gateway closes the connection."""
+            reader, writer = await asyncio.open_connection(settings.gateway_host, settings.gateway_port)
+            writer.write(b"POST /api/events HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for n in range(40):
+                    await asyncio.sleep(0.25)
+                    writer.write(f"X-Slow-{n}: {'a' * 100}\r\n".encode())
+                    await writer.drain()
+                return await asyncio.wait_for(reader.read(), 5)
+            except ConnectionError:
+                return b""  # closed on us mid-write: cut off, as it should be
+            finally:
+                writer.close()
+
+        async def slow_body() -> bytes:
+            """Whole headers, then a large body a few bytes at a time: 408 in the family's shape."""
+            reader, writer = await asyncio.open_connection(settings.gateway_host, settings.gateway_port)
+            writer.write(
+                b"POST /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                + f"X-Api-Key: {key}\r\nContent-Length: 500000\r\n\r\n".encode()
+            )
+            try:
+                for _ in range(40):
+                    writer.write(b"[" * 10)
+                    await writer.drain()
+                    await asyncio.sleep(0.25)
+                    if reader.at_eof() or reader._buffer:  # type: ignore[attr-defined]  # answered already
+                        break
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                return head + await reader.readexactly(length)
+            except ConnectionError:
+                return b""
+            finally:
+                writer.close()
+
+        async def honest() -> list[float]:
+            """Ordinary requests all along: each answered 200, promptly."""
+            took = []
+            async with aiohttp.ClientSession() as http:
+                for n in range(30):
+                    started = time.monotonic()
+                    body = solute_body(solute_event(messageId=f"honest-{n}"))
+                    async with http.post(f"{url}/api/events", data=body,
+                                         headers={"X-Api-Key": key}) as response:  # fmt: skip
+                        assert response.status == 200
+                    took.append(time.monotonic() - started)
+                    await asyncio.sleep(0.1)
+            return took
+
+        results = await asyncio.gather(
+            *(slow_headers() for _ in range(100)), *(slow_body() for _ in range(100)), honest()
+        )
+        headers_answers, body_answers, took = results[:100], results[100:200], results[200]
+        after = rss_bytes(gateway.pid)
+
+    assert all(answer == b"" for answer in headers_answers), "a never-ending header block was not cut off"
+    for answer in body_answers:
+        head, _, body = bytes(answer).partition(b"\r\n\r\n")  # type: ignore[arg-type]
+        assert head.startswith(b"HTTP/1.1 408"), head[:100]
+        assert msgspec.json.decode(body) == {"error": "Request body not received within 2s"}
+    assert max(took) < 1.0, f"honest clients waited {max(took):.2f}s"  # type: ignore[type-var, arg-type]
+    assert after - before < 64 * 2**20, f"RSS grew by {(after - before) / 2**20:.0f} MB"

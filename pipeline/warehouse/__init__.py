@@ -162,6 +162,10 @@ class ServerWarehouse:
 
     def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
         try:
+            if _without_result(sql):
+                # raw_query appends "FORMAT fmt", which an INSERT … VALUES would read as data.
+                self._client.command(sql)
+                return b""
             return bytes(self._client.raw_query(sql, fmt=fmt))
         except Exception as exc:
             raise _classify(exc) from exc
@@ -177,6 +181,14 @@ class ServerWarehouse:
 
     def close(self) -> None:
         self._client.close()
+
+
+_STATEMENTS_WITHOUT_RESULT = ("INSERT", "CREATE", "DROP", "ALTER", "RENAME", "TRUNCATE", "OPTIMIZE", "SYSTEM", "SET")
+
+
+def _without_result(sql: str) -> bool:
+    words = sql.lstrip().split(None, 1)
+    return bool(words) and words[0].upper() in _STATEMENTS_WITHOUT_RESULT
 
 
 def _classify(exc: Exception) -> WarehouseError:

@@ -4,7 +4,8 @@ One schema source: each ``CREATE TABLE t … ENGINE = XMergeTree`` becomes a rep
 table ``t_local`` (``ReplicatedXMergeTree`` under ``/clickhouse/tables/{shard}/{database}/{table}``)
 and a ``Distributed`` table ``t`` in front of it, sharded by a hash of the sorting key — so every
 version of a row lands on one shard and ``FINAL`` stays exact. Views are created on the cluster
-as they are; they read the Distributed tables by their usual names.
+as they are; they read the Distributed tables by their usual names; ``ALTER TABLE t`` alters
+``t_local`` on every replica.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _TABLE = re.compile(
     re.DOTALL,
 )
 _VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (?P<name>\w+)\s+AS\s+(?P<query>.*)", re.DOTALL)
+_ALTER = re.compile(r"ALTER TABLE (?P<name>\w+)\s+(?P<rest>.*)", re.DOTALL)
 _ORDER = re.compile(r"ORDER BY\s*(\((?P<many>[^)]*)\)|(?P<one>\w+))")
 
 
@@ -28,6 +30,9 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
     view = _VIEW.fullmatch(statement.strip())
     if view:
         return [f"CREATE VIEW IF NOT EXISTS {view['name']} ON CLUSTER {cluster} AS {view['query']}"]
+    alter = _ALTER.fullmatch(statement.strip())
+    if alter:
+        return [f"ALTER TABLE {alter['name']}_local ON CLUSTER {cluster} {alter['rest']}"]
     raise ValueError(f"no cluster form for: {statement[:80]}")
 
 

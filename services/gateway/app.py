@@ -103,4 +103,7 @@ def run_gateway(settings: Settings) -> None:
     web.run_app(
         app, host=settings.gateway_host, port=settings.gateway_port, shutdown_timeout=10,
         access_log=None, print=None, handle_signals=True,
+        # A connection that has not sent a whole request by then is closed: slow-loris senders of
+        # headers hold nothing for long. (Slow bodies: Gateway.read_body answers 408.)
+        keepalive_timeout=settings.client_timeout,
     )  # fmt: skip

@@ -3,6 +3,7 @@ every route takes: authenticate, read the body, publish."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -72,17 +73,21 @@ class Gateway:
         return key
 
     async def read_body(self, request: web.Request, family: str) -> bytes:
-        """The whole body, refused with 413 before reading when it is too large."""
+        """The whole body; 413 (before reading, when the length says so) if too large, 408 if too slow."""
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise GatewayError(413, f"Request body too large (max {limit} bytes)")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"Request body too large (max {limit} bytes)")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.settings.client_timeout):
+                async for chunk in request.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise GatewayError(413, f"Request body too large (max {limit} bytes)")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise GatewayError(408, f"Request body not received within {self.settings.client_timeout:g}s") from None
         self.metrics.body_bytes.labels(family).observe(size)
         return b"".join(chunks)
 

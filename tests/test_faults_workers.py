@@ -1,0 +1,189 @@
+"""Faults between the worker and its neighbours, with several processes on one shared warehouse
+(``sluice warehouse``: chDB behind ClickHouse's HTTP interface, reached by the worker's server
+backend): three workers in one group with one SIGKILLed mid-stream, and the warehouse down for
+30 s under load. Afterwards the warehouse holds exactly the truth.
+
+Sizes are modest in ``make test``; ``make soak`` sets SLUICE_SOAK=1 for longer, larger runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sluice.devrun import terminate
+from sluice.localkafka import free_port
+from sluice.settings import Settings
+from sluice.topics import delete_topics, ensure_topics
+from tests.builders import encode
+from tests.load import ab_test, settles_on_truth
+from tests.processes import gateway_url, running, sluice, spawn, wait_http, warehouse_server
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+SOAK = os.environ.get("SLUICE_SOAK") == "1"
+UNITS = 5000 if SOAK else 1000
+"""Units per variant: each makes a decision, an exposure and maybe a purchase."""
+LOAD_SECONDS = 90.0 if SOAK else 24.0
+WAREHOUSE_DOWN_SECONDS = 30.0
+
+
+@pytest.fixture
+async def shared(settings: Settings, kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Settings whose workers share one warehouse server, on six partitions (two per worker)."""
+    with warehouse_server(tmp_path / "warehouse") as url:
+        real = Settings.from_env(
+            settings.to_env(), kafka_bootstrap=kafka_bootstrap, raw_partitions=6,
+            clickhouse_url=f"{url}/{settings.clickhouse_database}", sink_batch_rows=500, sink_batch_seconds=0.3,
+        )  # fmt: skip
+        await ensure_topics(real)
+        try:
+            yield real
+        finally:
+            await delete_topics(real)
+
+
+def worker_settings(settings: Settings, tmp_path: Path, n: int) -> Settings:
+    """Worker ``n``: its own local state and web port; the group, topics and warehouse shared."""
+    port = free_port()
+    return Settings.from_env(
+        settings.to_env(), home=str(tmp_path / f"worker{n}"), worker_port=port, worker_url=f"http://127.0.0.1:{port}"
+    )
+
+
+async def post_paced(settings: Settings, key: str, batches: list[bytes], seconds: float,
+                     at: dict[float, Callable[[], None]]) -> None:  # fmt: skip
+    """Post every batch over about ``seconds``, each acknowledged (200); run ``at[t]`` once ``t``
+    seconds have passed."""
+    pending = sorted(at)
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        for body in batches:
+            async with http.post(
+                f"{gateway_url(settings)}/v1/events", data=body, headers={"Authorization": f"Bearer {key}"}
+            ) as response:
+                assert response.status == 200, await response.text()
+            while pending and time.monotonic() - started >= pending[0]:
+                await asyncio.to_thread(at[pending.pop(0)])
+            await asyncio.sleep(seconds / len(batches))
+    while pending:  # the load was quicker than planned: the remaining faults still happen
+        await asyncio.to_thread(at[pending.pop(0)])
+
+
+def events_handled(worker: Settings) -> float:
+    """Events this worker's stages took in or wrote out, from its /metrics."""
+    with urllib.request.urlopen(f"{worker.worker_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        if line.startswith("sluice_worker_events_total{") and ('outcome="in"' in line or 'outcome="out"' in line)
+    )  # fmt: skip
+
+
+async def test_three_workers_one_killed_mid_stream_counts_exactly(shared: Settings, tmp_path: Path) -> None:
+    batches, truth = ab_test(
+        "exp_rebalance", {"control": UNITS, "treatment": UNITS}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.05, batch_size=100, seed=21,
+    )  # fmt: skip
+    key = sluice(shared, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    members = [worker_settings(shared, tmp_path, n) for n in range(4)]
+    logs = [tmp_path / f"worker{n}.log" for n in range(4)]
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for member, log in zip(members[:3], logs, strict=False):
+            workers.append(spawn(member, "worker", log))
+        for member, worker in zip(members, workers, strict=False):
+            wait_http(f"{member.worker_url}/healthz", 60, worker)
+
+        def kill_first() -> None:
+            os.killpg(workers[0].pid, signal.SIGKILL)
+            workers[0].wait()
+
+        def add_fourth() -> None:  # the killed one's replacement: another rebalance
+            workers.append(spawn(members[3], "worker", logs[3]))
+
+        with running(shared, "gateway", f"{gateway_url(shared)}/readyz", tmp_path / "gw.log"):
+            body = [encode(b) for b in batches]
+            await post_paced(shared, key, body, LOAD_SECONDS, {LOAD_SECONDS * 0.3: kill_first,
+                                                                LOAD_SECONDS * 0.7: add_fourth})  # fmt: skip
+        await settles_on_truth(shared, truth, within=180)
+        survivors = [events_handled(member) for member in members[1:3]]
+        assert all(n > 0 for n in survivors), f"a surviving worker took no partition: {survivors}"
+
+        card = sluice(shared, "experiments", "results", "--org", "acme", "--format", "json", "exp_rebalance")
+        assert card.returncode == 0, card.stderr
+    except BaseException:
+        for log in logs:
+            if log.exists():
+                sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        for worker in workers:
+            terminate(worker)
+
+
+async def test_warehouse_down_for_30s_worker_waits_and_catches_up(
+    settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    warehouse_home = tmp_path / "warehouse"
+    port = free_port()
+    served = Settings.from_env({}, home=str(warehouse_home), warehouse_port=port)
+    real = Settings.from_env(
+        settings.to_env(), kafka_bootstrap=kafka_bootstrap, sink_batch_rows=500, sink_batch_seconds=0.3,
+        clickhouse_url=f"http://127.0.0.1:{port}/{settings.clickhouse_database}",
+    )  # fmt: skip
+    await ensure_topics(real)
+    batches, truth = ab_test(
+        "exp_outage", {"control": UNITS, "treatment": UNITS}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.05, batch_size=100, seed=31,
+    )  # fmt: skip
+    warehouse = spawn(served, "warehouse", tmp_path / "warehouse.log")
+    worker: subprocess.Popen[bytes] | None = None
+    outage: dict[str, float] = {}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 60, warehouse)
+        key = sluice(real, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+        worker = spawn(real, "worker", tmp_path / "worker.log")
+        wait_http(f"{real.worker_url}/healthz", 60, worker)
+
+        def stop_warehouse() -> None:
+            nonlocal warehouse
+            os.killpg(warehouse.pid, signal.SIGKILL)  # a crash, mid-insert perhaps
+            warehouse.wait()
+            outage["from"] = time.monotonic()
+
+        def restart_warehouse() -> None:
+            nonlocal warehouse
+            outage["to"] = time.monotonic()
+            warehouse = spawn(served, "warehouse", tmp_path / "warehouse.log")
+            wait_http(f"http://127.0.0.1:{port}/ping", 60, warehouse)
+
+        with running(real, "gateway", f"{gateway_url(real)}/readyz", tmp_path / "gw.log"):
+            body = [encode(b) for b in batches]
+            # The load goes on through the outage: the gateway only needs Kafka.
+            await post_paced(real, key, body, LOAD_SECONDS + WAREHOUSE_DOWN_SECONDS,
+                             {3.0: stop_warehouse, 3.0 + WAREHOUSE_DOWN_SECONDS: restart_warehouse})  # fmt: skip
+        assert outage["to"] - outage["from"] >= WAREHOUSE_DOWN_SECONDS
+        assert worker.poll() is None, "the worker died while the warehouse was down"
+        await settles_on_truth(real, truth, within=180)
+        assert "retrying" in (tmp_path / "worker.log").read_text(errors="replace")  # it did wait
+    except BaseException:
+        for name in ("worker.log", "warehouse.log"):
+            if (tmp_path / name).exists():
+                sys.stderr.write(f"--- {name}\n" + (tmp_path / name).read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        if worker is not None:
+            terminate(worker)
+        terminate(warehouse)
+        await delete_topics(real)
