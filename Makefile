@@ -31,6 +31,10 @@ $(KUSTOMIZE):
 test: $(STAMP) jars $(KUSTOMIZE)
 	$(BIN)/pytest
 
+# The fault suite at larger sizes and for longer (minutes, not part of `make test`)
+soak: $(STAMP) jars
+	SLUICE_SOAK=1 $(BIN)/pytest tests/test_faults_workers.py tests/test_crash.py tests/test_faults.py
+
 bench: $(STAMP) jars
 	$(BIN)/python bench/run.py
 

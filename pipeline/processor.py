@@ -267,7 +267,7 @@ class Processor:
         else:
             touched = _layers(properties) or _own_pair(event)
             if event.decision_id and touched:
-                unit.decisions[event.decision_id] = touched
+                unit.decide(event.decision_id, touched)
             for experiment, variant in touched:
                 if event.type == "decision":
                     unit.assign(experiment, variant, at)

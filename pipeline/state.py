@@ -41,9 +41,20 @@ class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True):
         return min((t for t, _ in self.conversions.values()), default=None)
 
 
+MAX_DECISIONS = 256
+
+
 class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
     experiments: dict[str, Assignment] = {}
     decisions: dict[str, list[tuple[str, str]]] = {}
+
+    def decide(self, decision_id: str, pairs: list[tuple[str, str]]) -> None:
+        """Remember which (experiment, variant) pairs a decision id stands for, for the tracks that
+        cite it; only the newest ``MAX_DECISIONS``, so a unit's state stays small however many
+        decisions it sees (tracks cite recent decisions)."""
+        self.decisions[decision_id] = pairs
+        while len(self.decisions) > MAX_DECISIONS:
+            del self.decisions[next(iter(self.decisions))]
 
     def assign(self, experiment: str, variant: str, at: float) -> Assignment:
         """A decision: intent to treat, not an exposure."""

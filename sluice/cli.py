@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from sluice.registry import (
     ApiKey,
     key_record,
@@ -42,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         run=cmd_run
     )
     sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft)").set_defaults(run=cmd_kafka)
-    sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(run=cmd_gateway)
+    gateway = sub.add_parser("gateway", help="run the HTTP gateway")
+    gateway.add_argument(
+        "--processes", type=int, help="processes sharing the port (SO_REUSEPORT); default SLUICE_GATEWAY_PROCESSES or 1"
+    )
+    gateway.set_defaults(run=cmd_gateway)
     sub.add_parser("worker", help="run one stream-processing worker").set_defaults(run=cmd_worker)
     sub.add_parser(
         "warehouse", help="serve the embedded warehouse over ClickHouse's HTTP interface (several workers share it)"
@@ -153,6 +159,8 @@ def _stop_flag() -> list[int]:
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from services.gateway.app import run_gateway
 
+    if args.processes:
+        settings = msgspec.structs.replace(settings, gateway_processes=args.processes)
     run_gateway(settings)
     return 0
 

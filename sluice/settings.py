@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Where ``sluice warehouse`` serves the embedded engine over ClickHouse's HTTP interface."""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    gateway_processes: int = 1
+    """Gateway processes sharing the port (SO_REUSEPORT) in one ``sluice gateway``; the rate limit
+    is divided among them. On Kubernetes prefer one per pod and more replicas."""
     produce_timeout: float = 5.0
     """Seconds the gateway waits for Kafka's acknowledgement before answering 503."""
     max_body_bytes: int = 1_048_576

@@ -23,13 +23,16 @@ from tests.processes import gateway_url, running, sluice, spawn, wait_http
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
-KILLS = 4
+SOAK = os.environ.get("SLUICE_SOAK") == "1"  # `make soak`: more units, more kills, longer
+KILLS = 12 if SOAK else 4
+UNITS = 5000 if SOAK else 1000
+LOAD_SECONDS = 60.0 if SOAK else 20.0
 
 
 async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
     settings = Settings.from_env(kafka_settings.to_env(), sink_batch_rows=500, sink_batch_seconds=0.3)
     batches, truth = ab_test(
-        "exp_crash", {"control": 1000, "treatment": 1000}, {"control": 0.2, "treatment": 0.3},
+        "exp_crash", {"control": UNITS, "treatment": UNITS}, {"control": 0.2, "treatment": 0.3},
         duplicate_rate=0.05, batch_size=100, seed=11,
     )  # fmt: skip
     key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
@@ -39,8 +42,8 @@ async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_setting
     try:
         wait_http(f"{settings.worker_url}/healthz", 60, worker)
         with running(settings, "gateway", f"{gateway_url(settings)}/readyz", tmp_path / "gw.log"):
-            pace = 20.0 / len(batches)  # spread the load over about 20 s
-            kill_at = sorted(rng.uniform(2.0, 18.0) for _ in range(KILLS))
+            pace = LOAD_SECONDS / len(batches)  # spread the load over about LOAD_SECONDS
+            kill_at = sorted(rng.uniform(2.0, LOAD_SECONDS - 2.0) for _ in range(KILLS))
             started = time.monotonic()
             async with aiohttp.ClientSession() as http:
                 for body in batches:

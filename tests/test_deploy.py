@@ -105,6 +105,7 @@ def test_partitions_keda_and_hpa_agree(overlay: str) -> None:
         if topic["metadata"]["name"] in (
             f"{config['SLUICE_TOPIC_PREFIX']}raw",
             f"{config['SLUICE_TOPIC_PREFIX']}keyed",
+            f"{config['SLUICE_TOPIC_PREFIX']}state.{config['SLUICE_WORKER_GROUP']}",
         ):
             assert topic["spec"]["partitions"] == partitions
     hpa = one(overlay, "HorizontalPodAutoscaler")["spec"]
@@ -115,11 +116,12 @@ def test_partitions_keda_and_hpa_agree(overlay: str) -> None:
 
 def test_prod_declares_every_topic_sluice_uses() -> None:
     from sluice.settings import Settings
+    from sluice.topics import topic_specs
 
     config = one("prod", "ConfigMap", "sluice-config")["data"]
     settings = Settings.from_env(config)
     names = {t["metadata"]["name"] for t in objects("prod", "KafkaTopic")}
-    assert names == {settings.raw_topic, settings.keyed_topic, settings.registry_topic, settings.dlq_topic}
+    assert names == {spec.name for spec in topic_specs(settings)}
     assert (
         config["SLUICE_CLICKHOUSE_CLUSTER"]
         == one("prod", "ClickHouseInstallation")["spec"]["configuration"]["clusters"][0]["name"]

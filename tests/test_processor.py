@@ -230,3 +230,13 @@ def test_a_crash_anywhere_in_a_batch_then_replay_gives_the_uncrashed_result(
     recovered = Processor(stores if state_survives else snapshot, "t.keyed", fences=warehouse.fences())
     warehouse.write(recovered.process(items[30:]))  # the replay
     assert warehouse.totals() == reference.totals()
+
+
+def test_a_unit_remembers_only_its_newest_decisions() -> None:
+    from pipeline.state import MAX_DECISIONS, UnitState
+
+    unit = UnitState()
+    for n in range(MAX_DECISIONS + 10):
+        unit.decide(f"d{n}", [("exp", "a")])
+    assert len(unit.decisions) == MAX_DECISIONS
+    assert "d9" not in unit.decisions and "d10" in unit.decisions and f"d{MAX_DECISIONS + 9}" in unit.decisions

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 
+import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -81,7 +83,17 @@ def build_app(gateway: Gateway) -> web.Application:
 
 
 def run_gateway(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish before the producer closes."""
+    """Serve until SIGINT/SIGTERM: one process, or ``settings.gateway_processes`` of them."""
+    if settings.gateway_processes > 1:
+        run_processes(settings)
+    else:
+        serve(settings)
+
+
+def serve(settings: Settings, reuse_port: bool = False) -> None:
+    """One gateway process; in-flight requests finish before the producer closes."""
+    import uvloop
+
     configure_logging(settings.log_level)
     registry = Registry()
     follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
@@ -102,8 +114,36 @@ def run_gateway(settings: Settings) -> None:
     app.cleanup_ctx.append(lifecycle)
     web.run_app(
         app, host=settings.gateway_host, port=settings.gateway_port, shutdown_timeout=10,
-        access_log=None, print=None, handle_signals=True,
+        access_log=None, print=None, handle_signals=True, reuse_port=reuse_port,
         # A connection that has not sent a whole request by then is closed: slow-loris senders of
         # headers hold nothing for long. (Slow bodies: Gateway.read_body answers 408.)
         keepalive_timeout=settings.client_timeout,
+        loop=uvloop.new_event_loop(),
     )  # fmt: skip
+
+
+def run_processes(settings: Settings) -> None:
+    """``gateway_processes`` gateways on one port (SO_REUSEPORT: the kernel spreads connections);
+    SIGTERM/SIGINT go to all of them, and this returns once every one has drained and stopped.
+    Each takes its share of the per-key rate limit."""
+    import multiprocessing
+    import signal
+
+    count = settings.gateway_processes
+    share = msgspec.structs.replace(
+        settings, gateway_processes=1, rate_limit=settings.rate_limit / count, rate_burst=settings.rate_burst / count
+    )
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=serve, args=(share, True), name=f"gateway-{n}") for n in range(count)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for child in children:
+        child.join()

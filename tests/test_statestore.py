@@ -1,0 +1,69 @@
+"""The worker's state store on the real broker: writes are in the changelog once ``commit``
+returns; another worker's store recovers them; a partition handed back catches up on what its
+other owner wrote, reading only the tail past its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.statestore import StateStore
+from sluice.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_committed_state_survives_into_another_store(kafka_settings: Settings, tmp_path: Path) -> None:
+    topic = kafka_settings.state_topic  # two partitions in tests
+    first = StateStore(tmp_path / "a", topic, kafka_settings.kafka_bootstrap)
+    await first.recover({0, 1})  # an empty topic: ready at once
+    try:
+        for partition in (0, 1):
+            first.partition = partition
+            for n in range(300):
+                first.put(f"k{partition}-{n}".encode(), f"v{n}".encode())
+        assert first.get(b"k0-1") is None  # staged, not yet committed
+        assert await first.commit() == 600
+        assert first.get(b"k0-1") == b"v1" and first.get(b"k1-299") == b"v299"
+        assert first.checkpoint(0) == 299 and first.checkpoint(1) == 299
+
+        # Another worker, no local state: everything from the changelog.
+        second = StateStore(tmp_path / "b", topic, kafka_settings.kafka_bootstrap)
+        try:
+            assert await second.recover({1}) == 300
+            assert second.get(b"k1-7") == b"v7"
+            assert second.get(b"k0-7") is None  # partition 0 is not its own
+
+            # It owns partition 1 for a while and changes a key ...
+            second.partition = 1
+            second.put(b"k1-7", b"changed")
+            await second.commit()
+        finally:
+            await second.stop()
+
+        # ... and when partition 1 comes back, the first store reads only that tail.
+        first.revoke({1})
+        assert 1 not in first.ready
+        assert await first.recover({1}) == 1
+        assert first.get(b"k1-7") == b"changed"
+        assert first.checkpoint(1) == 300
+    finally:
+        await first.stop()
+
+
+async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_settings: Settings, tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
+    try:
+        store.put(b"small", b"x")
+        store.put(b"huge", b"x" * 1_200_000)
+        store.put(b"after", b"y")
+        assert await store.commit() == 3
+        again = StateStore(tmp_path / "t", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
+        try:
+            assert await again.recover({0}) == 3
+            assert again.get(b"huge") == b"x" * 1_200_000 and again.get(b"after") == b"y"
+        finally:
+            await again.stop()
+    finally:
+        await store.stop()
