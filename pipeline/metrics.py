@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter as Tally
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -57,9 +58,13 @@ class WorkerMetrics:
         for table, rows in written.items():
             self.sink_rows.labels(table).observe(rows)
         self.sink_seconds.observe(seconds)
+        families: Tally[str] = Tally()
+        observe = self.freshness.observe
         for event in writes.events:
-            self.events.labels("keyed", "out", event.family, "").inc()
-            self.freshness.observe(max(0.0, now - event.received_at.timestamp()))
+            families[event.family] += 1
+            observe(max(0.0, now - event.received_at.timestamp()))
+        for family, count in families.items():
+            self.events.labels("keyed", "out", family, "").inc(count)
         for family, count in writes.duplicates.items():
             self.events.labels("keyed", "duplicate", family, "message_id").inc(count)
         if writes.replayed:

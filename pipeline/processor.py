@@ -168,6 +168,8 @@ class Writes:
     users: dict[tuple[str, str], UserRow] = field(default_factory=dict)
     companies: dict[tuple[str, str], CompanyRow] = field(default_factory=dict)
     units: dict[tuple[str, str, str, str], UnitRow] = field(default_factory=dict)
+    touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState]] = field(default_factory=dict)
+    """(org, experiment, unit) → the batch's last event for it and the unit: rows built in ``finish``."""
     rollups: dict[tuple[Any, ...], RollupRow] = field(default_factory=dict)
     duplicates: Counter[str] = field(default_factory=Counter)
     replayed: int = 0
@@ -227,7 +229,12 @@ class Processor:
         {"event": self._event, "user": self._user, "company": self._company}[kind](event, source, writes)
 
     def finish(self, writes: Writes) -> Writes:
-        """Stamp the rollup rows with their fences: the last offset of their partition in the batch."""
+        """Build the unit rows (once per unit and experiment, from its state at the end of the batch)
+        and stamp the rollup rows with their fences: the last offset of their partition in the batch."""
+        for (org_id, experiment, unit_key), (event, unit) in writes.touched_units.items():
+            unit_row = _unit_row(event, experiment, unit)
+            writes.units[(org_id, experiment, unit_row.variant_id, unit_key)] = unit_row
+        writes.touched_units.clear()
         for row in writes.rollups.values():
             row.source_topic = self.topic
             row.source_offset = writes.last_offset[row.source_partition]
@@ -277,9 +284,8 @@ class Processor:
                     rollup.count += 1
                     rollup.units += first
         self._units.put(key, unit, self._partition)
-        for experiment in {e for e, _ in touched}:
-            row = _unit_row(event, experiment, unit)
-            writes.units[(event.org_id, experiment, row.variant_id, event.unit_key)] = row
+        for experiment, _ in touched:
+            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit)
 
     def _track(
         self, event: CanonicalEvent, unit: UnitState, properties: dict[str, Any], at: float, source: Source,
@@ -328,13 +334,13 @@ class Processor:
     def _rollup(
         self, writes: Writes, event: CanonicalEvent, source: Source, kind: str, experiment: str, variant: str
     ) -> RollupRow:
-        minute = datetime.fromtimestamp(math.floor(event.timestamp.timestamp() / 60) * 60, UTC)
+        minute = math.floor(event.timestamp.timestamp() / 60) * 60
         key = (event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute, source[0])
         row = writes.rollups.get(key)
         if row is None:
             row = writes.rollups[key] = RollupRow(
-                event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute,
-                source_partition=source[0],
+                event.org_id, event.project_id, event.env, kind, experiment, variant, event.event,
+                datetime.fromtimestamp(minute, UTC), source_partition=source[0],
             )  # fmt: skip
         return row
 

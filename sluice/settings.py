@@ -62,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     value_property: str = "order_total"
     """The property summed as a track's value when the event has no numeric ``value``."""
     sink_batch_rows: int = 10_000
-    sink_batch_seconds: float = 1.0
+    sink_batch_seconds: float = 0.5
     log_level: str = "info"
 
     @property
