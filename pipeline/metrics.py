@@ -36,6 +36,10 @@ class WorkerMetrics:
             "sluice_worker_consumer_lag", "Records behind the partition's high watermark",
             ["topic", "partition"], registry=self.registry,
         )  # fmt: skip
+        self.pruned = Counter(
+            base_name("sluice_worker_dedupe_pruned_total"), "Dedupe entries removed past the window",
+            registry=self.registry,
+        )  # fmt: skip
         self._positions: dict[Any, int] = {}
 
     def position(self, tp: Any, offset: int) -> None:

@@ -24,10 +24,15 @@ newest record for a key is the state, which is what compaction keeps.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
+
+from pipeline.state import Seen
 
 log = logging.getLogger("sluice.worker")
 
@@ -45,7 +50,7 @@ class StateStore:
         """Partitions whose local state is caught up with the changelog since they were assigned."""
         self.partition = 0
         """The partition that ``put`` writes to (the worker points it at each key's partition)."""
-        self.pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -69,6 +74,26 @@ class StateStore:
     def put(self, key: bytes, value: bytes) -> None:
         """Stage a write for ``commit``; readers see it only after the commit."""
         self.pending.setdefault(self.partition, []).append((key, value))
+
+    def delete(self, key: bytes) -> None:
+        """Stage a delete (a tombstone in the changelog, which compaction then drops)."""
+        self.pending.setdefault(self.partition, []).append((key, None))
+
+    def scan(self, prefix: bytes, start: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """Up to ``limit`` committed (key, value) pairs under ``prefix``, from ``start`` on; and the
+        key to start the next scan at, or None once the prefix is exhausted."""
+        it = self.db.iter()
+        it.seek(max(start, prefix))
+        out: list[tuple[bytes, bytes]] = []
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return out, None
+            if len(out) == limit:
+                return out, key
+            out.append((key, it.value()))
+            it.next()
+        return out, None
 
     def checkpoint(self, partition: int) -> int | None:
         raw = self.db.get(CHECKPOINT + str(partition).encode())
@@ -99,7 +124,10 @@ class StateStore:
         records = 0
         for items in self.pending.values():
             for key, value in items:
-                writes.put(key, value)
+                if value is None:
+                    writes.delete(key)
+                else:
+                    writes.put(key, value)
             records += len(items)
         self.db.write(writes)
         self.pending.clear()
@@ -151,3 +179,46 @@ class StateStore:
         self.ready |= partitions
         log.info("state caught up", extra={"partitions": sorted(partitions), "records": applied})
         return applied
+
+
+class SeenPruner:
+    """Removes dedupe entries (``Seen``, under ``prefix``) older than the window plus a margin, so
+    the store does not grow for ever: a slice of keys per call, a full pass, then a rest.
+
+    Pruning changes no answer: an entry past the window no longer makes a copy a duplicate. The
+    margin (a day) covers a worker working through a backlog, whose events' ``received_at`` lies
+    behind the clock. Call it *before* a batch is processed, so that a key the batch writes again
+    is deleted first and written after, in the changelog and locally.
+    """
+
+    def __init__(
+        self, state: StateStore, prefix: bytes, window: float, *, margin: float = 86400.0,
+        interval: float = 3600.0, per_call: int = 20_000, clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self.state, self.prefix, self.window, self.margin = state, prefix, window, margin
+        self.interval, self.per_call, self.clock = interval, per_call, clock
+        self.cursor: bytes | None = None
+        self.next_pass = clock() + 60.0  # not in the middle of start-up
+
+    def step(self) -> int:
+        """Stage deletes for the expired entries of the next slice; returns how many."""
+        now = self.clock()
+        if self.cursor is None:
+            if now < self.next_pass:
+                return 0
+            self.cursor = self.prefix
+        items, self.cursor = self.state.scan(self.prefix, self.cursor, self.per_call)
+        removed = 0
+        for key, value in items:
+            seen = _seen_decoder.decode(value)
+            partition = seen.source[0]
+            if now - seen.at > self.window + self.margin and partition in self.state.ready:
+                self.state.partition = partition
+                self.state.delete(key)
+                removed += 1
+        if self.cursor is None:
+            self.next_pass = now + self.interval
+        return removed
+
+
+_seen_decoder = msgspec.json.Decoder(Seen)

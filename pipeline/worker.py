@@ -39,7 +39,7 @@ from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
 from pipeline.sink import WarehouseSink
 from pipeline.state import CompanyState, Seen, UnitState, UserState
-from pipeline.statestore import StateStore
+from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 from sluice.settings import Settings
@@ -102,6 +102,7 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
     metrics = WorkerMetrics()
 
     state = StateStore(settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap)
+    pruner = SeenPruner(state, b"seen\x00", settings.dedupe_window_days * 86400.0)
     stores = Stores(
         seen=KindStore(state, "seen", Seen),
         units=KindStore(state, "unit", UnitState),
@@ -148,6 +149,7 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
             stale = {event.message.partition for event in events} - state.ready
             if stale:
                 await state.recover(stale)
+            metrics.pruned.inc(pruner.step())  # before the batch: see SeenPruner
             writes = processor.begin()
             for event in events:
                 partition, offset = event.message.partition, event.message.offset

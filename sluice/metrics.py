@@ -20,6 +20,7 @@ MetricName = Literal[
     "sluice_worker_sink_seconds",
     "sluice_worker_freshness_seconds",
     "sluice_worker_consumer_lag",
+    "sluice_worker_dedupe_pruned_total",
 ]
 
 METRIC_NAMES: frozenset[str] = frozenset(get_args(MetricName))

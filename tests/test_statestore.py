@@ -67,3 +67,39 @@ async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_sett
             await again.stop()
     finally:
         await store.stop()
+
+
+async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settings: Settings, tmp_path: Path) -> None:
+    from pipeline.state import Seen
+    from pipeline.statestore import SeenPruner
+    from sluice.envelope import encoder
+
+    now = 1_800_000_000.0
+    day = 86400.0
+    store = StateStore(tmp_path / "a", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
+    await store.recover({0, 1})
+    try:
+        ages = {"a-fresh": 1 * day, "b-expired": 9 * day, "c-in-margin": 7.5 * day, "d-ancient": 400 * day}
+        for n, (name, age) in enumerate(ages.items()):
+            store.partition = n % 2
+            store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((n % 2, n, 0), now - age)))
+        store.put(b"unit\x00not-a-seen-entry", b"{}")
+        await store.commit()
+
+        pruner = SeenPruner(store, b"seen\x00", 7 * day, per_call=2, clock=lambda: now)
+        pruner.next_pass = now  # due
+        removed = [pruner.step(), pruner.step(), pruner.step()]  # two slices, then resting
+        assert removed == [1, 1, 0]  # one expired entry in each slice of two keys
+        await store.commit()
+        assert store.get(b"seen\x00b-expired") is None and store.get(b"seen\x00d-ancient") is None
+        assert store.get(b"seen\x00a-fresh") is not None and store.get(b"seen\x00c-in-margin") is not None
+        assert store.get(b"unit\x00not-a-seen-entry") == b"{}"
+
+        other = StateStore(tmp_path / "b", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
+        try:
+            await other.recover({0, 1})  # the tombstones travel with the changelog
+            assert other.get(b"seen\x00b-expired") is None and other.get(b"seen\x00a-fresh") is not None
+        finally:
+            await other.stop()
+    finally:
+        await store.stop()
