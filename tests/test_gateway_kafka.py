@@ -76,3 +76,33 @@ async def test_outage_is_503_within_five_seconds_and_recovers(
         assert status == 200
         ids = await message_ids(mine)
         assert ids[0] == "before" and "after" in ids  # "during" may or may not have landed late
+
+
+async def test_broker_stopped_and_restarted_under_load_loses_nothing_acknowledged(
+    request: pytest.FixtureRequest, own_broker: LocalKafka, settings: Settings, tmp_path: Path
+) -> None:
+    from sluice.loadgen import Options, run
+
+    request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
+    mine = Settings.from_env(settings.to_env(), kafka_bootstrap=own_broker.bootstrap, produce_timeout=2.0)
+    key = sluice(mine, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    with running(mine, "gateway", f"{gateway_url(mine)}/readyz", tmp_path / "gw.log"):
+        options = Options(
+            url=gateway_url(mine), key=key, org="acme", mix={"traffical": 1},
+            batch_size=20, rate=1500, duration=16, connections=8, progress=False,
+        )  # fmt: skip
+        load = asyncio.create_task(run(options))
+        await asyncio.sleep(3)
+        await asyncio.to_thread(own_broker.stop)  # mid-load
+        await asyncio.sleep(3)
+        await asyncio.to_thread(own_broker.start, "256m")
+        await asyncio.to_thread(own_broker.wait_ready)
+        result = await load
+    assert result.statuses[503] > 0, result.summary()  # refused while the broker was away
+    assert result.statuses[200] > 0, result.summary()
+    in_kafka = set()
+    for value in await raw_records(mine):
+        for event in raw_batch_decoder.decode(value).events:
+            fields = msgspec.json.decode(event)
+            in_kafka.add(fields.get("messageId") or fields.get("id"))
+    assert result.acked_ids <= in_kafka, f"{len(result.acked_ids - in_kafka)} acknowledged events are not in Kafka"
