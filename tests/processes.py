@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from sluice.devrun import terminate
@@ -93,6 +94,18 @@ async def raw_records(settings: Settings) -> list[bytes]:
         return values
     finally:
         await consumer.stop()
+
+
+async def raw_message_ids(settings: Settings) -> list[str]:
+    """The message id of every event in the raw topic (``messageId``, or Traffical's ``id``), in order."""
+    from sluice.envelope import raw_batch_decoder
+
+    ids = []
+    for value in await raw_records(settings):
+        for event in raw_batch_decoder.decode(value).events:
+            fields = msgspec.json.decode(event)
+            ids.append(str(fields.get("messageId") or fields.get("id")))
+    return ids
 
 
 def gateway_url(settings: Settings) -> str:

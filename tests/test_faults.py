@@ -12,11 +12,10 @@ import aiohttp
 import msgspec
 import pytest
 
-from sluice.envelope import raw_batch_decoder
 from sluice.loadgen import Options, run
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
-from tests.processes import gateway_url, raw_records, running, sluice
+from tests.processes import gateway_url, raw_message_ids, running, sluice
 
 pytestmark = pytest.mark.kafka
 
@@ -37,11 +36,7 @@ async def test_gateway_sigterm_under_load_drains_and_loses_nothing_acknowledged(
         assert await asyncio.to_thread(gateway.wait, 30) == 0
     assert result.statuses[200] > 0  # it was serving when told to stop
     assert result.statuses[0] > 0  # and refused connections once it had stopped
-    in_kafka = set()
-    for value in await raw_records(kafka_settings):
-        for event in raw_batch_decoder.decode(value).events:
-            fields = msgspec.json.decode(event)
-            in_kafka.add(fields.get("messageId") or fields.get("id"))
+    in_kafka = set(await raw_message_ids(kafka_settings))
     assert result.acked_ids <= in_kafka, f"{len(result.acked_ids - in_kafka)} acknowledged events are not in Kafka"
 
 

@@ -8,25 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import msgspec
 import pytest
 
-from sluice.envelope import raw_batch_decoder
 from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
-from tests.processes import gateway_url, raw_records, running, sluice
+from tests.processes import gateway_url, raw_message_ids, running, sluice
 
 pytestmark = pytest.mark.kafka
-
-
-async def message_ids(settings: Settings) -> list[str]:
-    """Message ids of every event in the raw topic, read from the beginning."""
-    ids = []
-    for value in await raw_records(settings):
-        batch = raw_batch_decoder.decode(value)
-        ids += [str(msgspec.json.decode(e)["messageId"]) for e in batch.events]
-    return ids
 
 
 @pytest.fixture
@@ -58,7 +47,7 @@ async def test_outage_is_503_within_five_seconds_and_recovers(
 
     with running(mine, "gateway", f"{gateway_url(mine)}/readyz", tmp_path / "gw.log"):
         assert (await post("before"))[0] == 200
-        assert await message_ids(mine) == ["before"]  # acknowledged ⇒ already in the topic
+        assert await raw_message_ids(mine) == ["before"]  # acknowledged ⇒ already in the topic
 
         own_broker.stop()
         started = time.monotonic()
@@ -74,7 +63,7 @@ async def test_outage_is_503_within_five_seconds_and_recovers(
                 break
             await asyncio.sleep(0.5)
         assert status == 200
-        ids = await message_ids(mine)
+        ids = await raw_message_ids(mine)
         assert ids[0] == "before" and "after" in ids  # "during" may or may not have landed late
 
 
@@ -100,9 +89,5 @@ async def test_broker_stopped_and_restarted_under_load_loses_nothing_acknowledge
         result = await load
     assert result.statuses[503] > 0, result.summary()  # refused while the broker was away
     assert result.statuses[200] > 0, result.summary()
-    in_kafka = set()
-    for value in await raw_records(mine):
-        for event in raw_batch_decoder.decode(value).events:
-            fields = msgspec.json.decode(event)
-            in_kafka.add(fields.get("messageId") or fields.get("id"))
+    in_kafka = set(await raw_message_ids(mine))
     assert result.acked_ids <= in_kafka, f"{len(result.acked_ids - in_kafka)} acknowledged events are not in Kafka"
