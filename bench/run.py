@@ -357,8 +357,7 @@ def write_report(r: dict[str, Any]) -> None:
         "## Worker",
         f"{r['worker'][0]:,} events pre-loaded into `sluice.raw` through the gateway, then one worker started: "
         f"{r['worker'][1]:.1f} s from start (including start-up and state recovery) to the last row, "
-        f"{r['worker'][2]:,.0f} events/s.",
-        "",
+        f"{r['worker'][2]:,.0f} events/s; {r['worker_steady']:,.0f} events/s from the first row to the last.",
         "",
         f"State store (`pipeline/statestore.py`, bench/dedupe_ids.py): {r['dedupe']['ids']:,.0f} dedupe ids written "
         f"through the real changelog at {r['dedupe']['writes_per_s']:,.0f} ids/s, looked up at "
@@ -378,7 +377,7 @@ def write_report(r: dict[str, Any]) -> None:
         "acknowledgements. Nothing dominates: the next step is structural (no Faust per-event streams on the "
         "hot path, one Kafka hop instead of two, several processes), not a hot spot.",
         "- **Gateway.** One Python process: aiohttp's request handling, msgspec decoding and the aiokafka "
-        "producer; uvloop took it from 41.6k to 48–54k events/s (two runs). It shares two cores with Kafka and "
+        "producer; uvloop took it from 41.6k to 48–56k events/s (three runs). It shares two cores with Kafka and "
         "the load generator, so a second "
         "process (`--processes 2`) adds less than it would on a bigger machine.",
         "",

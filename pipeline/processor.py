@@ -40,7 +40,7 @@ DAY = 86400.0
 
 
 class Store(Protocol, Generic[T]):
-    """A keyed state store (a Faust table in the worker, a dict in tests)."""
+    """A keyed state store (``pipeline.statestore`` in the worker, a dict in tests)."""
 
     def get(self, key: str) -> T | None: ...
 

@@ -1,4 +1,4 @@
-"""Per-key state the worker keeps (in Faust tables, changelogged, on RocksDB), and its merge rules.
+"""Per-key state the worker keeps (``pipeline.statestore``: RocksDB, changelogged in Kafka), and its merge rules.
 
 Every rule here is idempotent: applying the same event twice leaves the state as applying it
 once. That is what makes a replay after a crash harmless — state recovered from the changelog may

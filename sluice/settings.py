@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Local state: Kafka jars and data, the embedded warehouse, logs."""
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma-separated host:port."""
+    kafka_compression: str = ""
+    """Compression of the gateway's records: lz4, zstd, gzip, or empty for none. Worth it when the
+    network to Kafka is the limit; on a small machine it costs the gateway CPU (measured: slower)."""
     topic_prefix: str = "sluice."
     """Prefix of every topic Sluice owns: ``{prefix}raw``, ``{prefix}registry``, ``{prefix}dlq``."""
     raw_partitions: int = 6

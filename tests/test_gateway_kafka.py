@@ -91,3 +91,18 @@ async def test_broker_stopped_and_restarted_under_load_loses_nothing_acknowledge
     assert result.statuses[200] > 0, result.summary()
     in_kafka = set(await raw_message_ids(mine))
     assert result.acked_ids <= in_kafka, f"{len(result.acked_ids - in_kafka)} acknowledged events are not in Kafka"
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "gzip"])
+async def test_compressed_records_read_back_unchanged(kafka_settings: Settings, codec: str) -> None:
+    from services.gateway.sink import KafkaSink
+    from tests.processes import raw_records
+
+    sink = KafkaSink(kafka_settings.kafka_bootstrap, 5.0, codec)
+    await sink.start()
+    try:
+        value = b'{"events":["' + b"x" * 50_000 + b'"]}'
+        await sink.send_all([(kafka_settings.raw_topic, b"acme", value)])
+    finally:
+        await sink.stop()
+    assert await raw_records(kafka_settings) == [value]

@@ -97,7 +97,7 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     configure_logging(settings.log_level)
     registry = Registry()
     follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
-    sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout)
+    sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout, settings.kafka_compression)
     gateway = Gateway(settings, sink, registry, ready=follower.ready.is_set)
     app = build_app(gateway)
 

@@ -33,9 +33,10 @@ class RecordSink(Protocol):
 
 
 class KafkaSink:
-    def __init__(self, bootstrap: str, timeout: float) -> None:
+    def __init__(self, bootstrap: str, timeout: float, compression: str | None = None) -> None:
         self.timeout = timeout
         self.bootstrap = bootstrap
+        self.compression = compression or None
 
     async def start(self) -> None:
         # aiokafka objects belong to the running loop, so they are made here, not in __init__.
@@ -44,6 +45,7 @@ class KafkaSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
+            compression_type=self.compression,
             max_request_size=MAX_RECORD_BYTES,
             request_timeout_ms=int(self.timeout * 1000),
         )
