@@ -187,3 +187,36 @@ async def test_warehouse_down_for_30s_worker_waits_and_catches_up(
             terminate(worker)
         terminate(warehouse)
         await delete_topics(real)
+
+
+async def test_a_lost_warehouse_is_rebuilt_exactly_by_a_new_worker_group(shared: Settings, tmp_path: Path) -> None:
+    """docs/operations.md, "Backup and recovery": a new group reads everything again, with state of its own."""
+    batches, truth = ab_test(
+        "exp_rebuild", {"control": 300, "treatment": 300}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.05, batch_size=100, seed=41,
+    )  # fmt: skip
+    key = sluice(shared, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    first = worker_settings(shared, tmp_path, 0)
+    worker = spawn(first, "worker", tmp_path / "worker0.log")
+    try:
+        wait_http(f"{first.worker_url}/healthz", 60, worker)
+        with running(shared, "gateway", f"{gateway_url(shared)}/readyz", tmp_path / "gw.log"):
+            await post_paced(shared, key, [encode(b) for b in batches], 3.0, {})
+        await settles_on_truth(shared, truth)
+    finally:
+        terminate(worker)
+
+    # The warehouse is lost: an empty database; the workers start again under a new group.
+    server = shared.clickhouse_url.rsplit("/", 1)[0]
+    rebuilt = Settings.from_env(
+        shared.to_env(), clickhouse_url=f"{server}/{shared.clickhouse_database}_rebuilt",
+        worker_group=f"{shared.worker_group}-rebuild",
+    )  # fmt: skip
+    await ensure_topics(rebuilt)  # the new group's state topic
+    second = worker_settings(rebuilt, tmp_path, 1)
+    worker = spawn(second, "worker", tmp_path / "worker1.log")
+    try:
+        wait_http(f"{second.worker_url}/healthz", 60, worker)
+        await settles_on_truth(rebuilt, truth)
+    finally:
+        terminate(worker)
