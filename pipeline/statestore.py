@@ -23,6 +23,7 @@ newest record for a key is the state, which is what compaction keeps.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from rocksdict import Options, Rdict, WriteBatch
 
 from pipeline.state import Seen
@@ -41,8 +43,10 @@ MAX_BATCH_BYTES = 1_000_000
 
 
 class StateStore:
-    def __init__(self, path: Path, topic: str, bootstrap: str) -> None:
+    def __init__(self, path: Path, topic: str, bootstrap: str, request_timeout: float = 30.0) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self.request_timeout = request_timeout
+        """Seconds aiokafka tries one produce before ``commit`` sees an error and starts again."""
         self.db = Rdict(str(path), options=Options(raw_mode=True))
         self.topic = topic
         self.bootstrap = bootstrap
@@ -57,7 +61,7 @@ class StateStore:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                max_batch_size=MAX_BATCH_BYTES, linger_ms=0,
+                max_batch_size=MAX_BATCH_BYTES, linger_ms=0, request_timeout_ms=int(self.request_timeout * 1000),
             )  # fmt: skip
             await self._producer.start()
 
@@ -99,11 +103,38 @@ class StateStore:
         raw = self.db.get(CHECKPOINT + str(partition).encode())
         return None if raw is None else int(raw)
 
-    async def commit(self) -> int:
-        """Send the staged writes to the changelog and wait for Kafka's acknowledgement, then apply
-        them locally with the new checkpoints. Returns the number of records written."""
+    async def commit(self, retry_seconds: float = 0.5, max_retry_seconds: float = 10.0) -> int:
+        """Send the staged writes to the changelog and wait for Kafka's acknowledgement — retrying,
+        with backoff, while Kafka cannot take them — then apply them locally with the new
+        checkpoints. Returns the number of records written."""
         if not self.pending:
             return 0
+        delay = retry_seconds
+        while True:
+            try:
+                checkpoints = await self._send_pending()
+                break
+            except KafkaError as exc:  # values are whole values: sending them twice is harmless
+                log.warning("state changelog write failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_retry_seconds)
+        writes = WriteBatch(raw_mode=True)
+        for partition, offset in checkpoints.items():
+            writes.put(CHECKPOINT + str(partition).encode(), str(offset).encode())
+        records = 0
+        for items in self.pending.values():
+            for key, value in items:
+                if value is None:
+                    writes.delete(key)
+                else:
+                    writes.put(key, value)
+            records += len(items)
+        self.db.write(writes)
+        self.pending.clear()
+        return records
+
+    async def _send_pending(self) -> dict[int, int]:
+        """One produce of everything staged; the last changelog offset written per partition."""
         await self.start()
         producer = self._producer
         assert producer is not None
@@ -117,21 +148,11 @@ class StateStore:
                     batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
                 count += 1
             sent.append((partition, count, await producer.send_batch(batch, self.topic, partition=partition)))
-        writes = WriteBatch(raw_mode=True)
+        checkpoints: dict[int, int] = {}
         for partition, count, future in sent:
             metadata = await future
-            writes.put(CHECKPOINT + str(partition).encode(), str(metadata.offset + count - 1).encode())
-        records = 0
-        for items in self.pending.values():
-            for key, value in items:
-                if value is None:
-                    writes.delete(key)
-                else:
-                    writes.put(key, value)
-            records += len(items)
-        self.db.write(writes)
-        self.pending.clear()
-        return records
+            checkpoints[partition] = max(checkpoints.get(partition, -1), metadata.offset + count - 1)
+        return checkpoints
 
     def revoke(self, partitions: set[int]) -> None:
         """These partitions may be changed by another worker from now on: catch up before using them."""

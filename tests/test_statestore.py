@@ -4,7 +4,9 @@ other owner wrote, reading only the tail past its checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,82 @@ async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settin
             await other.stop()
     finally:
         await store.stop()
+
+
+async def test_commit_waits_out_a_kafka_outage(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> None:
+    """The broker goes away before a commit: the commit waits until it is back, then lands. (With the
+    leader still known aiokafka itself keeps trying; when a produce does fail — no leader, say —
+    ``commit`` sends the whole batch again.)"""
+    from sluice.localkafka import LocalKafka, ensure_jars, free_port
+    from sluice.topics import ensure_topics
+
+    request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
+    broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port())
+    broker.start(heap="256m")
+    try:
+        await asyncio.to_thread(broker.wait_ready)
+        mine = Settings.from_env(settings.to_env(), kafka_bootstrap=broker.bootstrap)
+        await ensure_topics(mine)
+        store = StateStore(tmp_path / "s", mine.state_topic, mine.kafka_bootstrap, request_timeout=1.0)
+        await store.recover({0, 1})
+        store.put(b"before", b"1")
+        await store.commit()
+        await asyncio.to_thread(broker.stop)
+        store.put(b"during", b"2")
+        commit = asyncio.create_task(store.commit(retry_seconds=0.2, max_retry_seconds=1.0))
+        await asyncio.sleep(4)
+        assert not commit.done() and store.get(b"during") is None  # waiting, not failed, not applied
+        await asyncio.to_thread(broker.start, "256m")
+        await asyncio.to_thread(broker.wait_ready)
+        assert await asyncio.wait_for(commit, 90) == 1
+        assert store.get(b"during") == b"2"
+        await store.stop()
+        again = StateStore(tmp_path / "t", mine.state_topic, mine.kafka_bootstrap)
+        await again.recover({0})
+        assert again.get(b"during") == b"2"  # in the changelog, not only local
+        await again.stop()
+    finally:
+        broker.stop()
+
+
+async def test_commit_sends_everything_again_when_a_produce_fails(tmp_path: Path) -> None:
+    """The retry itself, with a producer whose first produce fails (no broker needed)."""
+    from types import SimpleNamespace
+
+    from aiokafka.errors import LeaderNotAvailableError
+
+    class Batch(list[tuple[bytes, bytes | None]]):
+        def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> bool:  # type: ignore[override]
+            super().append((key, value))
+            return True
+
+    class FlakyProducer:
+        def __init__(self) -> None:
+            self.produced: list[list[tuple[bytes, bytes | None]]] = []
+            self.failures = 1
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+            future = asyncio.get_running_loop().create_future()
+            if self.failures:
+                self.failures -= 1
+                future.set_exception(LeaderNotAvailableError())
+            else:
+                self.produced.append(list(batch))
+                future.set_result(SimpleNamespace(offset=100 * len(self.produced)))
+            return future
+
+    store = StateStore(tmp_path / "s", "state", "unused:9092")
+    producer = FlakyProducer()
+    store._producer = producer
+    store.put(b"a", b"1")
+    store.delete(b"gone")
+    assert await store.commit(retry_seconds=0.01) == 2
+    assert producer.produced == [[(b"a", b"1"), (b"gone", None)]]  # sent whole, once it could be
+    assert store.get(b"a") == b"1" and store.checkpoint(0) == 101
+    store._producer = None
+    await store.stop()
