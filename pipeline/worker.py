@@ -137,6 +137,9 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
             for partition, items in by_partition(canonical, settings.raw_partitions).items():
                 await keyed.send(value=routed_encoder.encode(items), partition=partition)
 
+    def changelog_to(partition: int) -> None:
+        state.partition = partition  # each key's changelog record goes to the key's partition
+
     @app.agent(keyed)
     async def keyed_stage(stream: Any) -> None:
         # A keyed record carries the items of one raw batch for one partition (tens of events);
@@ -156,10 +159,6 @@ def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Wareho
                 for index, item in enumerate(routed_decoder.decode(event.value)):
                     processor.process_one(Incoming(partition, offset, item, index), writes)
                 metrics.position(event.message.tp, offset)
-
-            def changelog_to(partition: int) -> None:
-                state.partition = partition
-
             processor.save_state(changelog_to)
             processor.finish(writes)
             # State changes must be durable before any row is: a replay then finds the state that
