@@ -22,6 +22,9 @@ class CanonicalEvent(msgspec.Struct, kw_only=True):
     timestamp: datetime
     received_at: datetime
     sent_at: datetime | None = None
+    original_timestamp: str = ""
+    """The client's time as sent, when it was outside the trusted window and ``timestamp`` is the
+    received time instead (see ``pipeline.normalize.common.PAST_WINDOW``)."""
     properties: msgspec.Raw = msgspec.Raw(b"{}")
     context: msgspec.Raw = msgspec.Raw(b"{}")
     traits: msgspec.Raw = msgspec.Raw(b"{}")

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.scorecard import quote
 from pipeline.warehouse import Warehouse
-from pipeline.worker import QUERY_FORMATS
+from pipeline.warehouse.formats import QUERY_FORMATS
 from sluice.envelope import RawBatch, body_digest, encoder
 from sluice.settings import Settings
 

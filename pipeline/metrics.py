@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.processor import Writes
+from pipeline.rows import Writes
 from sluice.metrics import base_name
 
 
@@ -39,6 +39,28 @@ class WorkerMetrics:
         self.pruned = Counter(
             base_name("sluice_worker_dedupe_pruned_total"), "Dedupe entries removed past the window",
             registry=self.registry,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            base_name("sluice_worker_dead_letters_total"),
+            "Dead letters the worker wrote, by the stage that refused the input and why",
+            ["stage", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.capped = Counter(
+            base_name("sluice_worker_state_capped_total"),
+            "Items a state cap turned away (experiments, traits, state_value: see pipeline/state.py)",
+            ["cap"], registry=self.registry,
+        )  # fmt: skip
+        self.restarts = Counter(
+            base_name("sluice_worker_stage_restarts_total"),
+            "Steps of a stage that failed as a whole and were taken again", ["stage"], registry=self.registry,
+        )  # fmt: skip
+        self.fenced = Counter(
+            base_name("sluice_worker_fenced_total"),
+            "Batches dropped because another worker took their partition over (fencing)", registry=self.registry,
+        )  # fmt: skip
+        self.progress = Gauge(
+            "sluice_worker_stage_progress_timestamp_seconds", "When a stage last finished a step",
+            ["stage"], registry=self.registry,
         )  # fmt: skip
         self._positions: dict[Any, int] = {}
 
@@ -71,5 +93,3 @@ class WorkerMetrics:
             self.events.labels("keyed", "out", family, "").inc(count)
         for family, count in writes.duplicates.items():
             self.events.labels("keyed", "duplicate", family, "message_id").inc(count)
-        if writes.replayed:
-            self.events.labels("keyed", "replayed", "", "fence").inc(writes.replayed)

@@ -1,19 +1,24 @@
-"""The keyed stage: dedupe, users and companies, experiment attribution, rollups.
+"""The keyed stage's logic: dedupe, users and companies, experiment attribution, rollups.
 
-``process`` takes a batch of keyed records (with their partition and offset) and the state
-stores, updates the state and returns :class:`Writes` — typed row batches for the warehouse. It
-blocks on nothing and knows nothing of Faust or ClickHouse, so it is tested with plain dicts.
+``process_one`` applies one item of a keyed record (with its partition and offset) to the state
+stores and to :class:`~pipeline.rows.Writes` — typed rows for the warehouse. It blocks on
+nothing and knows nothing of Kafka or ClickHouse; ``pipeline.keyed`` runs it per batch with the
+real store, and tests run that same batch body.
 
 Effectively once, in three rules:
 
-1. **Fences.** Rollup rows carry their batch's source partition and last offset. A record at or
-   below its partition's fence was counted already and is skipped whole (everything it wrote
-   is idempotent and was written before the fence).
+1. **Transactions** (``pipeline.keyed``): a batch's state changes and its consumed offsets are
+   committed together, per partition, by a producer fenced by the partition's transactional id;
+   the rows are written before that commit and are a pure function of the committed state and
+   the records, so writing them twice writes the same rows (``pipeline.rows``).
 2. **Dedupe by message id** (per org and record kind), remembering the (partition, offset) that
    first carried the id: the same record replayed is not a duplicate, any other copy is —
    client retries, SDK double sends, the normalize stage re-emitting after a crash.
 3. **Idempotent state** (``pipeline.state``): replaying an event changes nothing, and "first
    exposure / first conversion" is decided by the record that was first, not by whoever comes.
+
+No item can stop the stage: an item that raises becomes a dead letter with the error, and the
+batch goes on; state values are bounded by the caps in ``pipeline.state``.
 
 Attribution of a track event to experiments, in order: its explicit ``attribution`` list, else
 its ``decisionId``'s recorded assignment, else the unit's current assignments, else the event's
@@ -23,9 +28,8 @@ own ``experiment_id``/``variant_id``.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -33,7 +37,20 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.records import Routed
-from pipeline.state import CompanyState, Seen, Source, UnitState, UserState, merge_traits, plain_traits
+from pipeline.rows import AliasRow, CompanyRow, RollupRow, UnitRow, UserRow, Writes
+from pipeline.state import (
+    MAX_EXPERIMENTS,
+    MAX_ID,
+    MAX_PAIRS,
+    CompanyState,
+    Seen,
+    Source,
+    UnitState,
+    UserState,
+    merge_traits,
+    plain_traits,
+)
+from sluice.envelope import DeadLetter
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -100,82 +117,6 @@ class Incoming(msgspec.Struct):
     """The item's position in its keyed record (a record holds a list of items)."""
 
 
-# --- rows ---------------------------------------------------------------------------------------
-
-
-class UserRow(msgspec.Struct):
-    org_id: str
-    user_id: str
-    first_seen: datetime
-    last_seen: datetime
-    traits: str
-    company_ids: list[str]
-
-
-class CompanyRow(msgspec.Struct):
-    org_id: str
-    company_id: str
-    first_seen: datetime
-    last_seen: datetime
-    traits: str
-
-
-class AliasRow(msgspec.Struct):
-    org_id: str
-    previous_id: str
-    user_id: str
-    aliased_at: datetime
-    message_id: str
-
-
-class UnitRow(msgspec.Struct):
-    org_id: str
-    project_id: str
-    env: str
-    experiment_id: str
-    variant_id: str
-    unit_key: str
-    assigned_at: datetime | None
-    first_exposed_at: datetime | None
-    converted_at: datetime | None
-    conversions: dict[str, datetime]
-    variants_seen: int
-
-
-class RollupRow(msgspec.Struct):
-    org_id: str
-    project_id: str
-    env: str
-    kind: str
-    experiment_id: str
-    variant_id: str
-    event: str
-    minute: datetime
-    count: int = 0
-    units: int = 0
-    value_sum: float = 0.0
-    source_topic: str = ""
-    source_partition: int = 0
-    source_offset: int = 0
-
-
-@dataclass
-class Writes:
-    """What one batch writes, in the order the sink writes it (rollups, the fence, last)."""
-
-    events: list[CanonicalEvent] = field(default_factory=list)
-    aliases: list[AliasRow] = field(default_factory=list)
-    users: dict[tuple[str, str], UserRow] = field(default_factory=dict)
-    companies: dict[tuple[str, str], CompanyRow] = field(default_factory=dict)
-    units: dict[tuple[str, str, str, str], UnitRow] = field(default_factory=dict)
-    touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState]] = field(default_factory=dict)
-    """(org, experiment, unit) → the batch's last event for it and the unit: rows built in ``finish``."""
-    rollups: dict[tuple[Any, ...], RollupRow] = field(default_factory=dict)
-    duplicates: Counter[str] = field(default_factory=Counter)
-    replayed: int = 0
-    last_offset: dict[int, int] = field(default_factory=dict)
-
-
 # --- processing ---------------------------------------------------------------------------------
 
 
@@ -185,8 +126,6 @@ class Processor:
     topic: str
     dedupe_window: float = 7 * DAY
     value_property: str = "order_total"
-    fences: dict[int, int] = field(default_factory=dict)
-    """Per partition of ``topic``: the last offset whose rollups are in the warehouse."""
 
     def __post_init__(self) -> None:
         self._seen = WriteBack(self.stores.seen)
@@ -194,56 +133,46 @@ class Processor:
         self._users = WriteBack(self.stores.users)
         self._companies = WriteBack(self.stores.companies)
         self._partition = 0
+        self._offset = 0
 
     def begin(self) -> Writes:
         return Writes()
 
-    def process(self, batch: Iterable[Incoming]) -> Writes:
-        writes = Writes()
-        for item in batch:
-            self.process_one(item, writes)
-        self.finish(writes)
-        self.save_state()
-        return writes
-
     def save_state(self, before: Callable[[int], None] = lambda partition: None) -> None:
         """Write the batch's state changes to the stores; ``before(partition)`` runs ahead of each
-        write (the worker points Faust's changelog at the key's partition there)."""
+        write (the state store sends each key's changelog record to the key's partition)."""
         for cache in (self._seen, self._units, self._users, self._companies):
             cache.flush(before)
 
+    def discard_state(self) -> None:
+        """Forget the batch's state changes (its commit failed: it will be processed again)."""
+        for cache in (self._seen, self._units, self._users, self._companies):
+            cache.dirty.clear()
+
     def process_one(self, item: Incoming, writes: Writes) -> None:
-        """Apply one record to the state and to ``writes``."""
+        """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter."""
         partition, offset = item.partition, item.offset
         writes.last_offset[partition] = max(offset, writes.last_offset.get(partition, -1))
-        if offset <= self.fences.get(partition, -1):
-            writes.replayed += 1
-            return
         source = (partition, offset, item.index)
-        self._partition = partition
+        self._partition, self._offset = partition, offset
         kind, event = item.record.kind, item.record.event
-        if self._duplicate(kind, event, source):
-            if kind == "event":
-                writes.duplicates[event.family] += 1
-            return
-        {"event": self._event, "user": self._user, "company": self._company}[kind](event, source, writes)
+        try:
+            if self._duplicate(kind, event, source):
+                if kind == "event":
+                    writes.duplicates[event.family] += 1
+                return
+            {"event": self._event, "user": self._user, "company": self._company}[kind](event, source, writes)
+        except Exception as exc:  # a bug or an input nobody foresaw: this item only
+            reason = f"worker could not process the {kind}: {type(exc).__name__}: {exc}"
+            writes.letters.append(letter(event, reason, f"keyed:{partition}:{offset}:{item.index}"))
 
     def finish(self, writes: Writes) -> Writes:
-        """Build the unit rows (once per unit and experiment, from its state at the end of the batch)
-        and stamp the rollup rows with their fences: the last offset of their partition in the batch."""
-        for (org_id, experiment, unit_key), (event, unit) in writes.touched_units.items():
-            unit_row = _unit_row(event, experiment, unit)
+        """Build the unit rows, once per unit and experiment, from its state at the end of the batch."""
+        for (org_id, experiment, unit_key), (event, unit, offset) in writes.touched_units.items():
+            unit_row = _unit_row(event, experiment, unit, offset)
             writes.units[(org_id, experiment, unit_row.variant_id, unit_key)] = unit_row
         writes.touched_units.clear()
-        for row in writes.rollups.values():
-            row.source_topic = self.topic
-            row.source_offset = writes.last_offset[row.source_partition]
         return writes
-
-    def advance_fences(self, writes: Writes) -> None:
-        """Call once the batch's rollups are in the warehouse."""
-        for row in writes.rollups.values():
-            self.fences[row.source_partition] = max(row.source_offset, self.fences.get(row.source_partition, -1))
 
     def _duplicate(self, kind: str, event: CanonicalEvent, source: Source) -> bool:
         key = f"{kind}\x00{event.org_id}\x00{event.message_id}"
@@ -272,7 +201,7 @@ class Processor:
         if event.type == "track":
             touched = self._track(event, unit, properties, at, source, writes)
         else:
-            touched = _layers(properties) or _own_pair(event)
+            touched = self._tracked(unit, _layers(properties) or _own_pair(event), writes)
             if event.decision_id and touched:
                 unit.decide(event.decision_id, touched)
             for experiment, variant in touched:
@@ -285,7 +214,19 @@ class Processor:
                     rollup.units += first
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
-            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit)
+            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit, self._offset)
+
+    def _tracked(self, unit: UnitState, pairs: list[tuple[str, str]], writes: Writes) -> list[tuple[str, str]]:
+        """The pairs the unit tracks or has room for (``MAX_EXPERIMENTS``); the rest are counted."""
+        room = MAX_EXPERIMENTS - len(unit.experiments)
+        kept = []
+        for experiment, variant in pairs:
+            if experiment in unit.experiments or room > 0:
+                room -= experiment not in unit.experiments
+                kept.append((experiment, variant))
+        if len(kept) < len(pairs):
+            writes.capped["experiments"] += len(pairs) - len(kept)
+        return kept
 
     def _track(
         self, event: CanonicalEvent, unit: UnitState, properties: dict[str, Any], at: float, source: Source,
@@ -295,7 +236,7 @@ class Processor:
         value = _number(properties.get("value"))
         if value is None:
             value = _number(properties.get(self.value_property)) or 0.0
-        pairs = attribute(event, unit, properties)
+        pairs = self._tracked(unit, attribute(event, unit, properties), writes)
         for experiment, variant in pairs or [("", "")]:
             rollup = self._rollup(writes, event, source, "track", experiment, variant)
             rollup.count += 1
@@ -310,13 +251,13 @@ class Processor:
         user = self._users.get(key) or UserState(first_seen=at, last_seen=at)
         user.touch(at)
         if event.type == "identify":
-            merge_traits(user.traits, _object(event.traits), at)
+            writes.capped["traits"] += merge_traits(user.traits, _object(event.traits), at)
         if event.type == "group":
             user.join(event.group_id)
         self._users.put(key, user, self._partition)
         writes.users[(event.org_id, event.user_id)] = UserRow(
             event.org_id, event.user_id, _time(user.first_seen), _time(user.last_seen),
-            _encode(plain_traits(user.traits)), list(user.companies),
+            _encode(plain_traits(user.traits)), list(user.companies), self._offset,
         )  # fmt: skip
 
     def _company(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
@@ -324,23 +265,24 @@ class Processor:
         at = event.timestamp.timestamp()
         company = self._companies.get(key) or CompanyState(first_seen=at, last_seen=at)
         company.touch(at)
-        merge_traits(company.traits, _object(event.traits), at)
+        writes.capped["traits"] += merge_traits(company.traits, _object(event.traits), at)
         self._companies.put(key, company, self._partition)
         writes.companies[(event.org_id, event.group_id)] = CompanyRow(
             event.org_id, event.group_id, _time(company.first_seen), _time(company.last_seen),
-            _encode(plain_traits(company.traits)),
+            _encode(plain_traits(company.traits)), self._offset,
         )  # fmt: skip
 
     def _rollup(
         self, writes: Writes, event: CanonicalEvent, source: Source, kind: str, experiment: str, variant: str
     ) -> RollupRow:
         minute = math.floor(event.timestamp.timestamp() / 60) * 60
-        key = (event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute, source[0])
+        key = (event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute, source[:2])
         row = writes.rollups.get(key)
-        if row is None:
+        if row is None:  # one row per source record and group: a record counted twice writes it again
             row = writes.rollups[key] = RollupRow(
                 event.org_id, event.project_id, event.env, kind, experiment, variant, event.event,
-                datetime.fromtimestamp(minute, UTC), source_partition=source[0],
+                datetime.fromtimestamp(minute, UTC), source_topic=self.topic, source_partition=source[0],
+                source_offset=source[1],
             )  # fmt: skip
         return row
 
@@ -366,7 +308,9 @@ def _pairs(items: list[Any]) -> list[tuple[str, str]]:
             experiment = item.get("policyId") or item.get("experimentId")
             variant = item.get("allocationName") or item.get("variantId")
             if isinstance(experiment, str) and isinstance(variant, str) and experiment:
-                out.append((experiment, variant))
+                out.append((experiment[:MAX_ID], variant[:MAX_ID]))
+                if len(out) == MAX_PAIRS:
+                    break
     return out
 
 
@@ -376,15 +320,15 @@ def _layers(properties: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _own_pair(event: CanonicalEvent) -> list[tuple[str, str]]:
-    return [(event.experiment_id, event.variant_id)] if event.experiment_id else []
+    return [(event.experiment_id[:MAX_ID], event.variant_id[:MAX_ID])] if event.experiment_id else []
 
 
-def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState) -> UnitRow:
+def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState, offset: int) -> UnitRow:
     a = unit.experiments[experiment]
     return UnitRow(
         event.org_id, event.project_id, event.env, experiment, a.variant, event.unit_key,
         _maybe_time(a.assigned_at), _maybe_time(a.first_exposed_at), _maybe_time(a.converted_at),
-        {name: _time(at) for name, (at, _) in sorted(a.conversions.items())}, len(a.variants),
+        {name: _time(at) for name, (at, _) in sorted(a.conversions.items())}, len(a.variants), offset,
     )  # fmt: skip
 
 
@@ -398,9 +342,14 @@ def _object(raw: msgspec.Raw) -> dict[str, Any]:
 
 
 def _number(value: object) -> float | None:
+    """A finite float, or None: not a number, NaN, infinite, or an integer too large for a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _time(epoch: float) -> datetime:
@@ -412,3 +361,15 @@ def _maybe_time(epoch: float | None) -> datetime | None:
 
 
 _encode: Callable[[Any], str] = lambda value: msgspec.json.encode(value).decode()  # noqa: E731
+
+
+def letter(event: CanonicalEvent, reason: str, letter_id: str = "") -> DeadLetter:
+    """A dead letter for a canonical event this stage could not take."""
+    return DeadLetter(
+        family=event.family, route="", org_id=event.org_id, reason=reason,
+        received_at=event.received_at.timestamp(), payload=msgspec.Raw(_any_encoder.encode(event)),
+        source="worker", project_id=event.project_id, env=event.env, id=letter_id,
+    )  # fmt: skip
+
+
+_any_encoder = msgspec.json.Encoder()

@@ -1,22 +1,31 @@
-"""Writes a batch's rows to the warehouse, in the order that keeps replays exact.
+"""Writes a batch's rows to the warehouse, telling *unavailable* from *rejected*.
 
-Order: events, aliases, users, companies, experiment units — all idempotent rows — and the
-rollups last, because their rows carry the fence (see ``pipeline.processor``): once the rollups
-are in, everything before them is too. ``write`` blocks (backpressure on the stream) while the
-warehouse is down or refuses a statement, retrying with backoff; nothing is skipped.
+- Unavailable (unreachable, overloaded, timing out: ``WarehouseUnavailable``): wait and retry,
+  holding the batch — and with it the offsets — so nothing is lost meanwhile.
+- Rejected (the data itself: ``WarehouseError``): never retried as it is. The insert is split in
+  halves until the rows that cause it stand alone; each becomes a dead letter with the
+  warehouse's reason and the rest lands. One bad row costs one row, never the stage.
+
+Every row is idempotent (``pipeline.rows``), so the order of tables does not matter for
+correctness; events go first so that they are queryable soonest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from pipeline.canonical import to_rows
-from pipeline.processor import Writes
-from pipeline.warehouse import Warehouse, WarehouseError
+from pipeline.retry import DEFAULT_BACKOFF, Backoff, retrying
+from pipeline.rows import Writes
+from pipeline.warehouse import Warehouse, WarehouseError, WarehouseUnavailable
+from sluice.envelope import DeadLetter
 
 log = logging.getLogger("sluice.worker")
 
@@ -24,63 +33,60 @@ _encoder = msgspec.json.Encoder()
 
 
 class WarehouseSink:
-    def __init__(self, warehouse: Warehouse, retry_seconds: float = 0.5, max_retry_seconds: float = 10.0) -> None:
+    def __init__(self, warehouse: Warehouse, retry: Backoff = DEFAULT_BACKOFF) -> None:
         self.warehouse = warehouse
-        self.retry_seconds = retry_seconds
-        self.max_retry_seconds = max_retry_seconds
+        self.retry = retry
 
-    async def write(self, writes: Writes) -> dict[str, int]:
-        """Write every non-empty table; returns rows written per table."""
-        tables: list[tuple[str, Sequence[object]]] = [
-            ("user_aliases", writes.aliases),
-            ("users", list(writes.users.values())),
-            ("companies", list(writes.companies.values())),
-            ("experiment_units", list(writes.units.values())),
-            ("rollups_1m", list(writes.rollups.values())),
-        ]
+    async def write(self, writes: Writes) -> tuple[dict[str, int], list[DeadLetter]]:
+        """Write every non-empty table; returns rows written per table and the dead letters of
+        the rows the warehouse rejected."""
         written: dict[str, int] = {}
-        if writes.events:
-            await self._insert("events", to_rows(writes.events))
-            written["events"] = len(writes.events)
-        for table, rows in tables:
+        letters: list[DeadLetter] = []
+        tables: list[tuple[str, Sequence[Any], Callable[[Sequence[Any]], bytes]]] = [
+            ("events", writes.events, lambda rows: to_rows(list(rows)))
+        ]
+        tables += [(table, rows, _encoder.encode) for table, rows in writes.tables()]
+        for table, rows, encode in tables:
             if rows:
-                await self._insert(table, _encoder.encode(rows))
-                written[table] = len(rows)
-        return written
+                rejected = await self.insert(table, rows, encode)
+                written[table] = len(rows) - len(rejected)
+                letters += [_letter(table, encode([row]), reason) for row, reason in rejected]
+        return written, letters
 
-    async def fences(self, topic: str) -> dict[int, int]:
-        """:func:`fences`, waiting for the warehouse as inserts do."""
-        delay = self.retry_seconds
-        while True:
-            try:
-                return await asyncio.to_thread(fences, self.warehouse, topic)
-            except WarehouseError as exc:
-                log.warning("reading the fences failed, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_retry_seconds)
-
-    async def insert(self, table: str, rows: bytes) -> None:
-        await self._insert(table, rows)
+    async def insert(
+        self, table: str, rows: Sequence[Any], encode: Callable[[Sequence[Any]], bytes] = _encoder.encode
+    ) -> list[tuple[Any, str]]:
+        """Insert ``rows``, isolating rejected ones by bisection; returns (row, reason) of each."""
+        try:
+            await self._insert(table, encode(rows))
+            return []
+        except WarehouseError as exc:
+            if len(rows) == 1:
+                log.warning("the warehouse rejected a row of %s: %s", table, exc)
+                return [(rows[0], str(exc)[:2000])]
+        middle = len(rows) // 2
+        return await self.insert(table, rows[:middle], encode) + await self.insert(table, rows[middle:], encode)
 
     async def _insert(self, table: str, rows: bytes) -> None:
-        delay = self.retry_seconds
-        while True:
-            try:
-                await asyncio.to_thread(self.warehouse.insert_json, table, rows)
-                return
-            except WarehouseError as exc:
-                # Unavailable: wait it out. Refused: a bug or a schema drift that an operator must
-                # fix; holding the batch (and the offsets) loses nothing meanwhile.
-                log.warning("insert into %s failed, retrying in %.1fs: %s", table, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_retry_seconds)
+        """One insert, waiting out unavailability; raises ``WarehouseError`` when rejected."""
+        await retrying(f"insert into {table}", lambda: asyncio.to_thread(self.warehouse.insert_json, table, rows),
+                       (WarehouseUnavailable,), self.retry)  # fmt: skip
 
 
-def fences(warehouse: Warehouse, topic: str) -> dict[int, int]:
-    """The last counted offset per partition of ``topic``, from the rollup rows themselves."""
-    out = warehouse.execute(
-        f"SELECT source_partition, max(source_offset) FROM rollups_1m WHERE source_topic = '{topic}' "
-        "GROUP BY source_partition",
-        "TSV",
-    )
-    return {int(p): int(o) for p, o in (line.split(b"\t") for line in out.splitlines() if line)}
+def _letter(table: str, row: bytes, reason: str) -> DeadLetter:
+    """A rejected row as a dead letter; its id is the row's content, so the same row rejected
+    again (a replay) is the same letter in the ``dlq`` table."""
+    digest = hashlib.sha256(table.encode() + b"\x00" + row).hexdigest()[:32]
+    return DeadLetter(
+        family="", route=f"warehouse:{table}", org_id=_org(row), reason=f"warehouse rejected the row: {reason}",
+        received_at=time.time(), payload=msgspec.Raw(row), source="sink", id=f"sink:{table}:{digest}",
+    )  # fmt: skip
+
+
+def _org(row: bytes) -> str:
+    try:
+        [decoded] = msgspec.json.decode(row)
+        org = decoded.get("org_id", "") if isinstance(decoded, dict) else ""
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+        return ""
+    return org if isinstance(org, str) else ""

@@ -41,7 +41,23 @@ class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True):
         return min((t for t, _ in self.conversions.values()), default=None)
 
 
+# Caps: every state value is bounded by construction, whatever a client sends (a record over
+# Kafka's limit would stall the changelog). What a cap turns away is counted
+# (``sluice_worker_state_capped_total{cap}``) and documented in docs/effectively-once.md.
 MAX_DECISIONS = 256
+"""Decisions a unit remembers (the newest), for tracks that cite a decision id."""
+MAX_PAIRS = 32
+"""(experiment, variant) pairs kept per decision or attribution list: the first ones."""
+MAX_EXPERIMENTS = 200
+"""Experiments a unit is tracked in; exposures to more are counted in events only."""
+MAX_VARIANTS = 16
+"""Distinct variants remembered per unit and experiment (for the variants_seen column)."""
+MAX_CONVERSIONS = 64
+"""Distinct track event names remembered per unit and experiment."""
+MAX_TRAITS = 500
+"""Traits kept per user or company; new names past it are not added."""
+MAX_ID = 200
+"""Characters kept of an experiment, variant or decision id in state and rollups."""
 
 
 class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -52,7 +68,7 @@ class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
         """Remember which (experiment, variant) pairs a decision id stands for, for the tracks that
         cite it; only the newest ``MAX_DECISIONS``, so a unit's state stays small however many
         decisions it sees (tracks cite recent decisions)."""
-        self.decisions[decision_id] = pairs
+        self.decisions[decision_id[:MAX_ID]] = pairs[:MAX_PAIRS]
         while len(self.decisions) > MAX_DECISIONS:
             del self.decisions[next(iter(self.decisions))]
 
@@ -73,7 +89,7 @@ class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
         if current.first_exposed_by is None:
             current.first_exposed_by = source
             current.variant = variant  # the first exposure decides the unit's variant
-        if variant not in current.variants:
+        if variant not in current.variants and len(current.variants) < MAX_VARIANTS:
             current.variants.append(variant)
         if current.first_exposed_at is None or at < current.first_exposed_at:
             current.first_exposed_at = at
@@ -86,6 +102,8 @@ class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
             current = self.experiments[experiment] = Assignment(variant=variant)
         first = current.conversions.get(event)
         if first is None:
+            if len(current.conversions) >= MAX_CONVERSIONS:
+                return False
             current.conversions[event] = (at, source)
             return True
         if at < first[0]:
@@ -98,13 +116,19 @@ class Trait(msgspec.Struct, array_like=True):
     value: Any
 
 
-def merge_traits(traits: dict[str, Trait], new: dict[str, Any], at: float) -> None:
+def merge_traits(traits: dict[str, Trait], new: dict[str, Any], at: float) -> int:
     """Last writer wins per trait, by event time; ties broken by the value's JSON, so the
-    result does not depend on the order events are processed in."""
+    result does not depend on the order events are processed in. Returns how many new names
+    were turned away by ``MAX_TRAITS``."""
+    refused = 0
     for name, value in new.items():
         old = traits.get(name)
+        if old is None and len(traits) >= MAX_TRAITS:
+            refused += 1
+            continue
         if old is None or (at, _order(value)) > (old.at, _order(old.value)):
             traits[name] = Trait(at, value)
+    return refused
 
 
 def _order(value: Any) -> bytes:

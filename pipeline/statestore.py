@@ -8,9 +8,9 @@ Why not Faust tables (which this replaced):
   unattributed (found by the three-worker rebalance test). Here the local data stays; a
   partition is only marked stale on revocation and caught up from the changelog before this
   worker processes it again.
-- **Durability we can await.** Faust buffers changelog records and its flush returns while
-  records are still buffered (it gives up after 0.1 s without progress). ``commit`` here returns
-  once Kafka has acknowledged every record — the rule "state before rows" depends on it.
+- **Atomic with the offsets.** ``commit`` writes a partition's changelog records and the consumed
+  offset in one Kafka transaction of the partition's fenced producer: a worker that lost the
+  partition cannot commit state for it any more, and state never runs ahead of the offsets.
 - **Speed.** A changelog record per key went through Faust's and aiokafka's per-message machinery
   (most of the worker's time in the profile). Here a batch's records for a partition go into
   aiokafka batch builders directly: one produce request per partition per batch.
@@ -28,10 +28,11 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 from rocksdict import Options, Rdict, WriteBatch
 
 from pipeline.state import Seen
@@ -39,14 +40,11 @@ from pipeline.state import Seen
 log = logging.getLogger("sluice.worker")
 
 CHECKPOINT = b"\xff\xffcheckpoint\x00"
-MAX_BATCH_BYTES = 1_000_000
 
 
 class StateStore:
-    def __init__(self, path: Path, topic: str, bootstrap: str, request_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, topic: str, bootstrap: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.request_timeout = request_timeout
-        """Seconds aiokafka tries one produce before ``commit`` sees an error and starts again."""
         self.db = Rdict(str(path), options=Options(raw_mode=True))
         self.topic = topic
         self.bootstrap = bootstrap
@@ -55,20 +53,8 @@ class StateStore:
         self.partition = 0
         """The partition that ``put`` writes to (the worker points it at each key's partition)."""
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        self._producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                max_batch_size=MAX_BATCH_BYTES, linger_ms=0, request_timeout_ms=int(self.request_timeout * 1000),
-            )  # fmt: skip
-            await self._producer.start()
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
         self.db.close()
 
     def get(self, key: bytes) -> bytes | None:
@@ -103,56 +89,54 @@ class StateStore:
         raw = self.db.get(CHECKPOINT + str(partition).encode())
         return None if raw is None else int(raw)
 
-    async def commit(self, retry_seconds: float = 0.5, max_retry_seconds: float = 10.0) -> int:
-        """Send the staged writes to the changelog and wait for Kafka's acknowledgement — retrying,
-        with backoff, while Kafka cannot take them — then apply them locally with the new
-        checkpoints. Returns the number of records written."""
-        if not self.pending:
-            return 0
-        delay = retry_seconds
-        while True:
-            try:
-                checkpoints = await self._send_pending()
-                break
-            except KafkaError as exc:  # values are whole values: sending them twice is harmless
-                log.warning("state changelog write failed, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, max_retry_seconds)
-        writes = WriteBatch(raw_mode=True)
-        for partition, offset in checkpoints.items():
-            writes.put(CHECKPOINT + str(partition).encode(), str(offset).encode())
-        records = 0
-        for items in self.pending.values():
-            for key, value in items:
-                if value is None:
-                    writes.delete(key)
-                else:
-                    writes.put(key, value)
-            records += len(items)
-        self.db.write(writes)
-        self.pending.clear()
-        return records
+    async def commit(self, producer: AIOKafkaProducer, partition: int, consumed: TopicPartition, next_offset: int,
+                     group: str) -> int:  # fmt: skip
+        """Commit ``partition``'s staged writes and the consumed position ``next_offset`` of
+        ``consumed`` in one Kafka transaction of ``producer`` (the partition's own, see
+        ``pipeline.keyed.Fencing``), then apply the writes locally with the new checkpoint.
 
-    async def _send_pending(self) -> dict[int, int]:
-        """One produce of everything staged; the last changelog offset written per partition."""
-        await self.start()
-        producer = self._producer
-        assert producer is not None
-        sent = []
-        for partition, items in self.pending.items():
-            batch, count = producer.create_batch(), 0
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    sent.append((partition, count, await producer.send_batch(batch, self.topic, partition=partition)))
-                    batch, count = producer.create_batch(), 0
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-                count += 1
-            sent.append((partition, count, await producer.send_batch(batch, self.topic, partition=partition)))
-        checkpoints: dict[int, int] = {}
-        for partition, count, future in sent:
+        Raises what the transaction raised; the staged writes stay staged for a retry, or are
+        dropped with :meth:`discard`. Returns the number of changelog records written."""
+        items = self.pending.get(partition, [])
+        async with producer.transaction():
+            futures = await self._send(producer, partition, items)
+            offsets = {consumed: OffsetAndMetadata(next_offset, "")}
+            await producer.send_offsets_to_transaction(offsets, group)
+        checkpoint = None
+        for count, future in futures:
             metadata = await future
-            checkpoints[partition] = max(checkpoints.get(partition, -1), metadata.offset + count - 1)
-        return checkpoints
+            checkpoint = metadata.offset + count - 1
+        writes = WriteBatch(raw_mode=True)
+        if checkpoint is not None:
+            writes.put(CHECKPOINT + str(partition).encode(), str(checkpoint).encode())
+        for key, value in items:
+            if value is None:
+                writes.delete(key)
+            else:
+                writes.put(key, value)
+        self.db.write(writes)
+        self.pending.pop(partition, None)
+        return len(items)
+
+    def discard(self, partition: int) -> None:
+        """Forget ``partition``'s staged writes (its transaction failed for good)."""
+        self.pending.pop(partition, None)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, partition: int, items: list[tuple[bytes, bytes | None]]
+    ) -> list[tuple[int, asyncio.Future[Any]]]:
+        """The staged records of one partition as few produce batches; (records, ack) per batch."""
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
+        batch, count = producer.create_batch(), 0
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                sent.append((count, await producer.send_batch(batch, self.topic, partition=partition)))
+                batch, count = producer.create_batch(), 0
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+            count += 1
+        if count:
+            sent.append((count, await producer.send_batch(batch, self.topic, partition=partition)))
+        return sent
 
     def revoke(self, partitions: set[int]) -> None:
         """These partitions may be changed by another worker from now on: catch up before using them."""
@@ -162,14 +146,15 @@ class StateStore:
         """Apply the changelog of ``partitions`` from each one's checkpoint to its end; mark them
         ready. Returns the number of records applied."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed",  # an aborted (fenced) transaction's records are not state
         )  # fmt: skip
         await consumer.start()
         applied = 0
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
-            end = await consumer.end_offsets(tps)
+            end = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
             for tp in tps:
                 checkpoint = self.checkpoint(tp.partition)
                 if checkpoint is None or checkpoint + 1 > end[tp]:  # nothing local, or another topic's

@@ -1,234 +1,367 @@
-"""The Faust worker: two stages and a dead-letter loader.
+"""The worker: one consumer-group member running three stages in one loop, and a small web port.
 
 1. ``normalize`` (raw topic → keyed topic): each raw batch becomes canonical events, re-keyed by
    ``org:unit`` (and ``org:user``, ``org:company``) so that all state is local to a partition;
-   invalid events go to the dead-letter topic with their reason.
-2. ``keyed`` (keyed topic → warehouse): dedupe, users and companies, experiment attribution and
-   rollups (``pipeline.processor``), then the rows (``pipeline.sink``).
+   invalid events go to the dead-letter topic with their reason. At least once: a replay
+   re-emits items that the keyed stage then recognizes as duplicates.
+2. ``keyed`` (keyed topic → warehouse): dedupe, users and companies, attribution, rollups and
+   rows, committed per partition in fenced Kafka transactions (``pipeline.keyed``).
 3. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
 
-Delivery: at least once between stages (Faust flushes its producer before it commits offsets;
-``take_events`` acks a batch only after the body handled it), and effectively once into
-ClickHouse by the processor's fences, dedupe and idempotent state — the state kept by
-``pipeline.statestore`` (local RocksDB + a compacted changelog), durable before any row.
+**No input stops a stage.** An event, record or row that fails anywhere becomes a dead letter
+with its reason and the stage goes on; a failure of a whole step (a bug, an outage the step did
+not expect) is logged and counted as a stage restart, its records are not committed, and they
+are processed again after a pause.
 
-The web port serves ``/healthz``, ``/metrics`` and, for the embedded warehouse that only this
-process may open, ``POST /query`` (SQL in the body, ``?format=tsv|json``).
+Why not Faust: its consumer commits offsets on its own schedule, apart from any producer
+transaction, so a worker that lost its partitions cannot be fenced; and its per-event stream
+machinery was a quarter of the worker's time. The stages here take batches straight from
+aiokafka, which also provides the group membership and the transactions. The web port serves
+``/healthz``, ``/metrics`` and, for the embedded warehouse only this process may open,
+``POST /query``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
-from collections.abc import Callable
+from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import faust
 import msgspec
-from faust.web import Request, Response, View
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import generate_latest
 
 from pipeline.canonical import CanonicalEvent
+from pipeline.keyed import Fencing, KeyedStage, stores_on
 from pipeline.metrics import WorkerMetrics
 from pipeline.normalize import Invalid, normalize
-from pipeline.processor import Incoming, Processor, Stores
+from pipeline.processor import Processor
 from pipeline.records import by_partition
-from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
+from pipeline.retry import retrying
 from pipeline.sink import WarehouseSink
-from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
+from pipeline.warehouse.formats import output_format
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.worker")
 
-QUERY_FORMATS = {"tsv": "TSVWithNames", "json": "JSONEachRow"}
-CLICKHOUSE_FORMATS = {"TSV", "TSVWithNames", "JSONEachRow", "JSON", "CSV", "CSVWithNames", "Pretty"}
+MAX_RECORD_BYTES = 900_000
+"""Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
+FENCED_WAIT = 15.0
+"""Seconds a fenced worker leaves the partition alone, waiting to learn of the rebalance."""
+RESTART_PAUSE = 1.0
+"""Seconds a stage waits after a failed step before it takes the same records again."""
 
 
-def output_format(name: str) -> str | None:
-    """``tsv``/``json`` (the CLI's names) or a ClickHouse output format from a short list."""
-    return QUERY_FORMATS.get(name) or (name if name in CLICKHOUSE_FORMATS else None)
+class Worker:
+    def __init__(self, settings: Settings, warehouse: Warehouse) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.metrics = WorkerMetrics()
+        self.sink = WarehouseSink(warehouse)
+        settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = StateStore(settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap)
+        self.pruner = SeenPruner(self.state, b"seen\x00", settings.dedupe_window_days * 86400.0)
+        stores = stores_on(self.state, lambda cap: self.metrics.capped.labels(cap).inc())
+        processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0,
+                              settings.value_property)  # fmt: skip
+        self.fencing = Fencing(settings.kafka_bootstrap, settings.worker_group)
+        self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
+            session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
+            max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+        )  # fmt: skip
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            max_request_size=4 << 20, linger_ms=5,
+        )  # fmt: skip
+        self.lock = asyncio.Lock()
+        """Held while a batch is in hand: a revocation waits for it (the batch commits first)."""
+        self.owned: set[int] = set()
+        """Keyed partitions fenced, caught up and positioned by this worker since assigned."""
+        self.fenced_until: dict[int, float] = {}
+        """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
+        self.stopping = asyncio.Event()
 
+    # --- the loop -------------------------------------------------------------------------------
 
-T = TypeVar("T")
+    async def run(self) -> None:
+        await self.producer.start()
+        listener = _Rebalance(self)
+        self.consumer.subscribe([self.settings.raw_topic, self.settings.keyed_topic, self.settings.dlq_topic],
+                                listener=listener)  # fmt: skip
+        await self.consumer.start()
+        try:
+            while not self.stopping.is_set():
+                records = await self._take()
+                async with self.lock:
+                    await self._step(records)
+        finally:  # no batch is in hand here; leaving the group calls the revocation listener
+            await self.consumer.stop()
+            await self.fencing.close()
+            await self.producer.stop()
+            await self.state.stop()
 
+    async def _take(self) -> dict[TopicPartition, list[Any]]:
+        """Records for about ``sink_batch_seconds`` or ``sink_batch_rows`` records, whichever first."""
+        deadline = time.monotonic() + self.settings.sink_batch_seconds
+        taken: dict[TopicPartition, list[Any]] = defaultdict(list)
+        count = 0
+        while not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or count >= self.settings.sink_batch_rows:
+                break
+            fetched = await self.consumer.getmany(
+                timeout_ms=int(left * 1000), max_records=self.settings.sink_batch_rows
+            )  # fmt: skip
+            for tp, messages in fetched.items():
+                taken[tp] += messages
+                count += len(messages)
+        return taken
 
-class KindStore(Generic[T]):
-    """One kind of state (a prefix of the store's keys) as msgspec structs."""
-
-    def __init__(self, state: StateStore, prefix: str, kind: type[T]) -> None:
-        self.state = state
-        self.prefix = prefix.encode() + b"\x00"
-        self.decoder = msgspec.json.Decoder(kind)
-
-    def get(self, key: str) -> T | None:
-        value = self.state.get(self.prefix + key.encode())
-        return None if value is None else self.decoder.decode(value)
-
-    def set(self, key: str, value: T) -> None:
-        self.state.put(self.prefix + key.encode(), encoder.encode(value))
-
-
-def build_app(settings: Settings, warehouse_factory: Callable[[Settings], Warehouse] = open_warehouse) -> faust.App:
-    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.worker_group,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",  # no Faust tables: state is pipeline.statestore's
-        datadir=str(settings.worker_data_dir),
-        web_host=settings.worker_host,
-        web_port=settings.worker_port,
-        web_bind=settings.worker_host,
-        topic_partitions=settings.raw_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        # A crashed worker's partitions move after this long; Faust's default (60 s) is an outage.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
-        table_standby_replicas=0,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    raw = app.topic(settings.raw_topic, value_serializer="raw", key_serializer="raw")
-    keyed = app.topic(settings.keyed_topic, value_serializer="raw", key_serializer="raw")
-    dlq = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw")
-    warehouse = warehouse_factory(settings)
-    sink = WarehouseSink(warehouse)
-    metrics = WorkerMetrics()
-
-    state = StateStore(settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap)
-    pruner = SeenPruner(state, b"seen\x00", settings.dedupe_window_days * 86400.0)
-    stores = Stores(
-        seen=KindStore(state, "seen", Seen),
-        units=KindStore(state, "unit", UnitState),
-        users=KindStore(state, "user", UserState),
-        companies=KindStore(state, "company", CompanyState),
-    )
-    processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0, settings.value_property)
-    fences_stale = [True]
-
-    @app.on_partitions_assigned.connect
-    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        fences_stale[0] = True  # another worker may have counted these partitions meanwhile
-
-    @app.on_partitions_revoked.connect
-    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Sent once the agents have finished what they held: from now on another worker may
-        # change these partitions' state, so catch up from the changelog before using them again.
-        revoked = args[0] if args else kwargs.get("revoked", set())
-        state.revoke({tp.partition for tp in revoked if tp.topic == settings.keyed_topic})
-
-    @app.on_before_shutdown.connect
-    async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await state.stop()
-
-    @app.agent(raw)
-    async def normalize_stage(stream: Any) -> None:
-        async for event in stream.events():
-            metrics.position(event.message.tp, event.message.offset)
-            letters, canonical = _normalize(event.value, metrics)
-            for letter in letters:
-                await dlq.send(value=letter)
-            for partition, items in by_partition(canonical, settings.raw_partitions).items():
-                await keyed.send(value=routed_encoder.encode(items), partition=partition)
-
-    def changelog_to(partition: int) -> None:
-        state.partition = partition  # each key's changelog record goes to the key's partition
-
-    @app.agent(keyed)
-    async def keyed_stage(stream: Any) -> None:
-        # A keyed record carries the items of one raw batch for one partition (tens of events);
-        # take about sink_batch_rows events' worth of them.
-        records_per_batch = max(10, settings.sink_batch_rows // 10)
-        async for events in stream.take_events(records_per_batch, within=settings.sink_batch_seconds):
-            if fences_stale[0]:
-                processor.fences = await sink.fences(settings.keyed_topic)
-                fences_stale[0] = False
-            stale = {event.message.partition for event in events} - state.ready
-            if stale:
-                await state.recover(stale)
-            metrics.pruned.inc(pruner.step())  # before the batch: see SeenPruner
-            writes = processor.begin()
-            for event in events:
-                partition, offset = event.message.partition, event.message.offset
-                for index, item in enumerate(routed_decoder.decode(event.value)):
-                    processor.process_one(Incoming(partition, offset, item, index), writes)
-                metrics.position(event.message.tp, offset)
-            processor.save_state(changelog_to)
-            processor.finish(writes)
-            # State changes must be durable before any row is: a replay then finds the state that
-            # matches the rows (see pipeline.processor).
-            await state.commit()
-            started = time.perf_counter()
-            written = await sink.write(writes)
-            processor.advance_fences(writes)
-            metrics.sunk(writes, written, time.perf_counter() - started, time.time())
-
-    @app.agent(dlq)
-    async def dead_letter_stage(stream: Any) -> None:
-        async for events in stream.take_events(1000, within=settings.sink_batch_seconds):
-            rows = [_dlq_row(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-            await sink.insert("dlq", encoder.encode([r for r in rows if r is not None]))
-
-    @app.page("/healthz")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            metrics.update_lag(app.consumer)
-            return self.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
-
-    @app.page("/query")
-    class Query(View):
-        async def post(self, request: Request) -> Response:
-            fmt = output_format(request.query.get("format", "tsv"))
-            if fmt is None:
-                return self.text("unsupported format\n", status=400)
-            sql = await request.text()
+    async def _step(self, records: dict[TopicPartition, list[Any]]) -> None:
+        assigned = self.consumer.assignment()
+        by_topic: dict[str, dict[TopicPartition, list[Any]]] = defaultdict(dict)
+        for tp, messages in records.items():
+            if tp in assigned and messages:
+                by_topic[tp.topic][tp] = messages
+        stages = (
+            ("normalize", self.settings.raw_topic, self._normalize),
+            ("keyed", self.settings.keyed_topic, self._keyed),
+            ("dead_letters", self.settings.dlq_topic, self._dead_letters),
+        )
+        for name, topic, stage in stages:
+            if topic not in by_topic:
+                continue
             try:
-                out = await asyncio.to_thread(warehouse.execute, sql, fmt)
-            except WarehouseError as exc:
-                return self.text(str(exc) + "\n", status=400)
-            return self.bytes(out, content_type="text/plain")
+                await stage(by_topic[topic])
+                self.metrics.progress.labels(name).set(time.time())
+            except Exception:  # the step failed as a whole: take its records again, after a pause
+                log.exception("the %s stage failed; it goes on with the same records", name)
+                self.metrics.restarts.labels(name).inc()
+                await self._rewind(by_topic[topic])
+                await asyncio.sleep(RESTART_PAUSE)
 
-    return app
+    async def _rewind(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Put the consumer back at the first record of each partition (nothing was committed)."""
+        for tp, messages in records.items():
+            if tp.topic == self.settings.keyed_topic:
+                await self._lose(tp.partition)
+            else:
+                self.consumer.seek(tp, messages[0].offset)
+
+    # --- normalize ------------------------------------------------------------------------------
+
+    async def _normalize(self, records: dict[TopicPartition, list[Any]]) -> None:
+        letters: list[DeadLetter] = []
+        keyed: list[tuple[int, bytes]] = []
+        for messages in records.values():
+            for message in messages:
+                record_letters, canonical = _normalize(message.value, self.metrics)
+                letters += record_letters
+                for partition, items in by_partition(canonical, self.settings.raw_partitions).items():
+                    keyed += [(partition, value) for value in _split(items, letters)]
+        sends = [self._send(self.settings.keyed_topic, value, partition) for partition, value in keyed]
+        await asyncio.gather(*sends)
+        await self.send_letters(letters)
+        await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
+        for tp, messages in records.items():
+            self.metrics.position(tp, messages[-1].offset)
+
+    async def _send(self, topic: str, value: bytes, partition: int | None = None) -> None:
+        async def send() -> None:
+            await self.producer.send_and_wait(topic, value, partition=partition)
+
+        await retrying(f"producing to {topic}", send, (KafkaError,))
+
+    async def send_letters(self, letters: list[DeadLetter]) -> None:
+        """Produce dead letters (acknowledged) and count them by stage and reason."""
+        for letter in letters:
+            self.metrics.dead_letters.labels(letter.source, _reason_kind(letter.reason)).inc()
+        await asyncio.gather(*(self._send(self.settings.dlq_topic, encoder.encode(letter)) for letter in letters))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit consumed offsets of the at-least-once stages; a partition that moved meanwhile is
+        the new owner's to replay (its records are duplicates the keyed stage recognizes)."""
+        try:
+            await asyncio.wait_for(self.consumer.commit(offsets), timeout=30)
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
+            log.info("offsets not committed (the partitions moved?): %s", exc)
+
+    # --- keyed ----------------------------------------------------------------------------------
+
+    async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
+        batch: list[tuple[int, int, bytes]] = []
+        for tp, messages in sorted(records.items()):
+            if time.monotonic() < self.fenced_until.get(tp.partition, 0.0):
+                continue  # another worker has it: wait for the rebalance rather than fence it back
+            if await self._own(tp, messages[0].offset):
+                batch += [(tp.partition, m.offset, m.value) for m in messages]
+        if not batch:
+            return
+        self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
+        started = time.perf_counter()
+        writes, written, lost = await self.keyed.run(batch)
+        for partition, fenced in lost.items():
+            await self._lose(partition)
+            if fenced:
+                self.metrics.fenced.inc()
+                self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
+        for tp, messages in records.items():
+            self.metrics.position(tp, messages[-1].offset)
+        for cap, count in writes.capped.items():
+            self.metrics.capped.labels(cap).inc(count)
+        self.metrics.sunk(writes, written, time.perf_counter() - started, time.time())
+
+    async def _own(self, tp: TopicPartition, first_offset: int) -> bool:
+        """Make sure this worker may process ``tp``: fence earlier owners, catch the state up, and
+        start from the committed offset. False when these records are not the ones to take now."""
+        if tp.partition in self.owned:
+            return True
+        await self.fencing.acquire(tp.partition)
+        if tp.partition not in self.state.ready:
+            await self.state.recover({tp.partition})
+        committed = await asyncio.wait_for(self.consumer.committed(tp), timeout=30)
+        start = committed if committed is not None else (await self.consumer.beginning_offsets([tp]))[tp]
+        self.owned.add(tp.partition)
+        if start != first_offset:
+            self.consumer.seek(tp, start)
+            return False
+        return True
+
+    async def _lose(self, partition: int) -> None:
+        self.owned.discard(partition)
+        self.state.discard(partition)
+        self.state.revoke({partition})
+        await self.fencing.release(partition)
+        self.keyed.processor.discard_state()
+
+    # --- dead letters ---------------------------------------------------------------------------
+
+    async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> None:
+        rows = [
+            row for tp, messages in records.items() for m in messages
+            if (row := _dlq_row(tp.topic, tp.partition, m.offset, m.value)) is not None
+        ]  # fmt: skip
+        if rows:
+            for row, reason in await self.sink.insert("dlq", rows):
+                log.error("the warehouse rejected a dead letter %s: %s", row.id, reason)
+                self.metrics.dead_letters.labels("dead_letters", "dropped").inc()
+        await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
+
+    # --- web ------------------------------------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        app = web.Application(client_max_size=16 << 20)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/query", self._query)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.update_lag(self.consumer)
+        return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
+
+    async def _query(self, request: web.Request) -> web.Response:
+        fmt = output_format(request.query.get("format", "tsv"))
+        if fmt is None:
+            return web.Response(text="unsupported format\n", status=400)
+        sql = await request.text()
+        try:
+            out = await asyncio.to_thread(self.warehouse.execute, sql, fmt)
+        except WarehouseError as exc:
+            return web.Response(text=str(exc) + "\n", status=400)
+        return web.Response(body=out, content_type="text/plain")
 
 
-def _normalize(value: bytes, metrics: WorkerMetrics) -> tuple[list[bytes], list[CanonicalEvent]]:
-    """One raw record → its canonical events, and dead letters already encoded for the DLQ."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # The batch in hand commits (or fails) first; from then on another worker may own these
+        # partitions, so this one fences and catches up again before it takes them back.
+        async with self.worker.lock:
+            for tp in revoked:
+                if tp.topic == self.worker.settings.keyed_topic and tp.partition in self.worker.owned:
+                    await self.worker._lose(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self.worker.fenced_until.pop(tp.partition, None)
+        log.info("assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
+
+
+def _split(items: list[Any], letters: list[DeadLetter]) -> list[bytes]:
+    """Items as keyed records of at most ``MAX_RECORD_BYTES``; an item larger than that alone is
+    a dead letter (it could never be produced)."""
+    records: list[bytes] = []
+    whole = routed_encoder.encode(items)
+    if len(whole) <= MAX_RECORD_BYTES:
+        return [whole]
+    if len(items) == 1:
+        event = items[0].event
+        from pipeline.processor import letter
+
+        letters.append(letter(event, f"event too large after normalizing ({len(whole)} bytes)"))
+        return records
+    middle = len(items) // 2
+    return _split(items[:middle], letters) + _split(items[middle:], letters)
+
+
+def _normalize(value: bytes, metrics: WorkerMetrics) -> tuple[list[DeadLetter], list[CanonicalEvent]]:
+    """One raw record → its canonical events, and dead letters for the rest."""
     try:
         batch = raw_batch_decoder.decode(value)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         metrics.events.labels("normalize", "invalid", "", "undecodable").inc()
         as_text = msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace")))
         letter = DeadLetter(
             family="", route="", org_id="", reason=f"undecodable raw record: {exc}",
             received_at=time.time(), payload=as_text, source="worker",
         )  # fmt: skip
-        return [encoder.encode(letter)], []
-    letters: list[bytes] = []
+        return [letter], []
+    letters: list[DeadLetter] = []
     canonical: list[CanonicalEvent] = []
     for item in normalize(batch):
         if isinstance(item, Invalid):
-            letters.append(encoder.encode(DeadLetter(
+            letters.append(DeadLetter(
                 family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
                 received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
                 project_id=batch.project_id, env=batch.env, batch=batch.batch,
-            )))  # fmt: skip
+                id=f"normalize:{batch.org_id}:{batch.body_digest}:{item.index}",
+            ))  # fmt: skip
         else:
             canonical.append(item)
     if letters:
         metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc(len(letters))
     metrics.events.labels("normalize", "in", batch.family, "").inc(len(canonical))
     return letters, canonical
+
+
+def _reason_kind(reason: str) -> str:
+    """A dead letter's reason as a small label set for the metric."""
+    for prefix, kind in (("undecodable", "undecodable"), ("worker could not", "error"),
+                         ("warehouse rejected", "rejected"), ("event too large", "too_large")):  # fmt: skip
+        if reason.startswith(prefix):
+            return kind
+    return "invalid"
 
 
 class DlqRow(msgspec.Struct):
@@ -250,21 +383,46 @@ _letter_decoder = msgspec.json.Decoder(DeadLetter)
 
 
 def _dlq_row(topic: str, partition: int, offset: int, value: bytes) -> DlqRow | None:
+    """A letter as its ``dlq`` row; bytes that are not UTF-8 are replaced, never a reason to fail."""
     try:
         letter = _letter_decoder.decode(value)
-    except msgspec.DecodeError:
-        log.warning("skipping an undecodable dead letter at %s:%s:%s", topic, partition, offset)
-        return None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        try:
+            letter = _letter_decoder.decode(value.decode("utf-8", "replace").encode())
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            log.warning("skipping an undecodable dead letter at %s:%s:%s", topic, partition, offset)
+            return None
+    try:
+        received = datetime.fromtimestamp(letter.received_at, UTC)
+    except (OverflowError, ValueError, OSError):
+        received = datetime.fromtimestamp(0, UTC)
     return DlqRow(
-        f"{topic}:{partition}:{offset}", letter.org_id, letter.family, letter.route, letter.source, letter.reason,
-        bytes(letter.payload).decode(), letter.index, datetime.fromtimestamp(letter.received_at, UTC),
-        letter.project_id, letter.env, encoder.encode(letter.batch).decode(),
+        letter.id or f"{topic}:{partition}:{offset}", letter.org_id, letter.family, letter.route, letter.source,
+        letter.reason, bytes(letter.payload).decode("utf-8", "replace"), letter.index, received,
+        letter.project_id, letter.env, encoder.encode(letter.batch).decode("utf-8", "replace"),
     )  # fmt: skip
 
 
-def run_worker(settings: Settings) -> None:
-    """Run one worker until SIGINT/SIGTERM (Faust's own signal handling stops it cleanly)."""
-    from faust.worker import Worker
+async def serve(settings: Settings, warehouse: Warehouse | None = None) -> None:
+    """Run one worker until SIGINT/SIGTERM; the batch in hand commits before it leaves the group."""
+    from sluice.topics import ensure_topics
 
-    app = build_app(settings)
-    Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    await ensure_topics(settings)
+    if warehouse is None:
+        warehouse = await asyncio.to_thread(open_warehouse, settings)
+    worker = Worker(settings, warehouse)
+    runner = web.AppRunner(worker.web_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.worker_host, settings.worker_port).start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    try:
+        await worker.run()
+    finally:
+        await runner.cleanup()
+
+
+def run_worker(settings: Settings) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))

@@ -272,8 +272,8 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.warehouse import WarehouseError
+    from pipeline.warehouse.formats import QUERY_FORMATS
     from pipeline.warehouse.remote import warehouse_for_cli
-    from pipeline.worker import QUERY_FORMATS
 
     try:
         sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, QUERY_FORMATS[args.format]))

@@ -49,6 +49,8 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     project_id: str = ""
     env: str = ""
     batch: dict[str, msgspec.Raw] = {}
+    id: str = ""
+    """A stable id when the same letter may be sent twice (a replay): the ``dlq`` table keeps one."""
 
 
 def body_digest(body: bytes) -> str:

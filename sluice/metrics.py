@@ -21,6 +21,11 @@ MetricName = Literal[
     "sluice_worker_freshness_seconds",
     "sluice_worker_consumer_lag",
     "sluice_worker_dedupe_pruned_total",
+    "sluice_worker_dead_letters_total",
+    "sluice_worker_state_capped_total",
+    "sluice_worker_stage_restarts_total",
+    "sluice_worker_fenced_total",
+    "sluice_worker_stage_progress_timestamp_seconds",
 ]
 
 METRIC_NAMES: frozenset[str] = frozenset(get_args(MetricName))

@@ -1,17 +1,20 @@
-"""The keyed stage's rules, on plain dicts: dedupe, replays, fences, users, attribution, rollups."""
+"""The keyed stage's rules, on plain dicts: dedupe, replays, users, attribution, rollups, caps.
+
+The batch body with the real store, Kafka transactions and the warehouse is driven in
+``tests/test_keyed.py``; ``Feed.run`` makes the same calls in the same order."""
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import pytest
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.processor import Incoming, Processor, Stores, Writes
+from pipeline.processor import Incoming, Processor, Stores
+from pipeline.rows import Writes
 from pipeline.records import Routed, route
+from pipeline.state import CompanyState, Seen, UnitState, UserState
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)
 
@@ -50,9 +53,16 @@ class Feed:
         return out
 
     def run(self, items: list[Incoming]) -> Writes:
-        writes = self.processor.process(items)
-        self.processor.advance_fences(writes)
-        return writes
+        return process(self.processor, items)
+
+
+def process(processor: Processor, items: list[Incoming]) -> Writes:
+    """What ``pipeline.keyed.KeyedStage.run`` does with a batch, without Kafka and the sink."""
+    writes = processor.begin()
+    for item in items:
+        processor.process_one(item, writes)
+    processor.save_state()
+    return processor.finish(writes)
 
 
 def new_processor() -> Processor:
@@ -78,18 +88,55 @@ def test_duplicates_inside_and_across_batches_and_families_count_once() -> None:
     assert second.duplicates == {"traffical": 1, "solute": 1}
 
 
-def test_a_replayed_record_is_not_a_duplicate_but_is_fenced_once_counted() -> None:
+def test_a_replayed_batch_from_the_same_state_writes_the_same_rows() -> None:
+    """A replay (a crash before the commit) or a fenced worker's last batch: the same committed
+    state and records give the same rows, which the warehouse replaces."""
+    stores = Stores.in_memory()
+    feed = Feed(Processor(stores, "t.keyed"))
+    feed.run(feed.records(exposure("e0", "u1", "exp", "A")))
+    committed = msgspec.json.encode({k: v.data for k, v in vars(stores).items()})
+    items = feed.records(exposure("e1", "u2", "exp", "A"), event("t1", unit="u1", event="buy", properties={"value": 3}))
+    first = feed.run(items)
+    replica = Stores.in_memory()
+    for name, data in msgspec.json.decode(committed).items():
+        kind = {"seen": Seen, "units": UnitState, "users": UserState, "companies": CompanyState}[name]
+        getattr(replica, name).data.update(msgspec.convert(data, dict[str, kind]))  # type: ignore[valid-type]
+    again = process(Processor(replica, "t.keyed"), items)
+    assert again.duplicates == {} and first.duplicates == {}
+    assert list(again.rollups.values()) == list(first.rollups.values())
+    assert list(again.units.values()) == list(first.units.values())
+    assert [e.message_id for e in again.events] == [e.message_id for e in first.events]
+
+
+def test_an_item_that_fails_becomes_a_dead_letter_and_the_batch_goes_on() -> None:
+    feed = Feed(new_processor())
+    broken = event("t2", event="buy")
+    broken.properties = msgspec.Raw(b"{not json")  # nothing upstream makes this: an unforeseen input
+    huge = 10**400  # float() overflows: once a crash of the stage
+    writes = feed.run(feed.records(
+        event("t1", event="buy", properties={"value": huge, "order_total": huge}), broken, event("t3", event="ok"),
+    ))  # fmt: skip
+    assert [e.message_id for e in writes.events] == ["t1", "t2", "t3"]
+    [letter] = writes.letters
+    assert letter.reason.startswith("worker could not process the event: DecodeError") and letter.id
+    assert rollup_counts(writes)[("track", "", "", "buy")] == (1, 0, 0.0)  # t1, with no value
+    assert rollup_counts(writes)[("track", "", "", "ok")] == (1, 0, 0.0)
+
+
+def test_state_caps_bound_a_unit_however_many_experiments_it_sees() -> None:
+    from pipeline.state import MAX_EXPERIMENTS, MAX_PAIRS
+
     processor = new_processor()
     feed = Feed(processor)
-    items = feed.records(exposure("e1", "u1", "exp", "A"), event("t1", unit="u1", event="buy"))
-    # crash after the state changed but before the rollups were written: no fence yet
-    lost = processor.process(items)
-    assert rollup_counts(lost)[("exposure", "exp", "A", "exposure")] == (1, 1, 0.0)
-    replay = feed.run(items)
-    assert replay.duplicates == {} and replay.replayed == 0
-    assert rollup_counts(replay) == rollup_counts(lost)  # same counts, first exposure still first
-    again = feed.run(items)  # now fenced: skipped whole
-    assert again.replayed == len(items) and again.events == [] and again.rollups == {}
+    layers = [{"policyId": f"p{n}", "allocationName": "a"} for n in range(11_000)]
+    writes = Writes()
+    for n in range(20):
+        writes = feed.run(feed.records(event(f"x{n}", "exposure", "u1",
+                                             properties={"layers": layers[n * 500:(n + 1) * 500]})))  # fmt: skip
+    unit = processor.stores.units.get("acme\x00u1")
+    assert unit is not None and len(unit.experiments) == MAX_EXPERIMENTS
+    assert len(msgspec.json.encode(unit)) < 200_000
+    assert writes.capped["experiments"] == MAX_PAIRS  # every pair past the cap is counted
 
 
 def test_dedupe_window_lets_late_copies_through() -> None:
@@ -156,80 +203,6 @@ def test_routing_keys_keep_state_local() -> None:
     assert keys == [b"acme\x00unit:anon_1", b"acme\x00user:u1", b"acme\x00company:co"]
     assert [r.kind for _, r in route(event("m"))] == ["event"]
     assert isinstance(route(event("m"))[0][1], Routed)
-
-
-class FakeWarehouse:
-    """The warehouse's semantics that matter here: events and units replace by key, rollups add up."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, CanonicalEvent] = {}
-        self.units: dict[tuple[str, str, str, str], Any] = {}
-        self.rollups: list[Any] = []
-
-    def write(self, writes: Writes, upto: str = "rollups") -> None:
-        for step in ("events", "units", "rollups"):
-            if step == "events":
-                self.events.update({e.message_id: e for e in writes.events})
-            elif step == "units":
-                self.units.update(writes.units)
-            else:
-                self.rollups.extend(writes.rollups.values())
-            if step == upto:
-                return
-
-    def fences(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for row in self.rollups:
-            out[row.source_partition] = max(row.source_offset, out.get(row.source_partition, -1))
-        return out
-
-    def totals(self) -> tuple[int, int, int, int, tuple[tuple[str, int, int], ...]]:
-        exposures = sum(r.count for r in self.rollups if r.kind == "exposure")
-        units = sum(r.units for r in self.rollups if r.kind == "exposure")
-        tracks = sum(r.count for r in self.rollups if r.kind == "track")
-        per_variant: dict[str, list[int]] = {}
-        for row in self.units.values():
-            counts = per_variant.setdefault(row.variant_id, [0, 0])
-            counts[0] += row.first_exposed_at is not None
-            counts[1] += row.converted_at is not None
-        scorecard = tuple((v, n, c) for v, (n, c) in sorted(per_variant.items()))
-        return len(self.events), exposures, units, tracks, scorecard
-
-
-def scripted_events() -> list[CanonicalEvent]:
-    out = []
-    for n in range(40):
-        variant = "A" if n % 2 else "B"
-        out.append(exposure(f"x{n}", f"u{n}", "exp", variant))
-        if n % 3 == 0:
-            out.append(event(f"t{n}", unit=f"u{n}", event="buy", properties={"value": 2}))
-    return out + out[::7]  # and some duplicates
-
-
-@pytest.mark.parametrize(
-    ("crash_after", "state_survives"),
-    [("nothing", False), ("nothing", True), ("events", True), ("units", True), ("rollups", True)],
-)
-def test_a_crash_anywhere_in_a_batch_then_replay_gives_the_uncrashed_result(
-    crash_after: str, state_survives: bool
-) -> None:
-    """``state_survives=False`` only before any row: the worker flushes the changelogs first."""
-    reference = FakeWarehouse()
-    clean = Feed(new_processor())
-    items = clean.records(*scripted_events())
-    for part in (items[:30], items[30:]):
-        writes = clean.run(part)
-        reference.write(writes)
-
-    warehouse = FakeWarehouse()
-    stores = Stores.in_memory()
-    first = Processor(stores, "t.keyed")
-    warehouse.write(first.process(items[:30]))  # committed
-    snapshot = copy.deepcopy(stores)
-    warehouse.write(first.process(items[30:]), upto=crash_after)  # crash mid-sink; offsets not committed
-    recovered = Processor(stores if state_survives else snapshot, "t.keyed", fences=warehouse.fences())
-    warehouse.write(recovered.process(items[30:]))  # the replay
-    assert warehouse.totals() == reference.totals()
 
 
 def test_a_unit_remembers_only_its_newest_decisions() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -20,18 +20,54 @@ class Invalid(msgspec.Struct):
     payload: msgspec.Raw
 
 
+PAST_WINDOW = timedelta(days=5 * 365)
+FUTURE_TOLERANCE = timedelta(days=1)
+"""Event times are trusted from ``received_at − PAST_WINDOW`` to ``received_at + FUTURE_TOLERANCE``
+(after clock-skew correction). Outside, or not representable at all, the event's time becomes
+its received time, the client's value is kept in ``original_timestamp`` and the event is flagged
+``timestamp_replaced``: a clock that is years off would otherwise put events where no query
+looks, and times before 1970 do not fit the rollups' minute column."""
+
+
 def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def parse_time(text: object) -> datetime | None:
-    """An ISO 8601 string as a UTC datetime, or None when it is not one."""
+    """An ISO 8601 string as a datetime (naive means UTC), or None when it is not one."""
     if not isinstance(text, str):
         return None
     try:
-        return utc(datetime.fromisoformat(text))
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def event_time(moment: datetime | None, arrived: datetime, shift: timedelta = timedelta(0)) -> tuple[datetime, str]:
+    """The event's time on the gateway's clock, and ``""``; or, when the client's time is outside
+    the trusted window (see ``PAST_WINDOW``) or overflows, ``arrived`` and the client's time as sent."""
+    if moment is None:
+        return arrived, ""
+    try:
+        corrected = utc(moment) + shift
+        if arrived - PAST_WINDOW <= corrected <= arrived + FUTURE_TOLERANCE:
+            return corrected, ""
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, or year 1 shifted back further
+        pass
+    return arrived, moment.isoformat()
+
+
+def skew(arrived: datetime, sent: datetime | None) -> timedelta:
+    """Clock-skew correction: the client stamped its events and ``sentAt`` with the same clock, so
+    ``timestamp + (receivedAt − sentAt)`` is the event's time on the gateway's clock. A ``sentAt``
+    that is not representable or absurd (more than the trusted window away) corrects nothing."""
+    if sent is None:
+        return timedelta(0)
+    try:
+        shift = arrived - utc(sent)
+    except OverflowError:
+        return timedelta(0)
+    return shift if abs(shift) <= PAST_WINDOW else timedelta(0)
 
 
 def received(batch: RawBatch) -> datetime:
@@ -68,8 +104,8 @@ def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
     """The event as a dict, or the reason it is not a JSON object."""
     try:
         value = msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        return str(exc)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
+        return f"invalid JSON: {exc}"
     except RecursionError:
         return "event nests too deeply"
     return value if isinstance(value, dict) else "event must be a JSON object"

@@ -16,6 +16,7 @@ from pipeline.normalize.common import (
     Invalid,
     as_json,
     decode_object,
+    event_time,
     extras,
     message_id,
     parse_time,
@@ -78,8 +79,7 @@ def _events(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             page_url=text(fields.get("page_url"), FIELD_CAPS["page_url"]),
             properties=as_json(properties),
         )  # fmt: skip
-        if (moment := parse_time(fields.get("timestamp"))) is not None:
-            event.timestamp = moment
+        event.timestamp, event.original_timestamp = event_time(parse_time(fields.get("timestamp")), event.received_at)
         yield event
 
 

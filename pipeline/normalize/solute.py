@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize.common import (
@@ -11,10 +11,12 @@ from pipeline.normalize.common import (
     Invalid,
     as_json,
     decode_event,
+    event_time,
     extras,
     message_id,
     parse_time,
     received,
+    skew,
     text,
     utc,
 )  # fmt: skip
@@ -27,9 +29,7 @@ FIELDS = SoluteEvent.__struct_fields__
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
     arrived = received(batch)
     sent = parse_time(batch.sent_at)
-    # Clock-skew correction: the client stamped timestamp and sentAt with the same clock, so
-    # timestamp + (receivedAt - sentAt) is the event's time on the gateway's clock.
-    shift = arrived - sent if sent else timedelta(0)
+    shift = skew(arrived, sent)
     for index, payload in zip(batch.indexes, batch.events, strict=True):
         decoded = decode_event(payload, SoluteEvent, check)
         if isinstance(decoded, str):
@@ -43,6 +43,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
         if event.type == "page":
             properties.update({k: v for k, v in (("name", event.name), ("category", event.category)) if v})
         page = context.get("page")
+        timestamp, original = event_time(event.timestamp, arrived, shift)
         yield CanonicalEvent(
             org_id=batch.org_id,
             project_id=batch.project_id,
@@ -55,9 +56,10 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             anonymous_id=event.anonymousId or "",
             unit_key=event.userId or event.anonymousId or "",
             session_id=text(context.get("sessionId"), SESSION_ID_MAX),
-            timestamp=utc(event.timestamp) + shift,
+            timestamp=timestamp,
+            original_timestamp=original,
             received_at=arrived,
-            sent_at=sent,
+            sent_at=_representable(sent),
             properties=as_json(properties),
             context=as_json(context),
             traits=as_json(event.traits),
@@ -65,3 +67,12 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             group_id=event.groupId or "",
             previous_id=event.previousId or "",
         )
+
+
+def _representable(sent: datetime | None) -> datetime | None:
+    """``sentAt`` in UTC for its column, or None when it does not fit one (it stays in the DLQ-free
+    event as context is not needed: skew correction already ignored it)."""
+    try:
+        return utc(sent) if sent is not None else None
+    except OverflowError:
+        return None

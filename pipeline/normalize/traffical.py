@@ -14,11 +14,11 @@ from pipeline.normalize.common import (
     Invalid,
     as_json,
     decode_event,
+    event_time,
     extras,
     message_id,
     received,
     text,
-    utc,
 )  # fmt: skip
 from sluice.envelope import RawBatch
 from sluice.wire.traffical import Track, TrafficalEvent, check_event
@@ -46,7 +46,8 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             user_id=event.userId or "",
             unit_key=event.unitKey,
             session_id=text(event.sessionId, 200),
-            timestamp=utc(event.timestamp),
+            timestamp=(stamped := event_time(event.timestamp, arrived))[0],
+            original_timestamp=stamped[1],
             received_at=arrived,
             properties=as_json(properties),
             context=as_json({k: fields[k] for k in CONTEXT_FIELDS if k in fields}),

@@ -14,6 +14,7 @@ a thread (:func:`asyncio.to_thread`), and a warehouse that is down raises
 
 from __future__ import annotations
 
+import re
 import threading
 from importlib import resources
 from pathlib import Path
@@ -26,11 +27,39 @@ INSERT_SETTINGS = "date_time_input_format = 'best_effort'"
 
 
 class WarehouseError(Exception):
-    """A statement failed: bad SQL, unknown table. Retrying will not help."""
+    """A statement was rejected: bad SQL, unknown table, a value the column refuses. Retrying
+    the same statement will not help."""
 
 
 class WarehouseUnavailable(WarehouseError):
-    """The warehouse could not be reached. Wait and retry."""
+    """The warehouse could not take the statement now (unreachable, overloaded, out of memory,
+    timing out). Wait and retry."""
+
+
+TRANSIENT_CODES = frozenset({
+    159,  # TIMEOUT_EXCEEDED
+    160,  # TOO_SLOW
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS (merges behind: back off)
+    285,  # TOO_FEW_LIVE_REPLICAS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    425,  # SYSTEM_ERROR
+    439,  # CANNOT_SCHEDULE_TASK
+    999,  # KEEPER_EXCEPTION
+})  # fmt: skip
+"""ClickHouse error codes that say "not now" rather than "not this data"."""
+
+
+def classify(message: str) -> WarehouseError:
+    """A ClickHouse error message (``Code: N. DB::Exception: …``) as unavailable or rejected."""
+    found = re.search(r"Code:\s*(\d+)", message)
+    if found and int(found.group(1)) in TRANSIENT_CODES:
+        return WarehouseUnavailable(message)
+    return WarehouseError(message)
 
 
 class Warehouse(Protocol):
@@ -124,7 +153,7 @@ class ChdbWarehouse:
                 cls._current_db = self.database
             result = cls._session.query(sql, fmt)
         except RuntimeError as exc:  # chDB raises RuntimeError subclasses (two ChdbError classes)
-            raise WarehouseError(str(exc)) from exc
+            raise classify(str(exc)) from exc
         return bytes(result.bytes())
 
     def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
@@ -132,8 +161,11 @@ class ChdbWarehouse:
             return self._run(sql, fmt)
 
     def insert_json(self, table: str, rows: bytes) -> None:
-        sql = f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS} FORMAT JSONEachRow {rows.decode()}"
-        self.execute(sql, "TSV")
+        try:
+            text = rows.decode()
+        except UnicodeDecodeError as exc:  # chDB takes the statement as text
+            raise WarehouseError(f"rows are not valid UTF-8: {exc}") from exc
+        self.execute(f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS} FORMAT JSONEachRow {text}", "TSV")
 
     def close(self) -> None:
         """The session lives as long as the process: chDB cannot reopen another path anyway."""
@@ -196,7 +228,7 @@ def _classify(exc: Exception) -> WarehouseError:
 
     if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
         return WarehouseUnavailable(str(exc))
-    return WarehouseError(str(exc))
+    return classify(str(exc))
 
 
 def open_warehouse(settings: Settings) -> Warehouse:

@@ -17,6 +17,13 @@ _TABLE = re.compile(
     r"ENGINE\s*=\s*(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
     re.DOTALL,
 )
+_COPY = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (?P<name>\w+) AS (?P<like>\w+)\s+"
+    r"ENGINE\s*=\s*(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
+    re.DOTALL,
+)
+_INSERT = re.compile(r"INSERT INTO (?P<name>\w+) SELECT \* FROM (?P<source>\w+)", re.DOTALL)
+_DROP = re.compile(r"DROP (?P<kind>TABLE|VIEW)(?: IF EXISTS)? (?P<name>\w+)", re.DOTALL)
 _VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (?P<name>\w+)\s+AS\s+(?P<query>.*)", re.DOTALL)
 _ALTER = re.compile(r"ALTER TABLE (?P<name>\w+)\s+(?P<rest>.*)", re.DOTALL)
 _ORDER = re.compile(r"ORDER BY\s*(\((?P<many>[^)]*)\)|(?P<one>\w+))")
@@ -27,6 +34,17 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
     table = _TABLE.fullmatch(statement.strip())
     if table:
         return _table(table, cluster)
+    copy = _COPY.fullmatch(statement.strip())
+    if copy:
+        return _table(copy, cluster, f"AS {copy['like']}_local")
+    insert = _INSERT.fullmatch(statement.strip())
+    if insert:  # through the Distributed tables, waiting for the shards
+        return [f"INSERT INTO {insert['name']} SETTINGS distributed_foreground_insert = 1 "
+                f"SELECT * FROM {insert['source']}"]  # fmt: skip
+    drop = _DROP.fullmatch(statement.strip())
+    if drop:
+        names = [drop["name"]] + ([f"{drop['name']}_local"] if drop["kind"] == "TABLE" else [])
+        return [f"DROP {drop['kind']} IF EXISTS {name} ON CLUSTER {cluster} SYNC" for name in names]
     view = _VIEW.fullmatch(statement.strip())
     if view:
         return [f"CREATE VIEW IF NOT EXISTS {view['name']} ON CLUSTER {cluster} AS {view['query']}"]
@@ -36,7 +54,7 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
     raise ValueError(f"no cluster form for: {statement[:80]}")
 
 
-def _table(match: re.Match[str], cluster: str) -> list[str]:
+def _table(match: re.Match[str], cluster: str, columns: str = "") -> list[str]:
     name, engine, rest = match["name"], match["engine"], match["rest"]
     args = ", ".join(a for a in ["'/clickhouse/tables/{shard}/{database}/{table}'", "'{replica}'", match["args"]] if a)
     order = _ORDER.search(rest)
@@ -44,7 +62,7 @@ def _table(match: re.Match[str], cluster: str) -> list[str]:
         raise ValueError(f"{name}: a cluster table needs ORDER BY (its sharding key)")
     key = order["many"] or order["one"]
     return [
-        f"CREATE TABLE IF NOT EXISTS {name}_local ON CLUSTER {cluster} {match['columns']} "
+        f"CREATE TABLE IF NOT EXISTS {name}_local ON CLUSTER {cluster} {columns or match['columns']} "
         f"ENGINE = Replicated{engine}({args}){rest}",
         f"CREATE TABLE IF NOT EXISTS {name} ON CLUSTER {cluster} AS {name}_local "
         f"ENGINE = Distributed({cluster}, currentDatabase(), {name}_local, cityHash64({key}))",

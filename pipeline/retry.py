@@ -1,0 +1,57 @@
+"""One retry policy: exponential backoff with full jitter, for everything that waits out an outage.
+
+Only *unavailability* is retried (Kafka or ClickHouse unreachable, overloaded, timing out); a
+rejection of the data itself is never retried here — the caller isolates it instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("sluice.worker")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    first: float = 0.5
+    cap: float = 10.0
+
+    def delays(self) -> _Delays:
+        return _Delays(self)
+
+
+class _Delays:
+    def __init__(self, policy: Backoff) -> None:
+        self.policy, self.attempt = policy, 0
+
+    def next(self) -> float:
+        """The next wait: uniform in [0, min(cap, first·2ⁿ)] (full jitter, so that workers that
+        failed together do not retry together)."""
+        ceiling = min(self.policy.cap, self.policy.first * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 30)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+async def retrying(
+    what: str, call: Callable[[], Awaitable[T]], retry_on: tuple[type[BaseException], ...],
+    policy: Backoff = DEFAULT_BACKOFF,
+) -> T:  # fmt: skip
+    """``await call()`` until it returns; waits out the exceptions in ``retry_on``, logging each."""
+    delays = policy.delays()
+    while True:
+        try:
+            return await call()
+        except retry_on as exc:
+            delay = delays.next()
+            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)

@@ -1,0 +1,114 @@
+"""The rows one keyed batch writes to the warehouse, typed (msgspec structs → JSONEachRow).
+
+Every row is a pure function of the committed state and the records it came from, so a record
+processed twice — a replay after a crash, or the last batch of a worker that stalled and lost its
+partitions meanwhile — writes the very same rows again, which the tables replace (see
+``ddl/0004_fenced_rows.sql``). ``version`` is the source offset of the last record that changed
+the row's key: a late write of an older state loses to the newer one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from pipeline.canonical import CanonicalEvent
+from pipeline.state import UnitState
+from sluice.envelope import DeadLetter
+
+
+class UserRow(msgspec.Struct):
+    org_id: str
+    user_id: str
+    first_seen: datetime
+    last_seen: datetime
+    traits: str
+    company_ids: list[str]
+    version: int
+
+
+class CompanyRow(msgspec.Struct):
+    org_id: str
+    company_id: str
+    first_seen: datetime
+    last_seen: datetime
+    traits: str
+    version: int
+
+
+class AliasRow(msgspec.Struct):
+    org_id: str
+    previous_id: str
+    user_id: str
+    aliased_at: datetime
+    message_id: str
+
+
+class UnitRow(msgspec.Struct):
+    org_id: str
+    project_id: str
+    env: str
+    experiment_id: str
+    variant_id: str
+    unit_key: str
+    assigned_at: datetime | None
+    first_exposed_at: datetime | None
+    converted_at: datetime | None
+    conversions: dict[str, datetime]
+    variants_seen: int
+    version: int
+
+
+class RollupRow(msgspec.Struct):
+    """Counts of one keyed record for one group (kind, experiment, variant, event, minute)."""
+
+    org_id: str
+    project_id: str
+    env: str
+    kind: str
+    experiment_id: str
+    variant_id: str
+    event: str
+    minute: datetime
+    count: int = 0
+    units: int = 0
+    value_sum: float = 0.0
+    source_topic: str = ""
+    source_partition: int = 0
+    source_offset: int = 0
+
+
+@dataclass
+class Writes:
+    """What one batch writes: rows per table, and what the batch turned away."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    aliases: list[AliasRow] = field(default_factory=list)
+    users: dict[tuple[str, str], UserRow] = field(default_factory=dict)
+    companies: dict[tuple[str, str], CompanyRow] = field(default_factory=dict)
+    units: dict[tuple[str, str, str, str], UnitRow] = field(default_factory=dict)
+    touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState, int]] = field(default_factory=dict)
+    """(org, experiment, unit) → the batch's last event for it, the unit and that event's offset:
+    rows built in ``finish``."""
+    rollups: dict[tuple[Any, ...], RollupRow] = field(default_factory=dict)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    capped: Counter[str] = field(default_factory=Counter)
+    """Items a state cap turned away, by cap (see ``pipeline.state``)."""
+    letters: list[DeadLetter] = field(default_factory=list)
+    """Items that failed in this stage, with why."""
+    last_offset: dict[int, int] = field(default_factory=dict)
+    """Per source partition: the last offset the batch covered (committed with its state)."""
+
+    def tables(self) -> list[tuple[str, list[Any]]]:
+        """Non-event rows per table, in the order the sink writes them."""
+        return [
+            ("user_aliases", self.aliases),
+            ("users", list(self.users.values())),
+            ("companies", list(self.companies.values())),
+            ("experiment_units", list(self.units.values())),
+            ("rollups_1m", list(self.rollups.values())),
+        ]
