@@ -108,7 +108,7 @@ class Fencing:
         if producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, transactional_id=self.transactional_id(partition),
-                enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1_000_000,
+                enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1_000_000, max_request_size=4 << 20,
                 request_timeout_ms=30_000, **self.kafka,
             )  # fmt: skip
             await producer.start()
@@ -180,33 +180,41 @@ class KeyedStage:
         self.state.partition = partition  # each key's changelog record goes to the key's partition
 
     async def _commit(self, partition: int, last: int) -> None:
-        """Commit the partition's state and offset; wait out an unavailable Kafka; raise
-        :class:`Lost` when the producer was fenced (the state changes are then dropped)."""
-        delays = self.retry.delays()
-        while True:
-            producer = self.fencing.producers.get(partition)
-            if producer is None:
-                self.state.discard(partition)
-                raise Lost(partition, fenced=False)
-            try:
-                await self.state.commit(producer, partition, TopicPartition(self.topic, partition), last + 1,
-                                        self.fencing.group)  # fmt: skip
-                return
-            except ProducerFenced:
-                log.warning("partition %s moved to another worker: its batch is dropped here", partition)
-                await self.fencing.release(partition)
-                self.state.discard(partition)
-                self.state.revoke({partition})
-                raise Lost(partition, fenced=True) from None
-            except KafkaError as exc:
-                if not exc.retriable:  # the producer is unusable: start again with a fresh one
-                    await self.fencing.release(partition)
-                    self.state.discard(partition)
-                    self.state.revoke({partition})
-                    raise Lost(partition, fenced=False) from exc
-                delay = delays.next()
-                log.warning("committing partition %s failed, retrying in %.1fs: %s", partition, delay, exc)
-                await asyncio.sleep(delay)
+        await commit_partition(self.state, self.fencing, self.topic, partition, last, self.retry)
+
+
+async def commit_partition(
+    state: StateStore, fencing: Fencing, topic: str, partition: int, last: int, retry: Backoff = DEFAULT_BACKOFF
+) -> None:
+    """Commit the partition's staged state and ``last + 1`` as its consumed offset of ``topic``;
+    wait out an unavailable Kafka; raise :class:`Lost` when the producer was fenced or broke (the
+    staged state is then dropped: the records will be processed again, by whoever owns them)."""
+    delays = retry.delays()
+    while True:
+        producer = fencing.producers.get(partition)
+        if producer is None:
+            state.discard(partition)
+            raise Lost(partition, fenced=False)
+        try:
+            await state.commit(producer, partition, TopicPartition(topic, partition), last + 1, fencing.group)
+            return
+        except ProducerFenced:
+            log.warning("partition %s moved to another worker: its batch is dropped here", partition)
+            await _drop(state, fencing, partition)
+            raise Lost(partition, fenced=True) from None
+        except KafkaError as exc:
+            if not exc.retriable:  # the producer is unusable: start again with a fresh one
+                await _drop(state, fencing, partition)
+                raise Lost(partition, fenced=False) from exc
+            delay = delays.next()
+            log.warning("committing partition %s failed, retrying in %.1fs: %s", partition, delay, exc)
+            await asyncio.sleep(delay)
+
+
+async def _drop(state: StateStore, fencing: Fencing, partition: int) -> None:
+    await fencing.release(partition)
+    state.discard(partition)
+    state.revoke({partition})
 
 
 def _undecodable(value: bytes, reason: str) -> DeadLetter:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from pipeline.keyed import Fencing, commit_partition
+from pipeline.retry import Backoff
 from pipeline.statestore import StateStore
 from sluice.settings import Settings
 
@@ -26,7 +27,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
             for n in range(300):
                 first.put(f"k{partition}-{n}".encode(), f"v{n}".encode())
         assert first.get(b"k0-1") is None  # staged, not yet committed
-        assert await first.commit() == 600
+        assert await commit(first, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings) == 600
         assert first.get(b"k0-1") == b"v1" and first.get(b"k1-299") == b"v299"
         assert first.checkpoint(0) == 299 and first.checkpoint(1) == 299
 
@@ -40,7 +41,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
             # It owns partition 1 for a while and changes a key ...
             second.partition = 1
             second.put(b"k1-7", b"changed")
-            await second.commit()
+            await commit(second, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
         finally:
             await second.stop()
 
@@ -49,7 +50,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
         assert 1 not in first.ready
         assert await first.recover({1}) == 1
         assert first.get(b"k1-7") == b"changed"
-        assert first.checkpoint(1) == 300
+        assert first.checkpoint(1) == 302  # each transaction ends in a commit marker
     finally:
         await first.stop()
 
@@ -60,7 +61,7 @@ async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_sett
         store.put(b"small", b"x")
         store.put(b"huge", b"x" * 1_200_000)
         store.put(b"after", b"y")
-        assert await store.commit() == 3
+        assert await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings) == 3
         again = StateStore(tmp_path / "t", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
         try:
             assert await again.recover({0}) == 3
@@ -86,13 +87,13 @@ async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settin
             store.partition = n % 2
             store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((n % 2, n, 0), now - age)))
         store.put(b"unit\x00not-a-seen-entry", b"{}")
-        await store.commit()
+        await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
 
         pruner = SeenPruner(store, b"seen\x00", 7 * day, per_call=2, clock=lambda: now)
         pruner.next_pass = now  # due
         removed = [pruner.step(), pruner.step(), pruner.step()]  # two slices, then resting
         assert removed == [1, 1, 0]  # one expired entry in each slice of two keys
-        await store.commit()
+        await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
         assert store.get(b"seen\x00b-expired") is None and store.get(b"seen\x00d-ancient") is None
         assert store.get(b"seen\x00a-fresh") is not None and store.get(b"seen\x00c-in-margin") is not None
         assert store.get(b"unit\x00not-a-seen-entry") == b"{}"
@@ -123,18 +124,19 @@ async def test_commit_waits_out_a_kafka_outage(
         await asyncio.to_thread(broker.wait_ready)
         mine = Settings.from_env(settings.to_env(), kafka_bootstrap=broker.bootstrap)
         await ensure_topics(mine)
-        store = StateStore(tmp_path / "s", mine.state_topic, mine.kafka_bootstrap, request_timeout=1.0)
+        store = StateStore(tmp_path / "s", mine.state_topic, mine.kafka_bootstrap)
         await store.recover({0, 1})
         store.put(b"before", b"1")
-        await store.commit()
+        fencing = Fencing(mine.kafka_bootstrap, "outage-test")
+        await commit(store, fencing, mine, close=False)  # the producer is up before the outage
         await asyncio.to_thread(broker.stop)
         store.put(b"during", b"2")
-        commit = asyncio.create_task(store.commit(retry_seconds=0.2, max_retry_seconds=1.0))
+        commit_task = asyncio.create_task(commit(store, fencing, mine))
         await asyncio.sleep(4)
-        assert not commit.done() and store.get(b"during") is None  # waiting, not failed, not applied
+        assert not commit_task.done() and store.get(b"during") is None  # waiting, not failed, not applied
         await asyncio.to_thread(broker.start, "256m")
         await asyncio.to_thread(broker.wait_ready)
-        assert await asyncio.wait_for(commit, 90) == 1
+        await asyncio.wait_for(commit_task, 90)
         assert store.get(b"during") == b"2"
         await store.stop()
         again = StateStore(tmp_path / "t", mine.state_topic, mine.kafka_bootstrap)
@@ -145,42 +147,15 @@ async def test_commit_waits_out_a_kafka_outage(
         broker.stop()
 
 
-async def test_commit_sends_everything_again_when_a_produce_fails(tmp_path: Path) -> None:
-    """The retry itself, with a producer whose first produce fails (no broker needed)."""
-    from types import SimpleNamespace
-
-    from aiokafka.errors import LeaderNotAvailableError
-
-    class Batch(list[tuple[bytes, bytes | None]]):
-        def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> bool:  # type: ignore[override]
-            super().append((key, value))
-            return True
-
-    class FlakyProducer:
-        def __init__(self) -> None:
-            self.produced: list[list[tuple[bytes, bytes | None]]] = []
-            self.failures = 1
-
-        def create_batch(self) -> Batch:
-            return Batch()
-
-        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[Any]:
-            future = asyncio.get_running_loop().create_future()
-            if self.failures:
-                self.failures -= 1
-                future.set_exception(LeaderNotAvailableError())
-            else:
-                self.produced.append(list(batch))
-                future.set_result(SimpleNamespace(offset=100 * len(self.produced)))
-            return future
-
-    store = StateStore(tmp_path / "s", "state", "unused:9092")
-    producer = FlakyProducer()
-    store._producer = producer
-    store.put(b"a", b"1")
-    store.delete(b"gone")
-    assert await store.commit(retry_seconds=0.01) == 2
-    assert producer.produced == [[(b"a", b"1"), (b"gone", None)]]  # sent whole, once it could be
-    assert store.get(b"a") == b"1" and store.checkpoint(0) == 101
-    store._producer = None
-    await store.stop()
+async def commit(store: StateStore, fencing: Fencing, settings: Settings, close: bool = True) -> int:
+    """Commit every staged partition the way the keyed stage does (its own fenced transaction,
+    the keyed topic's offset 0 as consumed); returns the records written."""
+    staged = sum(len(items) for items in store.pending.values())
+    try:
+        for partition in sorted(store.pending):
+            await fencing.acquire(partition)
+            await commit_partition(store, fencing, settings.keyed_topic, partition, 0, Backoff(0.2, 1.0))
+    finally:
+        if close:
+            await fencing.close()
+    return staged
