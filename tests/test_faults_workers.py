@@ -9,6 +9,7 @@ Sizes are modest in ``make test``; ``make soak`` sets SLUICE_SOAK=1 for longer, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -220,3 +221,44 @@ async def test_a_lost_warehouse_is_rebuilt_exactly_by_a_new_worker_group(shared:
         await settles_on_truth(rebuilt, truth)
     finally:
         terminate(worker)
+
+
+PAUSE_SECONDS = 25.0
+"""Longer than the workers' session (10 s): the group moves the paused worker's partitions."""
+
+
+async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Settings, tmp_path: Path) -> None:
+    """Two workers; one is SIGSTOPped for 25 s mid-stream, then SIGCONTed while load runs: it comes
+    back holding what it held, but it was fenced meanwhile, so the totals stay exact."""
+    batches, truth = ab_test(
+        "exp_pause", {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.10, batch_size=100, seed=51,
+    )  # fmt: skip
+    key = sluice(shared, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    members = [worker_settings(shared, tmp_path, n) for n in range(2)]
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = [spawn(member, "worker", log) for member, log in zip(members, logs, strict=True)]
+    try:
+        for member, worker in zip(members, workers, strict=True):
+            wait_http(f"{member.worker_url}/healthz", 60, worker)
+
+        def pause() -> None:
+            os.killpg(workers[0].pid, signal.SIGSTOP)
+
+        def resume() -> None:
+            os.killpg(workers[0].pid, signal.SIGCONT)
+
+        with running(shared, "gateway", f"{gateway_url(shared)}/readyz", tmp_path / "gw.log"):
+            body = [encode(b) for b in batches]
+            await post_paced(shared, key, body, PAUSE_SECONDS + 15.0, {5.0: pause, 5.0 + PAUSE_SECONDS: resume})
+        await settles_on_truth(shared, truth, within=180)
+        assert all(worker.poll() is None for worker in workers), "a worker died"
+    except BaseException:
+        for log in logs:
+            sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGCONT)
+            terminate(worker)

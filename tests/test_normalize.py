@@ -151,11 +151,11 @@ def test_traffical_exposure_track_decision() -> None:
     layer = {"layerId": "l1", "policyId": "policy_color_test", "allocationName": "treatment", "bucket": 7420}
     exposure, track, decision = only(list(normalize(family_batch(
         "traffical", "/v1/events",
-        {"type": "exposure", "unitKey": "user_789", "timestamp": "2026-05-21T10:30:00Z", "decisionId": "dec_1",
+        {"type": "exposure", "unitKey": "user_789", "timestamp": "2025-01-15T10:30:00Z", "decisionId": "dec_1",
          "layers": [layer], "sdkName": "js-client"},
-        {"type": "track", "unitKey": "user_789", "timestamp": "2026-05-21T10:35:00Z", "event": "purchase",
+        {"type": "track", "unitKey": "user_789", "timestamp": "2025-01-15T10:35:00Z", "event": "purchase",
          "properties": {"order_total": 49.99}, "decisionId": "dec_1", "id": "evt_9", "value": 49.99},
-        {"type": "decision", "unitKey": "user_789", "timestamp": "2026-05-21T10:29:59Z", "layers": [layer],
+        {"type": "decision", "unitKey": "user_789", "timestamp": "2025-01-15T10:29:59Z", "layers": [layer],
          "latencyMs": 2.5},
     ))))  # fmt: skip
     assert (exposure.type, exposure.experiment_id, exposure.variant_id) == (
@@ -167,7 +167,7 @@ def test_traffical_exposure_track_decision() -> None:
     assert msgspec.json.decode(exposure.context) == {"sdkName": "js-client"}
     assert (track.message_id, track.event, track.decision_id) == ("evt_9", "purchase", "dec_1")
     assert msgspec.json.decode(track.properties) == {"order_total": 49.99, "value": 49.99}
-    assert decision.timestamp == datetime(2026, 5, 21, 10, 29, 59, tzinfo=UTC)
+    assert decision.timestamp == datetime(2025, 1, 15, 10, 29, 59, tzinfo=UTC)
     assert msgspec.json.decode(decision.properties)["latencyMs"] == 2.5
 
 
@@ -176,11 +176,19 @@ def test_traffical_invalid_events_are_dead_letters() -> None:
     assert isinstance(item, Invalid) and item.reason == "Object missing required field `timestamp`"
 
 
-def test_timestamps_far_in_the_future_are_flagged_not_dropped() -> None:
-    far, near = normalize(batch(
+def test_times_outside_the_trusted_window_become_the_received_time_with_the_original_kept() -> None:
+    far, near, ancient, year_one, overflow = normalize(batch(
         solute_event(messageId="far", timestamp="2025-01-20T10:30:00Z"),
         solute_event(messageId="near", timestamp="2025-01-15T12:00:00Z"),
-        sent_at=None,
+        solute_event(messageId="ancient", timestamp="1950-03-01T00:00:00Z"),
+        solute_event(messageId="year-one", timestamp="0001-01-01T00:00:00+14:00"),
+        solute_event(messageId="overflow", timestamp="9999-12-31T23:59:59Z"),
+        sent_at="0001-01-01T00:00:00Z",  # absurd: no skew correction
     ))  # fmt: skip
-    assert isinstance(far, CanonicalEvent) and far.flags == ["future_timestamp"]
-    assert isinstance(near, CanonicalEvent) and near.flags == []
+    arrived = datetime.fromtimestamp(RECEIVED, UTC)
+    assert isinstance(near, CanonicalEvent) and near.flags == [] and near.original_timestamp == ""
+    assert near.timestamp == datetime(2025, 1, 15, 12, tzinfo=UTC)
+    for item, sent in ((far, "2025-01-20T10:30:00+00:00"), (ancient, "1950-03-01T00:00:00+00:00"),
+                       (year_one, "0001-01-01T00:00:00+14:00"), (overflow, "9999-12-31T23:59:59+00:00")):  # fmt: skip
+        assert isinstance(item, CanonicalEvent) and item.flags == ["timestamp_replaced"]
+        assert (item.timestamp, item.original_timestamp) == (arrived, sent)

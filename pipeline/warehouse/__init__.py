@@ -78,11 +78,20 @@ class Warehouse(Protocol):
 
 def migrations() -> list[tuple[int, str, list[str]]]:
     """The versioned DDL files, in order: (version, name, statements)."""
+    return [(version, name, statements) for version, name, _, statements in _migration_files()]
+
+
+def _migration_files() -> list[tuple[int, str, str, list[str]]]:
+    """(version, name, condition, statements): a file whose first line is ``-- only-if: SQL``
+    applies its statements only where that query answers non-zero (an upgrade that a warehouse
+    created with the current DDL does not need)."""
     found = []
     for entry in resources.files("pipeline.warehouse").joinpath("ddl").iterdir():
         if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, split_statements(entry.read_text())))
+            text = entry.read_text()
+            first = text.splitlines()[0] if text else ""
+            condition = first.removeprefix("-- only-if:").strip() if first.startswith("-- only-if:") else ""
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, condition, split_statements(text)))
     return sorted(found)
 
 
@@ -109,11 +118,12 @@ def migrate(warehouse: Warehouse, cluster: str = "") -> list[int]:
     run(MIGRATIONS_TABLE)
     done = {int(v) for v in warehouse.execute("SELECT version FROM schema_migrations", "TSV").split()}
     applied = []
-    for version, name, statements in migrations():
+    for version, name, condition, statements in _migration_files():
         if version in done:
             continue
-        for statement in statements:
-            run(statement)
+        if not condition or int(warehouse.execute(condition, "TSV").strip() or b"0"):
+            for statement in statements:
+                run(statement)
         warehouse.execute(f"INSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}')")
         applied.append(version)
     return applied

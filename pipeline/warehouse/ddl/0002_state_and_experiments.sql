@@ -1,14 +1,14 @@
 -- Users, companies, aliases, experiment units, rollups and the dead-letter table.
 --
 -- How each stays exact under replays (see pipeline/processor.py):
--- * users, companies, experiment_units: the worker holds the state (Faust tables, merged with
---   idempotent rules: min, max, last-writer-wins per trait, set union) and writes the whole
---   current record; ReplacingMergeTree keeps the newest write, and a replay rewrites the same
---   record. Read with FINAL (or the *_final views).
--- * rollups_1m: counts are not idempotent, so every row carries the source partition and the
---   last source offset its batch covered; a restarted worker reads these fences and does not
---   count records at or below them again. One table (exposures and tracks together) so that a
---   batch's counts and its fence land in one insert.
+-- * users, companies, experiment_units: the worker holds the state (pipeline/statestore.py,
+--   merged with idempotent rules: min, max, last-writer-wins per trait, set union) and writes the
+--   whole current record, versioned by the source offset of the last record that changed it;
+--   ReplacingMergeTree(version) keeps the newest, and a replay rewrites the same record. Read
+--   with FINAL (or the *_final views).
+-- * rollups_1m: one row per source record and group, keyed by the record's partition and offset:
+--   a record counted twice writes the same row again, which replaces the first. Exposures and
+--   tracks share the table; read them through exposures_1m and tracks_1m (FINAL inside).
 -- * dlq: keyed by where the letter sits in the DLQ topic.
 
 CREATE TABLE IF NOT EXISTS users
@@ -19,9 +19,10 @@ CREATE TABLE IF NOT EXISTS users
     last_seen   DateTime64(3, 'UTC'),
     traits      String COMMENT 'JSON object, merged: the newest value of each trait',
     company_ids Array(String),
-    updated_at  DateTime64(6, 'UTC') DEFAULT now64(6)
+    updated_at  DateTime64(6, 'UTC') DEFAULT now64(6),
+    version     UInt64 DEFAULT 0 COMMENT 'source offset of the last record that changed the user'
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree(version)
 ORDER BY (org_id, user_id);
 
 CREATE TABLE IF NOT EXISTS companies
@@ -31,9 +32,10 @@ CREATE TABLE IF NOT EXISTS companies
     first_seen  DateTime64(3, 'UTC'),
     last_seen   DateTime64(3, 'UTC'),
     traits      String COMMENT 'JSON object, merged: the newest value of each trait',
-    updated_at  DateTime64(6, 'UTC') DEFAULT now64(6)
+    updated_at  DateTime64(6, 'UTC') DEFAULT now64(6),
+    version     UInt64 DEFAULT 0 COMMENT 'source offset of the last record that changed the company'
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree(version)
 ORDER BY (org_id, company_id);
 
 CREATE TABLE IF NOT EXISTS user_aliases
@@ -60,9 +62,10 @@ CREATE TABLE IF NOT EXISTS experiment_units
     converted_at     Nullable(DateTime64(3, 'UTC')) COMMENT 'first attributed track event',
     conversions      Map(String, DateTime64(3, 'UTC')) COMMENT 'first time of each attributed event',
     variants_seen    UInt16 COMMENT 'variants of this experiment the unit was exposed to',
-    updated_at       DateTime64(6, 'UTC') DEFAULT now64(6)
+    updated_at       DateTime64(6, 'UTC') DEFAULT now64(6),
+    version          UInt64 DEFAULT 0 COMMENT 'source offset of the last record that changed the unit'
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree(version)
 ORDER BY (org_id, experiment_id, variant_id, unit_key);
 
 CREATE TABLE IF NOT EXISTS rollups_1m
@@ -80,21 +83,21 @@ CREATE TABLE IF NOT EXISTS rollups_1m
     value_sum        Float64,
     source_topic     LowCardinality(String),
     source_partition UInt32,
-    source_offset    UInt64 COMMENT 'last offset of the batch these counts came from: the fence'
+    source_offset    UInt64 COMMENT 'offset of the keyed record these counts came from'
 )
-ENGINE = MergeTree
-ORDER BY (org_id, kind, experiment_id, variant_id, event, minute);
+ENGINE = ReplacingMergeTree
+ORDER BY (org_id, kind, experiment_id, variant_id, event, minute, source_partition, source_offset);
 
 CREATE VIEW IF NOT EXISTS exposures_1m AS
 SELECT org_id, project_id, env, experiment_id, variant_id, minute,
        sum(count) AS exposures, sum(units) AS units
-FROM rollups_1m WHERE kind = 'exposure'
+FROM rollups_1m FINAL WHERE kind = 'exposure'
 GROUP BY org_id, project_id, env, experiment_id, variant_id, minute;
 
 CREATE VIEW IF NOT EXISTS tracks_1m AS
 SELECT org_id, project_id, env, experiment_id, variant_id, event, minute,
        sum(count) AS tracks, sum(units) AS units, sum(value_sum) AS value_sum
-FROM rollups_1m WHERE kind = 'track'
+FROM rollups_1m FINAL WHERE kind = 'track'
 GROUP BY org_id, project_id, env, experiment_id, variant_id, event, minute;
 
 CREATE VIEW IF NOT EXISTS users_final AS SELECT * FROM users FINAL;

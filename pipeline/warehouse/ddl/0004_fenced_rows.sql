@@ -1,3 +1,7 @@
+-- only-if: SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('events', 'events_local') AND engine LIKE '%MergeTree' AND partition_key NOT LIKE '%received_at%'
+-- (A warehouse created with this version's 0001/0002 has these forms already; only an older one
+-- is rebuilt. Upgrade with one worker running: the rebuild is not safe against a concurrent one.)
+--
 -- Rows a stalled (fenced) worker may write again must be harmless, and no insert may touch an
 -- unbounded number of partitions (see pipeline/keyed.py, docs/effectively-once.md):
 --
