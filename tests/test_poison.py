@@ -70,6 +70,7 @@ HTTP_CASES: list[tuple[str, str, Callable[[], bytes]]] = [
 
 def raw_cases(settings: Settings) -> list[tuple[str, str, bytes]]:
     """Records the gateway would not write, written straight to the worker's topics."""
+
     def batch(**fields: Any) -> bytes:
         base: dict[str, Any] = {
             "family": "solute", "route": "/api/events", "org_id": "acme", "project_id": "default",
@@ -140,9 +141,9 @@ async def test_no_hostile_input_stops_or_crashes_the_worker(kafka_settings: Sett
             letters = query_rows(kafka_settings, "SELECT reason FROM dlq FINAL")
             assert any("unknown family" in r["reason"] for r in letters)
             assert any("undecodable keyed record" in r["reason"] for r in letters)
-            metrics = (await (await aiohttp.ClientSession().__aenter__()).get(f"{kafka_settings.worker_url}/metrics"))
+            metrics = await (await aiohttp.ClientSession().__aenter__()).get(f"{kafka_settings.worker_url}/metrics")
             text = await metrics.text()
-            assert "sluice_worker_state_capped_total{cap=\"experiments\"}" in text
+            assert 'sluice_worker_state_capped_total{cap="experiments"}' in text
             assert "Traceback" not in worker_log.read_text(errors="replace") or True
     finally:
         await producer.stop()

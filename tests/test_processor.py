@@ -12,8 +12,8 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.processor import Incoming, Processor, Stores
-from pipeline.rows import Writes
 from pipeline.records import Routed, route
+from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)

@@ -27,7 +27,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
             for n in range(300):
                 first.put(f"k{partition}-{n}".encode(), f"v{n}".encode())
         assert first.get(b"k0-1") is None  # staged, not yet committed
-        assert await commit(first, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings) == 600
+        assert await commit(first, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings) == 600
         assert first.get(b"k0-1") == b"v1" and first.get(b"k1-299") == b"v299"
         assert first.checkpoint(0) == 299 and first.checkpoint(1) == 299
 
@@ -41,7 +41,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
             # It owns partition 1 for a while and changes a key ...
             second.partition = 1
             second.put(b"k1-7", b"changed")
-            await commit(second, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
+            await commit(second, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
         finally:
             await second.stop()
 
@@ -61,7 +61,7 @@ async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_sett
         store.put(b"small", b"x")
         store.put(b"huge", b"x" * 1_200_000)
         store.put(b"after", b"y")
-        assert await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings) == 3
+        assert await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings) == 3
         again = StateStore(tmp_path / "t", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
         try:
             assert await again.recover({0}) == 3
@@ -87,13 +87,13 @@ async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settin
             store.partition = n % 2
             store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((n % 2, n, 0), now - age)))
         store.put(b"unit\x00not-a-seen-entry", b"{}")
-        await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
+        await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
 
         pruner = SeenPruner(store, b"seen\x00", 7 * day, per_call=2, clock=lambda: now)
         pruner.next_pass = now  # due
         removed = [pruner.step(), pruner.step(), pruner.step()]  # two slices, then resting
         assert removed == [1, 1, 0]  # one expired entry in each slice of two keys
-        await commit(store, Fencing(kafka_settings.kafka_bootstrap, 'g'), kafka_settings)
+        await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
         assert store.get(b"seen\x00b-expired") is None and store.get(b"seen\x00d-ancient") is None
         assert store.get(b"seen\x00a-fresh") is not None and store.get(b"seen\x00c-in-margin") is not None
         assert store.get(b"unit\x00not-a-seen-entry") == b"{}"

@@ -34,7 +34,9 @@ def normalize(batch: RawBatch) -> list[CanonicalEvent | Invalid]:
     """Every event of ``batch``, in order, as a canonical event or a dead letter's content."""
     mapper = MAPPERS.get(batch.family)
     if mapper is None:
-        return [Invalid(i, f"unknown family {batch.family!r}", p) for i, p in zip(batch.indexes, batch.events, strict=False)]
+        return [
+            Invalid(i, f"unknown family {batch.family!r}", p) for i, p in zip(batch.indexes, batch.events, strict=False)
+        ]
     try:
         items = list(mapper(batch))
     except Exception:  # one event broke the mapper: map them one by one, to isolate it
