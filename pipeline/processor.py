@@ -201,6 +201,9 @@ class Processor:
         if event.type == "track":
             touched = self._track(event, unit, properties, at, source, writes)
         else:
+            layers = properties.get("layers")
+            if isinstance(layers, list) and len(layers) > MAX_PAIRS:
+                writes.capped["pairs"] += len(layers) - MAX_PAIRS
             touched = self._tracked(unit, _layers(properties) or _own_pair(event), writes)
             if event.decision_id and touched:
                 unit.decide(event.decision_id, touched)
