@@ -1,1 +1,1 @@
-"""The stream-processing side of Sluice: the Faust worker, canonical models and the warehouse."""
+"""The stream-processing side of Sluice: the worker (aiokafka), canonical models and the warehouse."""

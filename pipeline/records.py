@@ -9,7 +9,7 @@ touches is local to one partition (and one worker):
 
 The partition is ``crc32(key) mod partitions``, chosen here rather than by the producer, so that
 one raw batch becomes one keyed record per partition it touches (a list of items): per-record
-costs in Kafka and Faust are paid per hundred events, not per event.
+costs in Kafka are paid per hundred events, not per event.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_url: str = "http://127.0.0.1:6066"
     """Where ``sluice query`` finds the worker that owns the embedded warehouse."""
     worker_group: str = "sluice-worker"
-    """Kafka consumer group (Faust app id) of the workers."""
+    """Kafka consumer group of the workers; also the prefix of their transactional ids."""
     dedupe_window_days: float = 7.0
     """How long a message id is remembered: a copy arriving later counts as new."""
     value_property: str = "order_total"

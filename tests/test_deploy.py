@@ -140,5 +140,5 @@ def test_pods_are_probed_limited_and_drain_before_they_are_killed(overlay: str) 
             assert {"cpu", "memory"} <= set(container["resources"]["requests"])
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
             pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-            drain = 10  # aiohttp's shutdown_timeout and Faust's session timeout, seconds
+            drain = 10  # aiohttp's shutdown_timeout and the worker's session timeout, seconds
             assert pod["terminationGracePeriodSeconds"] > pre_stop + drain

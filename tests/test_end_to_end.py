@@ -1,4 +1,4 @@
-"""One event the whole way: HTTP → gateway → Kafka → Faust worker → ClickHouse (chDB) → query."""
+"""One event the whole way: HTTP → gateway → Kafka → worker → ClickHouse (chDB) → query."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ HTTP_CASES: list[tuple[str, str, Callable[[], bytes]]] = [
      lambda: b'{"batch":[{"type":"track","event":"buy","userId":"u-big2","messageId":"big2",'
              b'"properties":{"order_total":' + b"9" * 400 + b"}}]}"),
     ("0.99 MB of identify for one user", "/api/events", identify_flood),
-    *[(f"11,000 layers, request {n}", "/v1/events", lambda n=n: many_layers(n)) for n in range(4)],  # type: ignore[misc]
+    *[(f"11,000 layers, request {n}", "/v1/events", lambda n=n: many_layers(n)) for n in range(4)],
 ]  # fmt: skip
 
 
