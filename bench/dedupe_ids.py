@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.keyed import Fencing, commit_partition  # noqa: E402
 from pipeline.state import Seen  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
 from sluice.envelope import encoder  # noqa: E402
@@ -37,15 +38,23 @@ def key(n: int) -> bytes:
 
 async def main(bootstrap: str, topic: str, partitions: int, count: int, path: Path) -> dict[str, float]:
     store = StateStore(path, topic, bootstrap)
+    fencing = Fencing(bootstrap, "bench-dedupe")
+    for partition in range(partitions):
+        await fencing.acquire(partition)
     await store.recover(set(range(partitions)))
+
+    async def commit() -> None:  # as the keyed stage does: a transaction per partition
+        for partition in sorted(store.pending):
+            await commit_partition(store, fencing, topic, partition, 0)
+
     now = time.time()
     started = time.perf_counter()
     for n in range(count):
         store.partition = n % partitions
         store.put(key(n), encoder.encode(Seen((n % partitions, n, 0), now)))
         if (n + 1) % COMMIT_EVERY == 0:
-            await store.commit()
-    await store.commit()
+            await commit()
+    await commit()
     wrote = time.perf_counter() - started
     rng = random.Random(1)
     lookups = 1_000_000
@@ -54,6 +63,7 @@ async def main(bootstrap: str, topic: str, partitions: int, count: int, path: Pa
     looked = time.perf_counter() - started
     assert found == lookups
     await store.stop()
+    await fencing.close()
     return {"ids": count, "writes_per_s": count / wrote, "lookups_per_s": lookups / looked}
 
 
