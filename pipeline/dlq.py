@@ -13,11 +13,11 @@ import time
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from pipeline.scorecard import quote
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.formats import QUERY_FORMATS
 from sluice.envelope import RawBatch, body_digest, encoder
 from sluice.settings import Settings
+from sluice.sql import literal
 
 COLUMNS = "id, received_at, org_id, family, route, source, reason, payload"
 
@@ -34,7 +34,7 @@ class Letter(msgspec.Struct):
 
 
 def list_letters(warehouse: Warehouse, org_id: str | None, limit: int, fmt: str) -> bytes:
-    where = f"WHERE org_id = {quote(org_id)}" if org_id else ""
+    where = f"WHERE org_id = {literal(org_id)}" if org_id else ""
     sql = f"SELECT {COLUMNS} FROM dlq FINAL {where} ORDER BY received_at DESC LIMIT {int(limit)}"
     return warehouse.execute(sql, QUERY_FORMATS[fmt])
 
@@ -42,9 +42,9 @@ def list_letters(warehouse: Warehouse, org_id: str | None, limit: int, fmt: str)
 async def replay(settings: Settings, warehouse: Warehouse, *, ids: list[str], org_id: str | None) -> int:
     conditions = []
     if ids:
-        conditions.append(f"id IN ({', '.join(quote(i) for i in ids)})")
+        conditions.append(f"id IN ({', '.join(literal(i) for i in ids)})")
     if org_id:
-        conditions.append(f"org_id = {quote(org_id)}")
+        conditions.append(f"org_id = {literal(org_id)}")
     sql = (
         "SELECT id, org_id, family, route, payload, project_id, env, batch FROM dlq FINAL "
         f"WHERE {' AND '.join(conditions)} AND family != ''"

@@ -16,6 +16,7 @@ import math
 import msgspec
 
 from pipeline.warehouse import Warehouse
+from sluice.sql import literal
 
 SRM_THRESHOLD = 0.001
 Z95 = 1.959963984540054
@@ -44,19 +45,15 @@ class Scorecard(msgspec.Struct):
     multiple_exposure_units: int
 
 
-def quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def scorecard(
     warehouse: Warehouse, org_id: str, experiment_id: str, *, event: str | None = None,
     control: str | None = None, weights: list[float] | None = None,
 ) -> Scorecard:  # fmt: skip
-    converted = f"mapContains(conversions, {quote(event)})" if event else "converted_at IS NOT NULL"
+    converted = f"mapContains(conversions, {literal(event)})" if event else "converted_at IS NOT NULL"
     sql = (
         f"SELECT variant_id, count() AS exposed, countIf({converted}) AS converted, "
         "countIf(variants_seen > 1) AS multiple "
-        f"FROM experiment_units FINAL WHERE org_id = {quote(org_id)} AND experiment_id = {quote(experiment_id)} "
+        f"FROM experiment_units FINAL WHERE org_id = {literal(org_id)} AND experiment_id = {literal(experiment_id)} "
         "AND first_exposed_at IS NOT NULL GROUP BY variant_id ORDER BY variant_id"
     )
     rows = [msgspec.json.decode(line) for line in warehouse.execute(sql, "JSONEachRow").splitlines() if line]

@@ -50,6 +50,7 @@ from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.warehouse.formats import output_format
+from pipeline.warehouse.readonly import authorized, query_token, read_only
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 from sluice.settings import Settings
 
@@ -95,6 +96,7 @@ class Worker:
         self.fenced_until: dict[int, float] = {}
         """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
         self.stopping = asyncio.Event()
+        self.query_token = query_token(settings.query_token, settings.home, create=not settings.clickhouse_url)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -279,13 +281,21 @@ class Worker:
         return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
     async def _query(self, request: web.Request) -> web.Response:
+        """Read-only SQL on the embedded warehouse (``pipeline.warehouse.readonly``), for the
+        holder of the query token, never from a browser, and not at all with a server."""
+        if self.settings.clickhouse_url:
+            return web.Response(text="no SQL here: query the ClickHouse server with your own user\n", status=404)
+        if "Origin" in request.headers:
+            return web.Response(text="browsers may not query the warehouse\n", status=403)
+        if not authorized(request.headers.get("Authorization", ""), self.query_token):
+            return web.Response(text="a valid query token is required (Authorization: Bearer …)\n", status=401)
         fmt = output_format(request.query.get("format", "tsv"))
         if fmt is None:
             return web.Response(text="unsupported format\n", status=400)
-        sql = await request.text()
         try:
-            out = await asyncio.to_thread(self.warehouse.execute, sql, fmt)
-        except WarehouseError as exc:
+            sql = await request.text()
+            out = await asyncio.to_thread(read_only, self.warehouse, sql, fmt)
+        except (WarehouseError, UnicodeDecodeError) as exc:
             return web.Response(text=str(exc) + "\n", status=400)
         return web.Response(body=out, content_type="text/plain")
 

@@ -74,11 +74,17 @@ class LocalKafka:
     ``stop()`` sends SIGTERM (Kafka's controlled shutdown) and kills it if it lingers.
     """
 
-    def __init__(self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None,
+        proxied: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
+        """``proxied=(inner, outer)`` adds a listener on ``inner`` that tells clients to connect to
+        ``outer``: a TCP proxy there (tests) can then cut one client off the broker."""
         self.data_dir = data_dir.resolve()
         self.libs = libs
         self.port = port
         self.controller_port = controller_port or free_port()
+        self.proxied = proxied
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,6 +115,11 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "num.partitions": "6",
         }
+        if self.proxied:
+            inner, outer = self.proxied
+            lines["listeners"] += f",PROXIED://127.0.0.1:{inner}"
+            lines["advertised.listeners"] += f",PROXIED://127.0.0.1:{outer}"
+            lines["listener.security.protocol.map"] += ",PROXIED:PLAINTEXT"
         config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
         return config
 

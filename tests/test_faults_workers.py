@@ -23,11 +23,12 @@ import aiohttp
 import pytest
 
 from sluice.devrun import terminate
-from sluice.localkafka import free_port
+from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.builders import encode
 from tests.load import ab_test, settles_on_truth
+from tests.netfault import Partition
 from tests.processes import gateway_url, running, sluice, spawn, wait_http, warehouse_server
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -262,3 +263,60 @@ async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Set
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGCONT)
             terminate(worker)
+
+
+async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice(
+    settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two workers; one reaches Kafka through a proxy that cuts it off for 25 s (longer than its
+    session) while it still reaches the warehouse, under a load with 10 % duplicates. It may
+    write rows meanwhile, but its commits fail once it is fenced: the totals stay exact."""
+    inner, outer = free_port(), free_port()
+    broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port(), proxied=(inner, outer))
+    broker.start(heap="384m")
+    proxy = Partition(outer, inner)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.to_thread(broker.wait_ready)
+        await proxy.start()
+        with warehouse_server(tmp_path / "warehouse") as url:
+            real = Settings.from_env(
+                settings.to_env(), kafka_bootstrap=broker.bootstrap, raw_partitions=6,
+                clickhouse_url=f"{url}/{settings.clickhouse_database}", sink_batch_rows=500, sink_batch_seconds=0.3,
+            )  # fmt: skip
+            await ensure_topics(real)
+            batches, truth = ab_test(
+                "exp_cut", {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
+                duplicate_rate=0.10, batch_size=100, seed=61,
+            )  # fmt: skip
+            key = sluice(real, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write")
+            members = [worker_settings(real, tmp_path, n) for n in range(2)]
+            members[0] = Settings.from_env(members[0].to_env(), kafka_bootstrap=f"127.0.0.1:{outer}")
+            logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+            workers = [spawn(member, "worker", log) for member, log in zip(members, logs, strict=True)]
+            try:
+                for member, worker in zip(members, workers, strict=True):
+                    wait_http(f"{member.worker_url}/healthz", 60, worker)
+                with running(real, "gateway", f"{gateway_url(real)}/readyz", tmp_path / "gw.log"):
+                    body = [encode(b) for b in batches]
+
+                    def cut() -> None:
+                        loop.call_soon_threadsafe(proxy.partition)
+
+                    def heal() -> None:
+                        loop.call_soon_threadsafe(proxy.heal)
+
+                    await post_paced(real, key.stdout.strip(), body, PAUSE_SECONDS + 15.0,
+                                     {5.0: cut, 5.0 + PAUSE_SECONDS: heal})  # fmt: skip
+                await settles_on_truth(real, truth, within=180)
+                assert all(worker.poll() is None for worker in workers), "a worker died"
+            except BaseException:
+                for log in logs:
+                    sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-4000:])
+                raise
+            finally:
+                for worker in workers:
+                    terminate(worker)
+    finally:
+        await proxy.stop()
+        broker.stop()

@@ -7,19 +7,24 @@ import urllib.parse
 import urllib.request
 
 from pipeline.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
+from pipeline.warehouse.readonly import query_token
 from sluice.settings import Settings
 
 
 class RemoteWarehouse:
     """Reads (and DDL) through a worker; inserts belong to the worker itself."""
 
-    def __init__(self, worker_url: str, database: str = "") -> None:
+    def __init__(self, worker_url: str, database: str = "", token: str = "") -> None:
         self.url = worker_url.rstrip("/") + "/query"
         self.database = database
+        self.token = token
 
     def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
         request = urllib.request.Request(
-            f"{self.url}?{urllib.parse.urlencode({'format': fmt})}", data=sql.encode(), method="POST"
+            f"{self.url}?{urllib.parse.urlencode({'format': fmt})}",
+            data=sql.encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {self.token}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
@@ -44,4 +49,5 @@ def warehouse_for_cli(settings: Settings) -> Warehouse:
     """The ClickHouse server when one is configured, else the worker that owns chDB."""
     if settings.clickhouse_url:
         return open_warehouse(settings)
-    return RemoteWarehouse(settings.worker_url, settings.clickhouse_database)
+    token = query_token(settings.query_token, settings.home, create=False)
+    return RemoteWarehouse(settings.worker_url, settings.clickhouse_database, token)
