@@ -166,6 +166,7 @@ async def test_warehouse_down_for_30s_worker_waits_and_catches_up(
 
         def restart_warehouse() -> None:
             nonlocal warehouse
+            time.sleep(max(0.0, outage["from"] + WAREHOUSE_DOWN_SECONDS - time.monotonic()))  # a late kill
             outage["to"] = time.monotonic()
             warehouse = spawn(served, "warehouse", tmp_path / "warehouse.log")
             wait_http(f"http://127.0.0.1:{port}/ping", 60, warehouse)
