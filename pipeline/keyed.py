@@ -154,10 +154,12 @@ class KeyedStage:
         whether it was fenced."""
         writes = self.processor.begin()
         for partition, offset, value in records:
+            if offset <= writes.last_offset.get(partition, -1):
+                continue  # already in this batch: counting it twice would add to its rollup rows
+            writes.last_offset[partition] = offset
             try:
                 items = routed_decoder.decode(value)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                writes.last_offset[partition] = max(offset, writes.last_offset.get(partition, -1))
                 writes.letters.append(_undecodable(value, f"undecodable keyed record: {exc}"))
                 continue
             for index, item in enumerate(items):

@@ -130,6 +130,11 @@ class Worker:
                 timeout_ms=int(left * 1000), max_records=self.settings.sink_batch_rows
             )  # fmt: skip
             for tp, messages in fetched.items():
+                if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
+                    # The position moved back (a rebalance reset it to the committed offset): the
+                    # records taken so far come again; a batch must never hold a record twice.
+                    count -= len(taken[tp])
+                    taken[tp] = []
                 taken[tp] += messages
                 count += len(messages)
         return taken
@@ -239,12 +244,14 @@ class Worker:
         committed = await asyncio.wait_for(self.consumer.committed(tp), timeout=30)
         start = committed if committed is not None else (await self.consumer.beginning_offsets([tp]))[tp]
         self.owned.add(tp.partition)
+        log.info("took partition %s: committed %s, fetched from %s", tp.partition, start, first_offset)
         if start != first_offset:
             self.consumer.seek(tp, start)
             return False
         return True
 
     async def _lose(self, partition: int) -> None:
+        log.info("let partition %s go", partition)
         self.owned.discard(partition)
         self.state.discard(partition)
         self.state.revoke({partition})
@@ -434,5 +441,8 @@ async def serve(settings: Settings, warehouse: Warehouse | None = None) -> None:
 
 
 def run_worker(settings: Settings) -> None:
+    from sluice.logs import configure_logging
+
+    configure_logging(settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

@@ -1,34 +1,54 @@
 """A TCP proxy that can cut its clients off, as a network partition does: while cut, bytes in
 flight stop and new connections hang; healed, stuck connections are closed (their peers
-reconnect) and new ones pass again."""
+reconnect) and new ones pass again. It runs on an event loop of its own, in a thread, so that a
+test blocking its own loop (a subprocess, a sleep) does not stall the proxied traffic."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 
 class Partition:
     def __init__(self, listen_port: int, target_port: int) -> None:
         self.listen_port, self.target_port = listen_port, target_port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._healed = asyncio.Event()
-        self._healed.set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def partition(self) -> None:
+        """Cut: from now on nothing passes, in either direction."""
+        self._loop.call_soon_threadsafe(self._healed.clear)
+
+    def heal(self) -> None:
+        """Heal: the stuck connections are closed (as a real partition's would time out)."""
+        self._loop.call_soon_threadsafe(self._heal)
+
+    async def _start(self) -> None:
+        self._healed.set()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
         self._close_all()
 
-    def partition(self) -> None:
-        self._healed.clear()
-
-    def heal(self) -> None:
-        self._close_all()  # as after a real partition: the old connections are dead
+    def _heal(self) -> None:
+        self._close_all()
         self._healed.set()
 
     def _close_all(self) -> None:

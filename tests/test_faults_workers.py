@@ -29,7 +29,7 @@ from sluice.topics import delete_topics, ensure_topics
 from tests.builders import encode
 from tests.load import ab_test, settles_on_truth
 from tests.netfault import Partition
-from tests.processes import gateway_url, running, sluice, spawn, wait_http, warehouse_server
+from tests.processes import gateway_url, query_rows, running, sluice, spawn, wait_http, warehouse_server
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -118,7 +118,15 @@ async def test_three_workers_one_killed_mid_stream_counts_exactly(shared: Settin
             body = [encode(b) for b in batches]
             await post_paced(shared, key, body, LOAD_SECONDS, {LOAD_SECONDS * 0.3: kill_first,
                                                                 LOAD_SECONDS * 0.7: add_fourth})  # fmt: skip
-        await settles_on_truth(shared, truth, within=180)
+        try:
+            await settles_on_truth(shared, truth, within=180)
+        except AssertionError:
+            detail = query_rows(
+                shared,
+                "SELECT source_partition AS p, count() AS rows, sum(count) AS n, sum(units) AS u "
+                "FROM rollups_1m FINAL WHERE kind = 'exposure' GROUP BY p ORDER BY p",
+            )
+            raise AssertionError(f"per partition: {detail}") from None
         survivors = [events_handled(member) for member in members[1:3]]
         assert all(n > 0 for n in survivors), f"a surviving worker took no partition: {survivors}"
 
@@ -276,10 +284,9 @@ async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice
     broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port(), proxied=(inner, outer))
     broker.start(heap="384m")
     proxy = Partition(outer, inner)
-    loop = asyncio.get_running_loop()
     try:
         await asyncio.to_thread(broker.wait_ready)
-        await proxy.start()
+        proxy.start()
         with warehouse_server(tmp_path / "warehouse") as url:
             real = Settings.from_env(
                 settings.to_env(), kafka_bootstrap=broker.bootstrap, raw_partitions=6,
@@ -301,14 +308,8 @@ async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice
                 with running(real, "gateway", f"{gateway_url(real)}/readyz", tmp_path / "gw.log"):
                     body = [encode(b) for b in batches]
 
-                    def cut() -> None:
-                        loop.call_soon_threadsafe(proxy.partition)
-
-                    def heal() -> None:
-                        loop.call_soon_threadsafe(proxy.heal)
-
                     await post_paced(real, key.stdout.strip(), body, PAUSE_SECONDS + 15.0,
-                                     {5.0: cut, 5.0 + PAUSE_SECONDS: heal})  # fmt: skip
+                                     {5.0: proxy.partition, 5.0 + PAUSE_SECONDS: proxy.heal})  # fmt: skip
                 await settles_on_truth(real, truth, within=180)
                 assert all(worker.poll() is None for worker in workers), "a worker died"
             except BaseException:
@@ -319,5 +320,5 @@ async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice
                 for worker in workers:
                     terminate(worker)
     finally:
-        await proxy.stop()
+        proxy.stop()
         broker.stop()

@@ -95,7 +95,8 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
 
     old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
     await own(old, partitions)
-    _, _, lost = await old.run(first_half)
+    # a rebalance may reset the consumer's position mid-fetch: the same records come twice
+    _, _, lost = await old.run(first_half + first_half)
     assert lost == {}
 
     # The old owner stalls holding the second half: it processes it and writes its rows...

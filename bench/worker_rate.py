@@ -1,0 +1,115 @@
+"""Part of ``make bench``, and on its own: one worker process's rate from the raw topic into
+warehouse rows, everything on (dedupe, users, attribution, rollups, fenced transactions).
+
+A fresh broker and a gateway; ``BENCH_WORKER_EVENTS`` events of the four families' mix with 5 %
+duplicates are loaded into the raw topic through the gateway; the gateway stops; then one worker
+starts and works through them. Prints one JSON line: events, seconds from start to the last row,
+the rate with start-up, the steady rate (first row to last) and, with ``--profile``, the top of
+a py-spy profile of the worker. Usage: ``python bench/worker_rate.py [--profile]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+sys.path.insert(0, str(REPO / "bench"))
+from run import count, fill, sluice, start, stop, wait_http  # noqa: E402
+
+from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
+from sluice.settings import Settings  # noqa: E402
+
+EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
+
+
+def profile_top(path: Path, limit: int = 25) -> list[tuple[str, float]]:
+    """py-spy's raw (collapsed) stacks → the share of samples in each of the top frames (self)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(samples)
+        total += n
+        own[frames[-1].split(" (")[0] + " " + frames[-1].rsplit("/", 1)[-1].rstrip(")")] += n
+    return [(frame, round(100 * n / max(total, 1), 1)) for frame, n in own.most_common(limit)]
+
+
+def main(profile: bool) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="sluice-worker-bench-"))
+    broker = LocalKafka(work / "kafka", ensure_jars(), port=free_port())
+    broker.start(heap="1g")
+    broker.wait_ready()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        settings = Settings.from_env(
+            {}, home=str(work / "home"), kafka_bootstrap=broker.bootstrap, gateway_port=free_port(),
+            worker_port=(wp := free_port()), worker_url=f"http://127.0.0.1:{wp}", rate_limit=0,
+            topic_prefix="wk.", log_level="warning",
+        )  # fmt: skip
+        key = sluice(settings, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+        gateway = start(settings, "gateway", work / "gateway.log")
+        processes.append(gateway)
+        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
+        filled = asyncio.run(fill(settings, key, EVENTS, duplicate_rate=0.05))
+        stop(gateway)
+        started = time.monotonic()
+        worker = start(settings, "worker", work / "worker.log")
+        processes.append(worker)
+        wait_http(f"{settings.worker_url}/healthz", 120)
+        spy = None
+        if profile:
+            spy = subprocess.Popen(
+                [str(REPO / ".venv/bin/py-spy"), "record", "-p", str(worker.pid), "-d", "20", "-f", "raw",
+                 "-o", str(work / "worker.prof"), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        while True:
+            rows = count(settings, "SELECT count() FROM events")
+            lag_done = rows > 0 and _idle(settings)
+            if lag_done:
+                break
+            time.sleep(1)
+        elapsed = time.monotonic() - started
+        span = float(
+            sluice(
+                settings, "query", "SELECT toFloat64(max(inserted_at)) - toFloat64(min(inserted_at)) FROM events"
+            ).split()[-1]
+        )
+        result: dict[str, object] = {
+            "events_accepted": filled, "rows": int(rows), "seconds": round(elapsed, 1),
+            "events_per_s": round(filled / elapsed), "steady_events_per_s": round(filled / max(span, 1e-3)),
+        }  # fmt: skip
+        if spy is not None:
+            spy.wait(timeout=60)
+            result["profile"] = profile_top(work / "worker.prof")
+        return result
+    finally:
+        for process in processes:
+            stop(process)
+        broker.stop()
+
+
+def _idle(settings: Settings) -> bool:
+    """The worker has no lag left on any of its topics (its /metrics)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{settings.worker_url}/metrics", timeout=10).read().decode()
+    lags = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sluice_worker_consumer_lag{")
+    ]
+    return bool(lags) and sum(lags) == 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(main("--profile" in sys.argv)))
