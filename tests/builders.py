@@ -133,6 +133,18 @@ XAIKU_FULL_EVENT: dict[str, Any] = {
 }
 
 
+def xaiku_sdk_event(**changes: Any) -> dict[str, Any]:
+    """An event as the browser SDK (1.1.1) builds it: its client attributes (framework, sessionId =
+    the guid, ``userId`` and ``orgId``, ``''`` until set), the page, the metric, the name."""
+    event: dict[str, Any] = {
+        "framework": "react", "frameworkVersion": "19.0.0", "sessionId": "3f6c1a2e-guid", "userId": "user_42",
+        "orgId": "", "pathname": "/landing", "referrer": "", "experimentId": "exp_abc123", "variantId": "var_001",
+        "eventName": "impression",
+    }  # fmt: skip
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not None}
+
+
 def xaiku_event(**changes: Any) -> dict[str, Any]:
     event = copy.deepcopy(XAIKU_CURL_EVENTS[0])
     event.update(changes)
@@ -183,3 +195,52 @@ def traffical_event(index: int = 0, **changes: Any) -> dict[str, Any]:
 
 def encode(value: Any) -> bytes:
     return msgspec.json.encode(value)
+
+
+# --- Traffical: every shape the published event schema allows (sluice/schemas/traffical) ------
+
+TRAFFICAL_BASE: dict[str, Any] = {
+    "orgId": "org_acme", "projectId": "proj_marketplace", "env": "production", "unitKey": "user-abc",
+    "timestamp": "2026-05-21T10:30:00.000Z",
+}  # fmt: skip
+ALLOCATED_LAYER = {
+    "layerId": "layer_ui", "bucket": 551, "policyId": "policy_color_test", "policyKey": "color-test",
+    "allocationName": "treatment", "allocationKey": "treatment",
+}  # fmt: skip
+UNALLOCATED_LAYER = {"layerId": "layer_pricing", "bucket": 913}
+"""A unit whose bucket falls in no allocation: the schema's minimal layer (js-client sends it)."""
+
+
+def traffical_schema_events() -> dict[str, dict[str, Any]]:
+    """Named events, each valid against the published schema, from the minimal to the fullest."""
+    base = copy.deepcopy(TRAFFICAL_BASE)
+    return {
+        "exposure-minimal": {**base, "type": "exposure", "assignments": {}, "layers": [UNALLOCATED_LAYER]},
+        "exposure-unallocated-first": {
+            **base, "type": "exposure", "id": "exp_1", "decisionId": "dec_1",
+            "assignments": {"ui.primaryColor": "#FF0000", "pricing.discount": 0},
+            "layers": [UNALLOCATED_LAYER, ALLOCATED_LAYER], "context": {"userId": "user-abc", "locale": "en"},
+            "sdkName": "js-client", "sdkVersion": "0.17.0",
+        },  # fmt: skip
+        "exposure-no-layers": {**base, "type": "exposure", "assignments": {}, "layers": []},
+        "decision-unallocated-only": {
+            **base, "type": "decision", "assignments": {"pricing.discount": 0}, "layers": [UNALLOCATED_LAYER],
+        },  # fmt: skip
+        "decision-full": {
+            **base, "type": "decision", "id": "dec_1", "userId": "u_1", "anonymousId": "anon_1",
+            "sessionId": "s_1", "requestId": "req_1", "requestedParameters": ["ui.primaryColor", "pricing.discount"],
+            "assignments": {"ui.primaryColor": "#FF0000", "pricing.discount": 0},
+            "layers": [ALLOCATED_LAYER, UNALLOCATED_LAYER], "latencyMs": 3,
+            "context": {"userId": "user-abc"}, "sdkName": "js-client", "sdkVersion": "0.17.0",
+        },  # fmt: skip
+        "track-minimal": {**base, "type": "track", "event": "purchase"},
+        "track-full": {
+            **base, "type": "track", "id": "trk_1", "event": "purchase", "decisionId": "dec_1", "value": 49.99,
+            "values": {"margin": 12.5}, "properties": {"orderId": "ord_1", "value": 49.99},
+            "attribution": [{
+                "layerId": "layer_ui", "policyId": "policy_color_test", "policyKey": "color-test",
+                "allocationName": "treatment", "allocationKey": "treatment", "weight": 1, "model": "last_touch",
+            }],
+            "eventTimestamp": "2026-05-21T10:29:00Z", "sdkName": "js-client", "sdkVersion": "0.17.0",
+        },  # fmt: skip
+    }
