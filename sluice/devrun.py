@@ -2,7 +2,8 @@
 
 Each part is its own process (as in production); this one supervises them. On the first start it
 creates a dev org with one key of each kind and prints them (they are stored hashed: this is the
-only time they are shown). Ctrl-C or SIGTERM stops the gateway first (it drains), then the worker
+only time they are shown). The publishable key works with every family's browser SDK: it has the
+``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs. Ctrl-C or SIGTERM stops the gateway first (it drains), then the worker
 (it commits), then Kafka, and leaves no process behind.
 """
 
@@ -31,12 +32,12 @@ async def bootstrap_dev_org(settings: Settings) -> list[tuple[str, str]]:
     registry = await read_registry(settings.kafka_bootstrap, settings.registry_topic)
     if any(k.org_id == DEV_ORG for k in registry.keys.values()):
         return []
-    publishable, pub_record = new_key(DEV_ORG, "publishable", prefix="pk_")
+    publishable, pub_record = new_key(DEV_ORG, "publishable", prefix="pk_", scopes=["sdk:write"])
     secret, sec_record = new_key(DEV_ORG, "secret", prefix="sk_", scopes=["sdk:write"])
     await write_records(
         settings.kafka_bootstrap, settings.registry_topic, [key_record(pub_record), key_record(sec_record)]
     )
-    return [("publishable", publishable), ("secret (scope sdk:write)", secret)]
+    return [("publishable (scope sdk:write)", publishable), ("secret (scope sdk:write)", secret)]
 
 
 def _spawn(command: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
@@ -129,6 +130,10 @@ def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir:
         for kind, key in keys:
             print(f"  {kind:<26} {key}")
     else:
-        print("\nDev org 'dev' exists; make a new key with:\n"
-              "  .venv/bin/sluice keys create --org dev --kind secret --scope sdk:write")  # fmt: skip
+        print("\nDev org 'dev' exists; make a new key for browser SDKs with:\n"
+              "  .venv/bin/sluice keys create --org dev --kind publishable --scope sdk:write")  # fmt: skip
+    print(f"\nBrowser SDKs take the publishable key and this gateway as their base URL:\n"
+          f"  Traffical js-client  baseUrl: '{gateway_url}', env: 'production' (config: sluice config put)\n"
+          f"  Xaiku browser        proxyApiUrl: '{gateway_url}/api/v1' (experiments: sluice experiments put)\n"
+          f"  Halo                 {gateway_url}/api/sdk    Solute  {gateway_url}/api/events")  # fmt: skip
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
