@@ -3,8 +3,9 @@
 Each part is its own process (as in production); this one supervises them. On the first start it
 creates a dev org with one key of each kind and prints them (they are stored hashed: this is the
 only time they are shown). The publishable key works with every family's browser SDK: it has the
-``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs. Ctrl-C or SIGTERM stops the gateway first (it drains), then the worker
-(it commits), then Kafka, and leaves no process behind.
+``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs. Ctrl-C or
+SIGTERM stops the gateway first (it drains), then the worker (it commits), then Kafka, and leaves
+no process behind.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
-from sluice.envelope import RawBatch, body_digest, derived_message_id
 from pipeline.processor import _layers
+from sluice.envelope import RawBatch, body_digest, derived_message_id
 from tests.builders import (
     ALLOCATED_LAYER,
     UNALLOCATED_LAYER,
