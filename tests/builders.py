@@ -276,3 +276,28 @@ def traffical_schema_events() -> dict[str, dict[str, Any]]:
             "sdkVersion": "0.17.0",
         },
     }
+
+
+# --- Configuration the SDKs fetch: Traffical's example bundle, Xaiku experiments -------------
+
+
+def traffical_bundle(**changes: Any) -> dict[str, Any]:
+    """The sdk-spec's example bundle (project ``proj_test``, env ``production``)."""
+    from importlib import resources
+
+    text = resources.files("sluice.schemas").joinpath("traffical/bundle_basic.json").read_text()
+    bundle: dict[str, Any] = msgspec.json.decode(text)
+    bundle.update(changes)
+    return {k: v for k, v in bundle.items() if v is not None}
+
+
+XAIKU_EXPERIMENTS: dict[str, Any] = {
+    "experiments": {
+        "exp_hero": [
+            {"id": "control", "control": True, "parts": {"title": "Welcome", "cta": "Sign up"}},
+            {"id": "bold", "weight": 5, "parts": {"title": "WELCOME!", "cta": "Start now"}},
+        ],
+        "exp_cta": [{"id": "a"}, {"id": "b", "weight": 2.5}],
+        "exp_other": [{"id": "only", "name": "extra fields are served too"}],
+    }
+}
