@@ -4,18 +4,23 @@ reaching a gateway's registry follower within 2 s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 
 from sluice.configs import ConfigError, bundle_record, experiment_record, load_bundle, load_experiments
+from sluice.localkafka import free_port
 from sluice.registry import RegistryFollower
 from sluice.settings import Settings
 from tests.builders import XAIKU_EXPERIMENTS, traffical_bundle
-from tests.processes import sluice
+from tests.processes import gateway_url, running, sluice
+from tests.sdk_requests import SDK_REQUESTS
 from tests.test_registry import _within
 
 
@@ -139,3 +144,39 @@ def test_an_invalid_file_writes_nothing(kafka_settings: Settings, tmp_path: Path
     assert done.returncode == 2 and "config-bundle schema" in done.stderr
     listed = sluice(kafka_settings, "config", "list")
     assert listed.stdout.splitlines() == ["org\tproject\tenv\tversion\tbytes\tupdated_at"]
+
+
+@pytest.mark.kafka
+async def test_every_gateway_replica_serves_a_put_within_two_seconds(kafka_settings: Settings, tmp_path: Path) -> None:
+    """Two gateway processes, as two replicas; the SDKs' own requests (tests/sdk_requests.py)."""
+    replicas = [kafka_settings, Settings.from_env(kafka_settings.to_env(), gateway_port=free_port())]
+    key = sluice(kafka_settings, "keys", "create", "--org", "acme", "--kind", "publishable", "--scope", "sdk:write")
+    pk = key.stdout.strip()
+    (tmp_path / "bundle.json").write_bytes(encode(traffical_bundle()))
+    (tmp_path / "experiments.json").write_bytes(encode(XAIKU_EXPERIMENTS))
+    traffical, xaiku = SDK_REQUESTS["traffical-config"], SDK_REQUESTS["xaiku-experiments"]
+
+    async def statuses() -> list[int]:
+        out = []
+        async with aiohttp.ClientSession() as http:
+            for replica in replicas:
+                for sdk in (traffical, xaiku):
+                    headers = {**sdk.with_key(pk), "X-experiment-ids": "exp_hero"}
+                    async with http.get(gateway_url(replica) + sdk.path, headers=headers) as response:
+                        out.append(response.status)
+        return out
+
+    with contextlib.ExitStack() as stack:
+        for n, replica in enumerate(replicas):
+            stack.enter_context(running(replica, "gateway", f"{gateway_url(replica)}/readyz", tmp_path / f"gw{n}.log"))
+        assert await statuses() == [404] * 4
+        put = ["config", "put", "--org", "acme", "--project", "proj_test", "--env", "production"]
+        assert sluice(kafka_settings, *put, str(tmp_path / "bundle.json")).returncode == 0
+        put = ["experiments", "put", "--org", "acme", str(tmp_path / "experiments.json")]
+        assert sluice(kafka_settings, *put).returncode == 0
+        deadline = time.monotonic() + 2.0
+        for _ in range(1000):  # until every replica serves both, for 2 s at most
+            if (seen := await statuses()) == [200] * 4 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert seen == [200] * 4
