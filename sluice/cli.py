@@ -122,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
 
     query = sub.add_parser("query", help="run SQL on the configured warehouse")
     query.add_argument("sql")
-    query.add_argument("--format", choices=["tsv", "json"], default="tsv")
+    query.add_argument(
+        "--format", help="a ClickHouse format name (default: PrettyCompact on a terminal, TabSeparated when piped)"
+    )
     query.set_defaults(run=cmd_query)
     return parser
 
@@ -274,14 +276,16 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.warehouse import WarehouseError
-    from pipeline.warehouse.formats import QUERY_FORMATS
     from pipeline.warehouse.remote import warehouse_for_cli
+    from sluice.query import chosen_format, render, requested_format
 
     try:
-        sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, QUERY_FORMATS[args.format]))
-    except WarehouseError as exc:
+        fmt = chosen_format(args.format, sys.stdout.isatty())
+        answer = warehouse_for_cli(settings).execute(args.sql, requested_format(fmt))
+    except (WarehouseError, ValueError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
+    sys.stdout.buffer.write(render(fmt, answer))
     return 0
 
 
