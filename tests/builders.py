@@ -301,3 +301,28 @@ XAIKU_EXPERIMENTS: dict[str, Any] = {
         "exp_other": [{"id": "only", "name": "extra fields are served too"}],
     }
 }
+
+
+def traffical_sdk_batch(unit: str = "user-abc") -> dict[str, Any]:
+    """What js-client 0.17 posts for one page of the sdk-spec example bundle: the decision (every
+    layer: layer_ui in treatment, layer_pricing's bucket 913 in no allocation), the exposure
+    (``trackExposure``: every layer again) and a track attributed to what the unit saw."""
+    scope = {"orgId": "org_test", "projectId": "proj_test", "env": "production", "unitKey": unit}
+    sdk = {"sdkName": "js-client", "sdkVersion": "0.17.0"}
+    layers = [
+        {"layerId": "layer_ui", "bucket": 551, "policyId": "policy_color_test", "allocationName": "treatment"},
+        {"layerId": "layer_pricing", "bucket": 913},
+    ]
+    assignments = {"ui.primaryColor": "#FF0000", "ui.buttonText": "Click Me", "pricing.discount": 0}
+    return {
+        "events": [
+            {"type": "decision", "id": "dec_1", **scope, "timestamp": "2026-05-21T10:30:00.000Z",
+             "assignments": assignments, "layers": layers, **sdk},
+            {"type": "exposure", "id": "exp_1", "decisionId": "dec_1", **scope,
+             "timestamp": "2026-05-21T10:30:00.100Z", "assignments": assignments, "layers": layers, **sdk},
+            {"type": "track", "id": "trk_1", **scope, "timestamp": "2026-05-21T10:31:00.000Z", "event": "purchase",
+             "value": 49.99, "properties": {"value": 49.99, "orderId": "ord_1"},
+             "attribution": [{"layerId": "layer_ui", "policyId": "policy_color_test", "allocationName": "treatment"}],
+             **sdk},
+        ]
+    }  # fmt: skip

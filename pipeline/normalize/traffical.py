@@ -25,7 +25,7 @@ from pipeline.normalize.common import (
     text,
 )  # fmt: skip
 from sluice.envelope import RawBatch
-from sluice.wire.traffical import Layer, Track, TrafficalEvent, check_event
+from sluice.wire.traffical import Exposure, Layer, Track, TrafficalEvent, check_event
 
 CONTEXT_FIELDS = ("sdkName", "sdkVersion", "orgId", "projectId", "env")
 COLUMN_FIELDS = (
@@ -33,8 +33,10 @@ COLUMN_FIELDS = (
 )  # fmt: skip
 
 
-def first_allocated(layers: list[Layer]) -> Layer | None:
-    return next((layer for layer in layers if layer.allocated), None)
+def first_allocated(layers: list[Layer], exposure: bool) -> Layer | None:
+    """The layer the row names. An exposure never names a layer js-client marks
+    ``attributionOnly`` (it lists every layer, but the page saw none of that one's parameters)."""
+    return next((layer for layer in layers if layer.allocated and not (exposure and layer.attributionOnly)), None)
 
 
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
@@ -47,7 +49,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
         fields, event = decoded
         properties = dict(event.properties) if isinstance(event, Track) else {}
         properties.update(extras(fields, COLUMN_FIELDS + CONTEXT_FIELDS))
-        layer = None if isinstance(event, Track) else first_allocated(event.layers)
+        layer = None if isinstance(event, Track) else first_allocated(event.layers, isinstance(event, Exposure))
         yield CanonicalEvent(
             org_id=batch.org_id, project_id=batch.project_id, env=batch.env,
             message_id=message_id(batch, index, event.id), family="traffical",

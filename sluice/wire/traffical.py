@@ -30,6 +30,8 @@ class Layer(msgspec.Struct, kw_only=True):
     bucket: int | None = None
     policyId: str | None = None
     allocationName: str | None = None
+    attributionOnly: bool | None = None
+    """js-client: resolved for attribution only (the page asked for none of its parameters)."""
 
     @property
     def allocated(self) -> bool:
