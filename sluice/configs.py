@@ -17,12 +17,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import time
 from importlib import resources
 from typing import Any
 
 import msgspec
+
+log = logging.getLogger("sluice.configs")
 
 MAX_BYTES = 900_000
 """A record must fit a Kafka message (1 MB by default) with its envelope."""
@@ -78,7 +81,15 @@ class ConfigStore:
         self.experiments: dict[str, dict[str, XaikuExperiment]] = {}
 
     def apply(self, kind: str, ident: str, value: bytes | None) -> None:
-        parts = tuple(msgspec.json.decode(ident, type=list[str]))
+        """Take one record of the topic; one that cannot be read is skipped (and logged), so it
+        never stops a gateway following the topic — the rest keeps being served."""
+        try:
+            self._apply(kind, ident, value)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            log.warning("skipped an unreadable %s record: %s", kind, exc)
+
+    def _apply(self, kind: str, ident: str, value: bytes | None) -> None:
+        parts = msgspec.json.decode(ident, type=list[str])
         if kind == "config":
             org, project, env = parts
             if value is None:

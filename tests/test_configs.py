@@ -14,9 +14,16 @@ import aiohttp
 import msgspec
 import pytest
 
-from sluice.configs import ConfigError, bundle_record, experiment_record, load_bundle, load_experiments
+from sluice.configs import (
+    ConfigError,
+    as_record,
+    bundle_record,
+    experiment_record,
+    load_bundle,
+    load_experiments,
+)
 from sluice.localkafka import free_port
-from sluice.registry import RegistryFollower
+from sluice.registry import Registry, RegistryFollower
 from sluice.settings import Settings
 from tests.builders import XAIKU_EXPERIMENTS, traffical_bundle
 from tests.processes import gateway_url, running, sluice
@@ -75,6 +82,24 @@ def test_experiments_load_as_each_experiments_variants() -> None:
 def test_experiments_the_sdk_could_not_use_are_refused(experiments: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         load_experiments(encode({"experiments": experiments}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (b"config:not json", b"{}"),
+        (b'config:["acme","p"]', b"{}"),
+        (b'experiment:["acme","e"]', b"{nope"),
+        (b'config:["acme","p","e"]', b'{"org_id": 1}'),
+    ],
+)
+def test_an_unreadable_record_is_skipped_not_fatal(key: bytes, value: bytes) -> None:
+    registry = Registry()
+    good = bundle_record("acme", "proj_test", "production", encode(traffical_bundle()), None)
+    assert good is not None
+    registry.apply(*as_record(good))
+    registry.apply(key, value)
+    assert registry.configs.bundle("acme", "proj_test", "production") == good
 
 
 def test_versions_rise_only_when_the_bytes_change() -> None:

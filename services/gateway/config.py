@@ -7,6 +7,11 @@ the Traffical SDK's minutely refresh costs a header. ``Cache-Control: private, n
 browser keep a copy but revalidate it on every use, so a ``put`` is seen at the next fetch. Keys
 scope by org only: any key of the org reads its configuration (browser configuration is public
 by nature), and another org's project or experiment is unknown — the family's 404.
+
+The paths are the SDKs' own: js-client fetches ``{baseUrl}/v1/config/{projectId}?env={env}``;
+Xaiku's SDK ``{apiUrl}/experiments``, where ``apiUrl`` is ``https://xaiku.com/api/v1/`` unless
+``proxyApiUrl`` replaces it (it collapses the double slash) — so ``/api/v1/experiments``, beside
+the ``/api/v1/analytics`` it posts to.
 """
 
 from __future__ import annotations
