@@ -277,15 +277,14 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.warehouse import WarehouseError
     from pipeline.warehouse.remote import warehouse_for_cli
-    from sluice.query import chosen_format, render, requested_format
+    from sluice.query import chosen_format
 
     try:
         fmt = chosen_format(args.format, sys.stdout.isatty())
-        answer = warehouse_for_cli(settings).execute(args.sql, requested_format(fmt))
+        sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, fmt))
     except (WarehouseError, ValueError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(render(fmt, answer))
     return 0
 
 
