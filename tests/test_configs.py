@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from sluice.configs import (
+    MAX_BYTES,
     ConfigError,
     as_record,
     bundle_record,
@@ -205,3 +206,17 @@ async def test_every_gateway_replica_serves_a_put_within_two_seconds(kafka_setti
                 break
             await asyncio.sleep(0.05)
         assert seen == [200] * 4
+
+
+@pytest.mark.kafka
+def test_a_bundle_just_under_the_limit_fits_the_topic(kafka_settings: Settings, tmp_path: Path) -> None:
+    parameter = {"key": "ui.copy", "type": "string", "default": "", "layerId": "layer_ui", "namespace": "ui"}
+    bundle = traffical_bundle(parameters=[parameter])
+    bundle["parameters"][0]["default"] = "x" * (MAX_BYTES - len(encode(bundle)) - 100)
+    path = tmp_path / "bundle.json"
+    path.write_bytes(encode(bundle))
+    put = ["config", "put", "--org", "acme", "--project", "proj_test", "--env", "production", str(path)]
+    done = sluice(kafka_settings, *put)
+    assert done.returncode == 0, done.stderr
+    listed = sluice(kafka_settings, "config", "list").stdout.splitlines()[1].split("\t")
+    assert int(listed[4]) > MAX_BYTES - 200
