@@ -1,6 +1,6 @@
-"""The requests the families' published browser SDKs make, header for header, as read from their
-sources (Traffical js-client 0.17, @xaiku/browser 1.1.1, Solute's SDK, Halo's widget): what CORS
-preflights and golden tests are checked against. ``KEY`` stands for the page's key."""
+"""The requests the families' browser SDKs make, header for header: Traffical's js-client 0.17 and
+@xaiku/browser 1.1.1 as read from their public sources, Solute and Halo as their reference pages
+give them. What CORS preflights and golden tests are checked against. ``KEY`` is the page's key."""
 
 from __future__ import annotations
 

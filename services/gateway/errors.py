@@ -61,7 +61,8 @@ SDK_HEADERS = (
     "X-project-ids", "If-None-Match",
 )  # fmt: skip
 """Every request header the families' SDKs send (Traffical's config fetch sends If-None-Match;
-Xaiku's experiments fetch X-experiment-ids and, in test mode, X-xaiku-test)."""
+Xaiku's experiments fetch X-experiment-ids and, in test mode, X-xaiku-test; its older projects
+fetch X-project-ids)."""
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
