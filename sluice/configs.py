@@ -4,8 +4,9 @@ Operators load them with ``sluice config put`` and ``sluice experiments put``. T
 API keys do — records in the compacted registry topic, which every gateway replica follows — so a
 change is served by every replica within one fetch wait (well under 2 s) and survives restarts.
 A record is one Traffical bundle per (org, project, env), or one Xaiku experiment per (org, id);
-``rm`` writes a tombstone. Each ``put`` that changes a record raises its ``version`` by one; the
-ETag the gateway answers with is the version and a digest of the bytes it serves.
+``rm`` writes a tombstone. Each ``put`` that changes a record raises its ``version`` by one (a
+``put`` of the same bytes writes nothing); the ETag the gateway answers with is a digest of the
+bytes it serves, so it changes exactly when they do.
 
 Validation happens once, on load: a bundle against the schema Traffical's SDKs implement
 (``schemas/traffical/config-bundle.schema.json``), experiments against what Xaiku's SDK reads.
