@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from sluice.configcli import add_config_commands
 from sluice.registry import (
     ApiKey,
     key_record,
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     org_set.add_argument("--identity-verification", choices=["on", "off"], required=True)
     org_set.set_defaults(run=cmd_orgs_set)
 
-    experiments = sub.add_parser("experiments", help="experiment scorecards").add_subparsers(
+    experiments = sub.add_parser("experiments", help="scorecards; Xaiku experiments to serve").add_subparsers(
         required=True, metavar="ACTION"
     )
     results = experiments.add_parser("results", help="per-variant results, lift, p-values, SRM check")
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--control", help="the control variant (default: 'control', else the first)")
     results.add_argument("--weights", help="expected split for the SRM test, e.g. 50,50 (default: equal)")
     results.set_defaults(run=cmd_experiments_results)
+    add_config_commands(sub, experiments)
 
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters").add_subparsers(required=True, metavar="ACTION")
     dlq_list = dlq.add_parser("list", help="the newest dead letters with their reasons")
@@ -120,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
 
     query = sub.add_parser("query", help="run SQL on the configured warehouse")
     query.add_argument("sql")
-    query.add_argument("--format", choices=["tsv", "json"], default="tsv")
+    query.add_argument(
+        "--format", help="a ClickHouse format name (default: PrettyCompact on a terminal, TabSeparated when piped)"
+    )
     query.set_defaults(run=cmd_query)
     return parser
 
@@ -272,12 +276,13 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.warehouse import WarehouseError
-    from pipeline.warehouse.formats import QUERY_FORMATS
     from pipeline.warehouse.remote import warehouse_for_cli
+    from sluice.query import chosen_format
 
     try:
-        sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, QUERY_FORMATS[args.format]))
-    except WarehouseError as exc:
+        fmt = chosen_format(args.format, sys.stdout.isatty())
+        sys.stdout.buffer.write(warehouse_for_cli(settings).execute(args.sql, fmt))
+    except (WarehouseError, ValueError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
     return 0

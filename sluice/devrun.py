@@ -2,8 +2,13 @@
 
 Each part is its own process (as in production); this one supervises them. On the first start it
 creates a dev org with one key of each kind and prints them (they are stored hashed: this is the
-only time they are shown). Ctrl-C or SIGTERM stops the gateway first (it drains), then the worker
-(it commits), then Kafka, and leaves no process behind.
+only time they are shown). The publishable key works with every family's browser SDK: it has the
+``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs. Beside the
+keys it loads example configuration for the SDKs to fetch — the sdk-spec's example Traffical
+bundle (project ``proj_test``, env ``production``) and a Xaiku experiment (``exp_hero``) — so a
+page with either SDK assigns variants from the first start. Ctrl-C or
+SIGTERM stops the gateway first (it drains), then the worker (it commits), then Kafka, and leaves
+no process behind.
 """
 
 from __future__ import annotations
@@ -15,14 +20,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
+from sluice.configs import (
+    TrafficalBundle,
+    XaikuExperiment,
+    as_record,
+    bundle_record,
+    experiment_record,
+    load_bundle,
+    load_experiments,
+)
 from sluice.localkafka import LocalKafka, ensure_jars
 from sluice.registry import key_record, new_key, read_registry, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 
 DEV_ORG = "dev"
+DEV_PROJECT, DEV_ENV = "proj_test", "production"
 
 
 async def bootstrap_dev_org(settings: Settings) -> list[tuple[str, str]]:
@@ -31,12 +47,25 @@ async def bootstrap_dev_org(settings: Settings) -> list[tuple[str, str]]:
     registry = await read_registry(settings.kafka_bootstrap, settings.registry_topic)
     if any(k.org_id == DEV_ORG for k in registry.keys.values()):
         return []
-    publishable, pub_record = new_key(DEV_ORG, "publishable", prefix="pk_")
+    publishable, pub_record = new_key(DEV_ORG, "publishable", prefix="pk_", scopes=["sdk:write"])
     secret, sec_record = new_key(DEV_ORG, "secret", prefix="sk_", scopes=["sdk:write"])
     await write_records(
-        settings.kafka_bootstrap, settings.registry_topic, [key_record(pub_record), key_record(sec_record)]
-    )
-    return [("publishable", publishable), ("secret (scope sdk:write)", secret)]
+        settings.kafka_bootstrap, settings.registry_topic,
+        [key_record(pub_record), key_record(sec_record), *example_config()],
+    )  # fmt: skip
+    return [("publishable (scope sdk:write)", publishable), ("secret (scope sdk:write)", secret)]
+
+
+def example_config() -> list[tuple[bytes, bytes]]:
+    """The dev org's example bundle and experiment, as ``config put``/``experiments put`` load them."""
+    examples = resources.files("sluice.schemas")
+    bundle = load_bundle(examples.joinpath("traffical/bundle_basic.json").read_bytes(), DEV_PROJECT, DEV_ENV)
+    loaded = load_experiments(examples.joinpath("xaiku/experiments.example.json").read_bytes())
+    records: list[TrafficalBundle | XaikuExperiment | None] = [
+        bundle_record(DEV_ORG, DEV_PROJECT, DEV_ENV, bundle, None),
+        *(experiment_record(DEV_ORG, name, variants, None) for name, variants in loaded.items()),
+    ]
+    return [as_record(r) for r in records if r is not None]
 
 
 def _spawn(command: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
@@ -129,6 +158,11 @@ def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir:
         for kind, key in keys:
             print(f"  {kind:<26} {key}")
     else:
-        print("\nDev org 'dev' exists; make a new key with:\n"
-              "  .venv/bin/sluice keys create --org dev --kind secret --scope sdk:write")  # fmt: skip
+        print("\nDev org 'dev' exists; make a new key for browser SDKs with:\n"
+              "  .venv/bin/sluice keys create --org dev --kind publishable --scope sdk:write")  # fmt: skip
+    print(f"\nBrowser SDKs take the publishable key and this gateway as their base URL:\n"
+          f"  Traffical js-client  baseUrl: '{gateway_url}',\n"
+          f"                       orgId: '{DEV_ORG}', projectId: '{DEV_PROJECT}', env: '{DEV_ENV}'\n"
+          f"  Xaiku browser        proxyApiUrl: '{gateway_url}/api/v1', experimentIds: ['exp_hero']\n"
+          f"  Halo                 {gateway_url}/api/sdk    Solute  {gateway_url}/api/events")  # fmt: skip
     print("\nPress Ctrl-C to stop everything.\n", flush=True)

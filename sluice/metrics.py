@@ -14,6 +14,7 @@ MetricName = Literal[
     "sluice_gateway_events_total",
     "sluice_gateway_produce_seconds",
     "sluice_gateway_body_bytes",
+    "sluice_gateway_tenant_mismatch_total",
     # worker
     "sluice_worker_events_total",
     "sluice_worker_sink_rows",

@@ -27,6 +27,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from sluice.configs import KINDS as CONFIG_KINDS
+from sluice.configs import ConfigStore
 from sluice.topics import topic_partitions
 
 KeyKind = Literal["publishable", "secret"]
@@ -116,6 +118,8 @@ class Registry:
     def __init__(self) -> None:
         self.keys: dict[str, ApiKey] = {}
         self.orgs: dict[str, OrgSettings] = {}
+        self.configs = ConfigStore()
+        """SDK configuration (``sluice config put``, ``sluice experiments put``): same topic."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         kind, _, ident = key.decode().partition(":")
@@ -129,6 +133,8 @@ class Registry:
                 self.orgs.pop(ident, None)
             else:
                 self.orgs[ident] = _org_decoder.decode(value)
+        elif kind in CONFIG_KINDS:
+            self.configs.apply(kind, ident, value)
 
     def authenticate(self, presented: str, now: float | None = None) -> ApiKey | None:
         """The usable key record for a presented key, else None (unknown, revoked, expired)."""
@@ -150,7 +156,8 @@ def org_record(org: OrgSettings) -> tuple[bytes, bytes]:
     return f"org:{org.org_id}".encode(), msgspec.json.encode(org)
 
 
-async def write_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+async def write_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+    """Write records in order, each acknowledged by Kafka; a None value is a tombstone."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:

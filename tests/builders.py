@@ -133,6 +133,18 @@ XAIKU_FULL_EVENT: dict[str, Any] = {
 }
 
 
+def xaiku_sdk_event(**changes: Any) -> dict[str, Any]:
+    """An event as the browser SDK (1.1.1) builds it: its client attributes (framework, sessionId =
+    the guid, ``userId`` and ``orgId``, ``''`` until set), the page, the metric, the name."""
+    event: dict[str, Any] = {
+        "framework": "react", "frameworkVersion": "19.0.0", "sessionId": "3f6c1a2e-guid", "userId": "user_42",
+        "orgId": "", "pathname": "/landing", "referrer": "", "experimentId": "exp_abc123", "variantId": "var_001",
+        "eventName": "impression",
+    }  # fmt: skip
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not None}
+
+
 def xaiku_event(**changes: Any) -> dict[str, Any]:
     event = copy.deepcopy(XAIKU_CURL_EVENTS[0])
     event.update(changes)
@@ -183,3 +195,134 @@ def traffical_event(index: int = 0, **changes: Any) -> dict[str, Any]:
 
 def encode(value: Any) -> bytes:
     return msgspec.json.encode(value)
+
+
+# --- Traffical: every shape the published event schema allows (sluice/schemas/traffical) ------
+
+TRAFFICAL_BASE: dict[str, Any] = {
+    "orgId": "org_acme", "projectId": "proj_marketplace", "env": "production", "unitKey": "user-abc",
+    "timestamp": "2026-05-21T10:30:00.000Z",
+}  # fmt: skip
+ALLOCATED_LAYER = {
+    "layerId": "layer_ui", "bucket": 551, "policyId": "policy_color_test", "policyKey": "color-test",
+    "allocationName": "treatment", "allocationKey": "treatment",
+}  # fmt: skip
+UNALLOCATED_LAYER = {"layerId": "layer_pricing", "bucket": 913}
+"""A unit whose bucket falls in no allocation: the schema's minimal layer (js-client sends it)."""
+
+
+def traffical_schema_events() -> dict[str, dict[str, Any]]:
+    """Named events, each valid against the published schema, from the minimal to the fullest."""
+    base = copy.deepcopy(TRAFFICAL_BASE)
+    return {
+        "exposure-minimal": {**base, "type": "exposure", "assignments": {}, "layers": [UNALLOCATED_LAYER]},
+        "exposure-unallocated-first": {
+            **base,
+            "type": "exposure",
+            "id": "exp_1",
+            "decisionId": "dec_1",
+            "assignments": {"ui.primaryColor": "#FF0000", "pricing.discount": 0},
+            "layers": [UNALLOCATED_LAYER, ALLOCATED_LAYER],
+            "context": {"userId": "user-abc", "locale": "en"},
+            "sdkName": "js-client",
+            "sdkVersion": "0.17.0",
+        },
+        "exposure-no-layers": {**base, "type": "exposure", "assignments": {}, "layers": []},
+        "decision-unallocated-only": {
+            **base,
+            "type": "decision",
+            "assignments": {"pricing.discount": 0},
+            "layers": [UNALLOCATED_LAYER],
+        },
+        "decision-full": {
+            **base,
+            "type": "decision",
+            "id": "dec_1",
+            "userId": "u_1",
+            "anonymousId": "anon_1",
+            "sessionId": "s_1",
+            "requestId": "req_1",
+            "requestedParameters": ["ui.primaryColor", "pricing.discount"],
+            "assignments": {"ui.primaryColor": "#FF0000", "pricing.discount": 0},
+            "layers": [ALLOCATED_LAYER, UNALLOCATED_LAYER],
+            "latencyMs": 3,
+            "context": {"userId": "user-abc"},
+            "sdkName": "js-client",
+            "sdkVersion": "0.17.0",
+        },
+        "track-minimal": {**base, "type": "track", "event": "purchase"},
+        "track-full": {
+            **base,
+            "type": "track",
+            "id": "trk_1",
+            "event": "purchase",
+            "decisionId": "dec_1",
+            "value": 49.99,
+            "values": {"margin": 12.5},
+            "properties": {"orderId": "ord_1", "value": 49.99},
+            "attribution": [
+                {
+                    "layerId": "layer_ui",
+                    "policyId": "policy_color_test",
+                    "policyKey": "color-test",
+                    "allocationName": "treatment",
+                    "allocationKey": "treatment",
+                    "weight": 1,
+                    "model": "last_touch",
+                }
+            ],
+            "eventTimestamp": "2026-05-21T10:29:00Z",
+            "sdkName": "js-client",
+            "sdkVersion": "0.17.0",
+        },
+    }
+
+
+# --- Configuration the SDKs fetch: Traffical's example bundle, Xaiku experiments -------------
+
+
+def traffical_bundle(**changes: Any) -> dict[str, Any]:
+    """The sdk-spec's example bundle (project ``proj_test``, env ``production``)."""
+    from importlib import resources
+
+    text = resources.files("sluice.schemas").joinpath("traffical/bundle_basic.json").read_text()
+    bundle: dict[str, Any] = msgspec.json.decode(text)
+    bundle.update(changes)
+    return {k: v for k, v in bundle.items() if v is not None}
+
+
+XAIKU_EXPERIMENTS: dict[str, Any] = {
+    "experiments": {
+        "exp_hero": [
+            {"id": "control", "control": True, "parts": {"title": "Welcome", "cta": "Sign up"}},
+            {"id": "bold", "weight": 5, "parts": {"title": "WELCOME!", "cta": "Start now"}},
+        ],
+        "exp_cta": [{"id": "a"}, {"id": "b", "weight": 2.5}],
+        "exp_other": [{"id": "only", "name": "extra fields are served too"}],
+    }
+}
+
+
+def traffical_sdk_batch(unit: str = "user-abc") -> dict[str, Any]:
+    """What js-client 0.17 posts for one page of the sdk-spec example bundle: the decision (every
+    layer: layer_ui in treatment, layer_pricing's bucket 913 in no allocation), the exposure
+    (``trackExposure``: every layer again) and a track attributed to what the unit saw."""
+    scope = {"orgId": "org_test", "projectId": "proj_test", "env": "production", "unitKey": unit}
+    sdk = {"sdkName": "js-client", "sdkVersion": "0.17.0"}
+    layers = [
+        {"layerId": "layer_ui", "bucket": 551, "policyId": "policy_color_test", "allocationName": "treatment"},
+        {"layerId": "layer_pricing", "bucket": 913},
+    ]
+    assignments = {"ui.primaryColor": "#FF0000", "ui.buttonText": "Click Me", "pricing.discount": 0}
+    return {
+        "events": [
+            {"type": "decision", "id": "dec_1", **scope, "timestamp": "2026-05-21T10:30:00.000Z",
+             "assignments": assignments, "layers": layers, **sdk},
+            {"type": "exposure", "id": "exp_1", "decisionId": "dec_1", **scope,
+             "timestamp": "2026-05-21T10:30:00.100Z", "assignments": assignments, "layers": layers, **sdk},
+            {"type": "track", "id": "trk_1", **scope, "timestamp": "2026-05-21T10:31:00.000Z", "event": "purchase",
+             "value": 49.99, "properties": {"value": 49.99, "orderId": "ord_1"},
+             "attribution": [{"layerId": "layer_ui", "policyId": "policy_color_test", "allocationName": "treatment"}],
+             **sdk},
+        ]
+    }  # fmt: skip

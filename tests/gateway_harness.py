@@ -12,8 +12,10 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import build_app
+from services.gateway.config import etag_of
 from services.gateway.context import Gateway
 from services.gateway.sink import MemorySink
+from sluice.configs import as_record, bundle_record, experiment_record, load_bundle, load_experiments
 from sluice.envelope import DeadLetter, RawBatch
 from sluice.registry import KeyKind, OrgSettings, Registry, key_record, new_key, org_record
 from sluice.settings import Settings
@@ -45,6 +47,22 @@ class Harness:
 
     def org(self, org: OrgSettings) -> None:
         self.registry.apply(*org_record(org))
+
+    def config(self, org: str, project: str, env: str, bundle: dict[str, Any]) -> str:
+        """Load a Traffical bundle as ``sluice config put`` would; returns its ETag."""
+        data = load_bundle(msgspec.json.encode(bundle), project, env)
+        record = bundle_record(org, project, env, data, self.registry.configs.bundle(org, project, env))
+        assert record is not None
+        self.registry.apply(*as_record(record))
+        return etag_of(record.digest)
+
+    def experiments(self, org: str, document: dict[str, Any]) -> None:
+        """Load Xaiku experiments as ``sluice experiments put`` would."""
+        current = self.registry.configs.experiments_of(org)
+        for experiment, variants in load_experiments(msgspec.json.encode(document)).items():
+            record = experiment_record(org, experiment, variants, current.get(experiment))
+            if record is not None:
+                self.registry.apply(*as_record(record))
 
     async def post(self, path: str, body: bytes | Any, **headers: str) -> ClientResponse:
         data = body if isinstance(body, bytes) else msgspec.json.encode(body)

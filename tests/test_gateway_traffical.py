@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
+import jsonschema
 import pytest
 
 from sluice.envelope import RawBatch, body_digest
-from tests.builders import TRAFFICAL_EXAMPLE, encode, traffical_event
+from tests.builders import TRAFFICAL_EXAMPLE, encode, traffical_event, traffical_schema_events
 from tests.gateway_harness import NOW, Harness, events_of
 
 PATHS = ["/v1/events", "/v1/events/batch"]
@@ -56,19 +59,53 @@ async def test_partial_success_counts_valid_events_and_dead_letters_the_rest(gw:
         traffical_event(0),
         traffical_event(0, layers=None),
         traffical_event(1, event=None),
-        traffical_event(1, orgId="org_other"),
         traffical_event(0, type="impression"),
         traffical_event(1),
     ]
     response = await gw.post("/v1/events", {"events": events}, **auth(sk))
     assert (response.status, await response.json()) == (200, {"accepted": 2, "written": 2})
-    assert gw.raw()[0].indexes == [0, 5]
+    assert gw.raw()[0].indexes == [0, 4]
     assert [(d.index, d.reason) for d in gw.dead()] == [
         (1, "Object missing required field `layers`"),
         (2, "Object missing required field `event`"),
-        (3, "orgId does not match the API key's org"),
-        (4, "Invalid value 'impression' - at `$.type`"),
+        (3, "Invalid value 'impression' - at `$.type`"),
     ]
+
+
+SCHEMA_EVENTS = traffical_schema_events()
+
+
+def published_schema() -> dict[str, Any]:
+    text = resources.files("sluice.schemas").joinpath("traffical/events.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@pytest.mark.parametrize("name", SCHEMA_EVENTS)
+async def test_every_shape_the_published_schema_allows_is_accepted(gw: Harness, sk: str, name: str) -> None:
+    event = SCHEMA_EVENTS[name]
+    jsonschema.validate(event, published_schema())  # the builder really is a schema shape
+    response = await gw.post("/v1/events/batch", {"events": [event]}, **auth(sk))
+    assert (response.status, await response.json()) == (200, {"accepted": 1, "written": 1})
+    assert gw.dead() == []
+    assert events_of(gw.raw()[0]) == [event]
+
+
+async def test_a_body_tenant_other_than_the_keys_is_kept_and_counted(gw: Harness, sk: str) -> None:
+    events = [
+        traffical_event(0, orgId="org_other"),
+        traffical_event(1, projectId="proj_other", env="staging"),
+        traffical_event(1, orgId="org_acme", projectId="web", env="production"),  # the key's own
+    ]
+    response = await gw.post("/v1/events", {"events": events}, **auth(sk))
+    assert (response.status, await response.json()) == (200, {"accepted": 3, "written": 3})
+    assert gw.dead() == []
+    [record] = gw.raw()
+    assert (record.org_id, record.project_id, record.env) == ("org_acme", "web", "production")
+    assert events_of(record) == events
+    metrics = await (await gw.client.get("/metrics")).text()
+    for field, count in {"orgId": 1, "projectId": 2, "env": 1}.items():
+        assert f'sluice_gateway_tenant_mismatch_total{{family="traffical",field="{field}"}} {count}.0' in metrics
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sluice.envelope import RawBatch, body_digest
-from tests.builders import XAIKU_CURL_EVENTS, XAIKU_FULL_EVENT, encode, xaiku_event
+from tests.builders import XAIKU_CURL_EVENTS, XAIKU_FULL_EVENT, encode, xaiku_event, xaiku_sdk_event
 from tests.gateway_harness import NOW, Harness, events_of
 
 PATH = "/api/v1/analytics"
@@ -83,3 +83,25 @@ async def test_body_over_one_megabyte_is_413(gw: Harness) -> None:
         413,
         {"error": "Request body too large (max 1048576 bytes)"},
     )
+
+
+async def test_the_browser_sdks_fetch_and_beacon_requests(gw: Harness) -> None:
+    """Exactly what @xaiku/browser sends: its request helper's fetch (Accept, Content-Type and
+    X-public-key) and, on unload, ``sendBeacon(url, JSON.stringify({events, pkey}))`` — a string
+    beacon, so text/plain;charset=UTF-8 and no custom header."""
+    key = gw.key(prefix="pk_")
+    fetched = [xaiku_sdk_event(), xaiku_sdk_event(eventName="click", clickTarget="#cta", userId="", orgId="org_x")]
+    response = await gw.post(PATH, {"events": fetched}, **headers(key))
+    assert (response.status, await response.json()) == (200, {"success": True})
+    beacon = encode({"events": [xaiku_sdk_event(eventName="dwell_time", timeOnPage=32000, test=True)], "pkey": key})
+    response = await gw.client.post(PATH, data=beacon, headers={"Content-Type": "text/plain;charset=UTF-8"})
+    assert (response.status, await response.json()) == (200, {"success": True})
+    assert [events_of(r) for r in gw.raw()] == [fetched, [xaiku_sdk_event(eventName="dwell_time", timeOnPage=32000,
+                                                                          test=True)]]  # fmt: skip
+    metrics = await (await gw.client.get("/metrics")).text()
+    assert 'sluice_gateway_tenant_mismatch_total{family="xaiku",field="orgId"} 1.0' in metrics
+
+
+async def test_odd_user_ids_do_not_cost_the_batch(gw: Harness) -> None:
+    events = [xaiku_sdk_event(userId=42), xaiku_sdk_event(userId=None, orgId={"id": 1})]
+    assert (await gw.post(PATH, {"events": events}, **headers(gw.key()))).status == 200

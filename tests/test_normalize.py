@@ -8,8 +8,15 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
+from pipeline.processor import _layers
 from sluice.envelope import RawBatch, body_digest, derived_message_id
-from tests.builders import solute_event
+from tests.builders import (
+    ALLOCATED_LAYER,
+    UNALLOCATED_LAYER,
+    solute_event,
+    traffical_schema_events,
+    xaiku_sdk_event,
+)
 
 RECEIVED = datetime(2025, 1, 15, 10, 30, 7, tzinfo=UTC).timestamp()
 
@@ -147,6 +154,19 @@ def test_xaiku_impression_is_an_exposure_of_the_session() -> None:
     assert (click.type, click.event) == ("track", "click")
 
 
+def test_xaiku_user_id_is_the_user_and_org_id_is_context() -> None:
+    identified, anonymous = only(list(normalize(family_batch(
+        "xaiku", "/api/v1/analytics", xaiku_sdk_event(orgId="org_x"), xaiku_sdk_event(userId=""),
+    ))))  # fmt: skip
+    assert (identified.user_id, identified.unit_key, identified.session_id) == ("user_42", "3f6c1a2e-guid",
+                                                                                "3f6c1a2e-guid")  # fmt: skip
+    assert msgspec.json.decode(identified.context) == {"orgId": "org_x"}
+    assert identified.org_id == "acme"
+    properties = msgspec.json.decode(identified.properties)
+    assert "userId" not in properties and "orgId" not in properties and properties["framework"] == "react"
+    assert anonymous.user_id == ""
+
+
 def test_traffical_exposure_track_decision() -> None:
     layer = {"layerId": "l1", "policyId": "policy_color_test", "allocationName": "treatment", "bucket": 7420}
     exposure, track, decision = only(list(normalize(family_batch(
@@ -169,6 +189,39 @@ def test_traffical_exposure_track_decision() -> None:
     assert msgspec.json.decode(track.properties) == {"order_total": 49.99, "value": 49.99}
     assert decision.timestamp == datetime(2025, 1, 15, 10, 29, 59, tzinfo=UTC)
     assert msgspec.json.decode(decision.properties)["latencyMs"] == 2.5
+
+
+def test_traffical_every_schema_shape_normalizes() -> None:
+    shapes = traffical_schema_events()
+    events = only(list(normalize(family_batch("traffical", "/v1/events", *shapes.values()))))
+    assert len(events) == len(shapes)
+
+
+def test_traffical_an_unallocated_layer_assigns_nothing_and_the_others_count() -> None:
+    shapes = traffical_schema_events()
+    first_unallocated, unallocated_only, full = only(list(normalize(family_batch(
+        "traffical", "/v1/events",
+        shapes["exposure-unallocated-first"], shapes["decision-unallocated-only"], shapes["decision-full"],
+    ))))  # fmt: skip
+    # the row takes the first allocated layer, wherever it stands
+    assert (first_unallocated.experiment_id, first_unallocated.variant_id) == ("policy_color_test", "treatment")
+    assert (unallocated_only.experiment_id, unallocated_only.variant_id) == ("", "")
+    assert unallocated_only.type == "decision"  # the decision itself still counts
+    # every layer is kept; attribution (the worker's) reads only the allocated ones
+    for event in (first_unallocated, full):
+        properties = msgspec.json.decode(event.properties)
+        assert UNALLOCATED_LAYER in properties["layers"] and ALLOCATED_LAYER in properties["layers"]
+        assert _layers(properties) == [("policy_color_test", "treatment")]
+    assert _layers(msgspec.json.decode(unallocated_only.properties)) == []
+    assert (full.user_id, full.anonymous_id, full.session_id) == ("u_1", "anon_1", "s_1")
+
+
+def test_traffical_a_body_tenant_other_than_the_keys_is_kept_in_context() -> None:
+    event = {"type": "track", "unitKey": "u", "timestamp": "2026-05-21T10:35:00Z", "event": "purchase",
+             "orgId": "org_other", "projectId": "proj_other", "env": "staging"}  # fmt: skip
+    [row] = only(list(normalize(family_batch("traffical", "/v1/events", event))))
+    assert (row.org_id, row.project_id, row.env) == ("acme", "web", "production")
+    assert msgspec.json.decode(row.context) == {"orgId": "org_other", "projectId": "proj_other", "env": "staging"}
 
 
 def test_traffical_invalid_events_are_dead_letters() -> None:

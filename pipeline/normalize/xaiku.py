@@ -1,8 +1,11 @@
 """Xaiku analytics events → canonical.
 
-The family's unit is the session (``sessionId``): it has no user id. ``impression`` exposes the
-session to ``experimentId``/``variantId`` (type ``exposure``); every other event is a ``track``.
-Events carry no time of their own, so their timestamp is the gateway's receive time.
+The family's unit is the session (``sessionId``, the SDK's guid: it buckets variants by it), also
+when the page has set a ``userId`` (that becomes ``user_id``; the SDK sends ``''`` until then).
+``impression`` exposes the session to ``experimentId``/``variantId`` (type ``exposure``); every
+other event is a ``track``. Events carry no time of their own, so their timestamp is the
+gateway's receive time. The SDK's ``orgId`` option is kept in ``context`` as sent: the key
+decides the org.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pipeline.canonical import CanonicalEvent
 from pipeline.normalize.common import Invalid, as_json, decode_object, message_id, received, text
 from sluice.envelope import RawBatch
 
-OWN_COLUMNS = ("eventName", "experimentId", "variantId", "sessionId")
+OWN_COLUMNS = ("eventName", "experimentId", "variantId", "sessionId", "userId")
+CONTEXT_FIELDS = ("orgId",)
 
 
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
@@ -33,11 +37,13 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             message_id=message_id(batch, index), family="xaiku",
             type="exposure" if name == "impression" else "track",
             event=name,
+            user_id=text(fields.get("userId")),
             unit_key=session,
             session_id=session,
             timestamp=arrived,
             received_at=arrived,
-            properties=as_json({k: v for k, v in fields.items() if k not in OWN_COLUMNS}),
+            properties=as_json({k: v for k, v in fields.items() if k not in OWN_COLUMNS + CONTEXT_FIELDS}),
+            context=as_json({k: fields[k] for k in CONTEXT_FIELDS if k in fields}),
             experiment_id=text(fields.get("experimentId")),
             variant_id=text(fields.get("variantId")),
             page_url=text(fields.get("pathname"), 2000),

@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.gateway import halo, solute, traffical, xaiku
+from services.gateway import config, halo, solute, traffical, xaiku
 from services.gateway.context import GATEWAY, Gateway, gateway_of
 from services.gateway.errors import cors_middleware, error_middleware, json_response
 from services.gateway.openapi import openapi_document
-from services.gateway.routes import ROUTE_FAMILY
+from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
 from services.gateway.sink import KafkaSink
 from sluice.logs import configure_logging
 from sluice.registry import Registry, RegistryFollower
@@ -39,13 +39,25 @@ HANDLERS = {
     "/v1/events/batch": traffical.handle,
 }
 assert HANDLERS.keys() == ROUTE_FAMILY.keys()
+CONFIG_HANDLERS = {
+    "/v1/config/{projectId}": config.traffical_config,
+    "/api/v1/experiments": config.xaiku_experiments,
+}
+assert CONFIG_HANDLERS.keys() == CONFIG_ROUTES.keys()
+
+
+def route_label(request: web.Request) -> str:
+    """The route for metrics: an ingest path, a config route's pattern, else ``other``."""
+    if request.path in HANDLERS:
+        return request.path
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None and resource.canonical in CONFIG_HANDLERS else "other"
 
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
-    route = request.path if request.path in HANDLERS else "other"
-    gateway_of(request).metrics.requests.labels(route, str(response.status)).inc()
+    gateway_of(request).metrics.requests.labels(route_label(request), str(response.status)).inc()
     return response
 
 
@@ -75,6 +87,8 @@ def build_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     for path, handler in HANDLERS.items():
         app.router.add_post(path, handler)
+    for path, getter in CONFIG_HANDLERS.items():
+        app.router.add_get(path, getter)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

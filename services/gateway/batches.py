@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -70,3 +71,33 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes, shape: str) -> T:
         raise GatewayError(400, f"Request body must be {shape}") from exc
     except RecursionError as exc:
         raise GatewayError(400, "Request body nests too deeply") from exc
+
+
+TENANT_FIELDS = {"orgId": "org_id", "projectId": "project_id", "env": "env"}
+
+
+class TenantMismatches:
+    """Counts body ``orgId``/``projectId``/``env`` values that differ from the key's, per field.
+
+    The key decides the tenant. A differing body value cannot move data to another org, so it is
+    no reason to drop an event: the event is kept (with the value, as sent, in ``context``) and
+    the difference shows in ``sluice_gateway_tenant_mismatch_total``. Empty values count as unset.
+    """
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.counts: Counter[str] = Counter()
+
+    def around(self, check: Callable[[T], str | None]) -> Callable[[T], str | None]:
+        """``check``, noting the mismatches of each event it lets through."""
+
+        def checked(event: T) -> str | None:
+            reason = check(event)
+            if reason is None:
+                for body_name, key_name in TENANT_FIELDS.items():
+                    value = getattr(event, body_name, None)
+                    if value and value != getattr(self.key, key_name):
+                        self.counts[body_name] += 1
+            return reason
+
+        return checked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 
 import msgspec
@@ -55,19 +56,45 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(error_body(family_of(request.path), 500, "Internal server error"), 500)
 
 
+SDK_HEADERS = (
+    "Authorization", "Content-Type", "Accept", "X-Api-Key", "X-public-key", "X-experiment-ids", "X-xaiku-test",
+    "X-project-ids", "If-None-Match",
+)  # fmt: skip
+"""Every request header the families' SDKs send (Traffical's config fetch sends If-None-Match;
+Xaiku's experiments fetch X-experiment-ids and, in test mode, X-xaiku-test; its older projects
+fetch X-project-ids)."""
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Api-Key, X-public-key, Accept",
+    "Access-Control-Allow-Headers": ", ".join(SDK_HEADERS),
     "Access-Control-Max-Age": "86400",
 }
+EXPOSED = {"Access-Control-Expose-Headers": "ETag, Retry-After"}
+"""Response headers a page's script may read: Traffical's SDK keeps the config's ETag."""
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+
+
+def allowed_headers(requested: str) -> str:
+    """The SDK headers, and whatever else the browser asks for in Access-Control-Request-Headers
+    (header names only; a request that is not a list of names gets the SDK list alone)."""
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    known = {h.lower() for h in SDK_HEADERS}
+    if len(names) > 32 or not all(_TOKEN.match(n) for n in names):
+        return CORS_HEADERS["Access-Control-Allow-Headers"]
+    extra = [n for n in dict.fromkeys(names) if n.lower() not in known]
+    return ", ".join((*SDK_HEADERS, *extra))
 
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``Access-Control-Allow-Origin: *`` on every answer; preflight answered here."""
     if request.method == "OPTIONS":
-        return web.Response(status=204, headers=CORS_HEADERS)
+        headers = {**CORS_HEADERS, "Vary": "Access-Control-Request-Headers"}
+        headers["Access-Control-Allow-Headers"] = allowed_headers(
+            request.headers.get("Access-Control-Request-Headers", "")
+        )
+        return web.Response(status=204, headers=headers)
     response = await handler(request)
     response.headers.update(CORS_HEADERS)
+    response.headers.update(EXPOSED)
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from sluice.metrics import base_name
@@ -18,6 +20,11 @@ class GatewayMetrics:
             base_name("sluice_gateway_events_total"),
             "Events by family and outcome (accepted, or rejected with a reason)",
             ["family", "outcome", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.tenant_mismatch = Counter(
+            base_name("sluice_gateway_tenant_mismatch_total"),
+            "Accepted events whose body orgId, projectId or env differs from the key's (the key wins)",
+            ["family", "field"], registry=self.registry,
         )  # fmt: skip
         self.produce_seconds = Histogram(
             "sluice_gateway_produce_seconds", "Time from produce to Kafka acknowledgement",
@@ -36,3 +43,7 @@ class GatewayMetrics:
     def rejected(self, family: str, reason: str, count: int = 1) -> None:
         if count:
             self.events.labels(family, "rejected", reason).inc(count)
+
+    def mismatched(self, family: str, counts: Mapping[str, int]) -> None:
+        for name, count in counts.items():
+            self.tenant_mismatch.labels(family, name).inc(count)

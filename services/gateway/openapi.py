@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from sluice.configs import Variant
 from sluice.wire import halo, solute, traffical, xaiku
 
 REF = "#/components/schemas/{name}"
@@ -96,11 +97,66 @@ def _operation(
     return {"post": operation}
 
 
+def _header(name: str, description: str) -> JsonSchema:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": description}
+
+
+def _fetch(
+    summary: str, security: str, parameters: list[JsonSchema], success: JsonSchema, error: JsonSchema
+) -> JsonSchema:
+    """A GET the SDKs make for their configuration: conditional, with the family's errors."""
+
+    def answer(description: str, schema: JsonSchema) -> JsonSchema:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    cached = {"ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}}
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{security: []}],
+            "parameters": [*parameters, _header("If-None-Match", "an ETag from an earlier answer")],
+            "responses": {
+                "200": {**answer("The configuration", success), "headers": cached},
+                "304": {"description": "Unchanged since the ETag in If-None-Match", "headers": cached},
+                "401": answer("Missing, invalid, revoked or expired key; wrong kind", error),
+                "404": answer("Nothing loaded for this org (and project and env)", error),
+                "429": answer("Over the key's rate; see Retry-After", error),
+            },
+        }
+    }
+
+
+def _config_paths() -> dict[str, JsonSchema]:
+    bundle = {**OBJECT, "description": "A Traffical config bundle (sdk-spec config-bundle.schema.json)"}
+    experiments = {
+        "type": "object",
+        "required": ["experiments"],
+        "properties": {
+            "experiments": {"type": "object", "additionalProperties": {"type": "array", "items": _ref("Variant")}}
+        },
+    }
+    return {
+        "/v1/config/{projectId}": _fetch(
+            "Traffical config bundle (loaded with `sluice config put`)", "bearer",
+            [{"name": "projectId", "in": "path", "required": True, "schema": {"type": "string"}},
+             {"name": "env", "in": "query", "required": False, "schema": {"type": "string"},
+              "description": "default: the key's env"}],
+            bundle, TRAFFICAL_ERROR,
+        ),
+        "/api/v1/experiments": _fetch(
+            "Xaiku experiments (loaded with `sluice experiments put`)", "publicKey",
+            [_header("X-experiment-ids", "comma-separated ids; empty: all of the org's"),
+             _header("X-xaiku-test", "`true` in the SDK's test mode: the answer is not cached")],
+            experiments, ERROR,
+        ),
+    }  # fmt: skip
+
+
 @functools.cache
 def openapi_document() -> JsonSchema:
     _, components = msgspec.json.schema_components(
         [xaiku.XaikuEvent, solute.SoluteEvent, traffical.Exposure,
-         traffical.Decision, traffical.Track],
+         traffical.Decision, traffical.Track, Variant],
         ref_template=REF,
     )  # fmt: skip
     # by hand: HaloEvent's Raw fields have defaults msgspec cannot put in a schema
@@ -166,6 +222,7 @@ def openapi_document() -> JsonSchema:
             ),
             "/v1/events": traffical_op,
             "/v1/events/batch": traffical_op,
+            **_config_paths(),
         },
         "components": {
             "schemas": components,

@@ -12,6 +12,15 @@ ROUTE_FAMILY: dict[str, str] = {
     "/v1/events/batch": "traffical",
 }
 
+CONFIG_ROUTES: dict[str, str] = {
+    "/v1/config/{projectId}": "traffical",
+    "/api/v1/experiments": "xaiku",
+}
+"""The GET routes the SDKs fetch their configuration from."""
+
 
 def family_of(path: str) -> str:
-    return ROUTE_FAMILY.get(path.rstrip("/") or "/", "")
+    path = path.rstrip("/") or "/"
+    if path.startswith("/v1/config/"):
+        return "traffical"
+    return ROUTE_FAMILY.get(path) or CONFIG_ROUTES.get(path, "")

@@ -3,14 +3,15 @@
 Any key kind that carries the ``sdk:write`` scope: the server SDK's ``traffical_sk_…`` and the
 browser SDK's ``pk_…`` (which posts batches of about 10, and a keepalive fetch on page hide).
 Partial success: ``accepted`` counts the valid events, which are made durable (``written``);
-invalid ones go to the dead-letter topic.
+invalid ones go to the dead-letter topic. A body ``orgId``/``projectId``/``env`` other than the
+key's is counted, never refused (:class:`~services.gateway.batches.TenantMismatches`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway.batches import sort_events
+from services.gateway.batches import TenantMismatches, sort_events
 from services.gateway.context import bearer, gateway_of
 from services.gateway.errors import GatewayError, json_response
 from sluice.envelope import Family, RawBatch, body_digest
@@ -32,7 +33,8 @@ async def handle(request: web.Request) -> web.Response:
         raise GatewayError(400, traffical.EVENTS_MESSAGE)
 
     received_at = gateway.clock()
-    checked = sort_events(envelope.events, traffical.event_decoder, lambda e: traffical.check_event(e, key.org_id))
+    tenant = TenantMismatches(key)
+    checked = sort_events(envelope.events, traffical.event_decoder, tenant.around(traffical.check_event))
     dead = checked.dead_letters(envelope.events, FAMILY, request.path, key, received_at)
     batch = None
     if checked.accepted:
@@ -44,4 +46,5 @@ async def handle(request: web.Request) -> web.Response:
     await gateway.publish(batch, dead)
     gateway.metrics.accepted(FAMILY, len(checked.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(checked.errors))
+    gateway.metrics.mismatched(FAMILY, tenant.counts)
     return json_response({"accepted": len(checked.accepted), "written": len(checked.accepted)})

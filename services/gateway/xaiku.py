@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway.batches import decode_body, sort_events
+from services.gateway.batches import TenantMismatches, decode_body, sort_events
 from services.gateway.context import PUBLISHABLE, gateway_of
 from services.gateway.errors import GatewayError, json_response
 from sluice.envelope import Family, RawBatch, body_digest
@@ -29,7 +29,8 @@ async def handle(request: web.Request) -> web.Response:
         key = gateway.authenticate(request, envelope.pkey, kinds=PUBLISHABLE)
     if not envelope.events:
         raise GatewayError(400, "events must be a non-empty array")
-    checked = sort_events(envelope.events, xaiku.event_decoder, xaiku.check_event)
+    tenant = TenantMismatches(key)
+    checked = sort_events(envelope.events, xaiku.event_decoder, tenant.around(xaiku.check_event))
     if checked.errors:
         index, reason = checked.errors[0]
         gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
@@ -40,4 +41,5 @@ async def handle(request: web.Request) -> web.Response:
         events=envelope.events, indexes=list(range(len(envelope.events))),
     ))  # fmt: skip
     gateway.metrics.accepted(FAMILY, len(envelope.events))
+    gateway.metrics.mismatched(FAMILY, tenant.counts)
     return json_response({"success": True})

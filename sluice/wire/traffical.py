@@ -21,10 +21,21 @@ class EventsBody(msgspec.Struct):
 
 
 class Layer(msgspec.Struct, kw_only=True):
-    policyId: str
-    allocationName: str
+    """One layer's resolution. The published schema requires only ``layerId`` and ``bucket``: a
+    unit whose bucket falls in no allocation is sent as ``{"layerId", "bucket"}`` and is assigned
+    nothing in that layer — its decision and its other layers still count. Nothing here is
+    required, so older senders that omit ``layerId`` are not refused either."""
+
     layerId: str | None = None
     bucket: int | None = None
+    policyId: str | None = None
+    allocationName: str | None = None
+    attributionOnly: bool | None = None
+    """js-client: resolved for attribution only (the page asked for none of its parameters)."""
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.policyId and self.allocationName)
 
 
 class _Common(msgspec.Struct, kw_only=True, tag_field="type"):
@@ -37,6 +48,7 @@ class _Common(msgspec.Struct, kw_only=True, tag_field="type"):
     decisionId: str | None = None
     userId: str | None = None
     sessionId: str | None = None
+    anonymousId: str | None = None
     sdkName: str | None = None
     sdkVersion: str | None = None
 
@@ -60,11 +72,11 @@ class Track(_Common, tag="track", kw_only=True):
 TrafficalEvent = Exposure | Decision | Track
 
 
-def check_event(event: TrafficalEvent, org_id: str) -> str | None:
+def check_event(event: TrafficalEvent) -> str | None:
+    """Why the event is invalid, or None. A body ``orgId``/``projectId``/``env`` is never checked
+    against the key: the key decides the tenant, the body's values are kept in ``context``."""
     if not event.unitKey:
         return "unitKey must not be empty"
-    if event.orgId is not None and event.orgId != org_id:
-        return "orgId does not match the API key's org"
     if isinstance(event, Track) and not event.event:
         return "event must not be empty"
     return None

@@ -8,6 +8,8 @@ an all-or-nothing family one odd number would cost the whole batch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -34,6 +36,12 @@ class XaikuEvent(msgspec.Struct, kw_only=True):
     utm_term: str | None = None
     utm_content: str | None = None
     test: bool | None = None
+    # The browser SDK's attributes, typed loosely: a page may set them to anything, and one odd
+    # value must not cost an all-or-nothing batch.
+    userId: Any = None
+    """The page's user id (``''`` until it sets one)."""
+    orgId: Any = None
+    """The SDK's ``orgId`` option, as sent; the key decides the org."""
 
 
 def check_event(event: XaikuEvent) -> str | None:
