@@ -318,8 +318,12 @@ def _pairs(items: list[Any]) -> list[tuple[str, str]]:
 
 
 def _layers(properties: dict[str, Any]) -> list[tuple[str, str]]:
+    """The pairs an exposure or decision names: its allocated layers, but not those js-client
+    marks ``attributionOnly`` (listed so tracks can be attributed, never shown to the unit)."""
     layers = properties.get("layers")
-    return _pairs(layers) if isinstance(layers, list) else []
+    if not isinstance(layers, list):
+        return []
+    return _pairs([layer for layer in layers if not (isinstance(layer, dict) and layer.get("attributionOnly"))])
 
 
 def _own_pair(event: CanonicalEvent) -> list[tuple[str, str]]:

@@ -213,3 +213,11 @@ def test_a_unit_remembers_only_its_newest_decisions() -> None:
         unit.decide(f"d{n}", [("exp", "a")])
     assert len(unit.decisions) == MAX_DECISIONS
     assert "d9" not in unit.decisions and "d10" in unit.decisions and f"d{MAX_DECISIONS + 9}" in unit.decisions
+
+
+def test_an_attribution_only_layer_exposes_nothing() -> None:
+    layers = [{"policyId": "shown", "allocationName": "A"},
+              {"policyId": "hidden", "allocationName": "B", "attributionOnly": True}]  # fmt: skip
+    feed = Feed(new_processor())
+    writes = feed.run(feed.records(event("x1", "exposure", "u1", properties={"layers": layers})))
+    assert {(r.experiment_id, r.variant_id) for r in writes.rollups.values()} == {("shown", "A")}
