@@ -24,11 +24,11 @@ class Partition:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
 
     def partition(self) -> None:
         """Cut: from now on nothing passes, in either direction."""
