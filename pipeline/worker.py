@@ -87,7 +87,7 @@ class Worker:
         )  # fmt: skip
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            max_request_size=4 << 20, linger_ms=5,
+            max_request_size=4 << 20, max_batch_size=1 << 20, linger_ms=5,
         )  # fmt: skip
         self.lock = asyncio.Lock()
         """Held while a batch is in hand: a revocation waits for it (the batch commits first)."""
@@ -181,8 +181,7 @@ class Worker:
                 letters += record_letters
                 for partition, items in by_partition(canonical, self.settings.raw_partitions).items():
                     keyed += [(partition, value) for value in _split(items, letters)]
-        sends = [self._send(self.settings.keyed_topic, value, partition) for partition, value in keyed]
-        await asyncio.gather(*sends)
+        await self._send_many(self.settings.keyed_topic, keyed)
         await self.send_letters(letters)
         await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
         for tp, messages in records.items():
@@ -193,6 +192,28 @@ class Worker:
             await self.producer.send_and_wait(topic, value, partition=partition)
 
         await retrying(f"producing to {topic}", send, (KafkaError,))
+
+    async def _send_many(self, topic: str, records: list[tuple[int, bytes]]) -> None:
+        """Produce ``records`` (partition, value) as one batch per partition, acknowledged; the
+        whole set again if any batch fails (the keyed stage takes a repeated item as a duplicate)."""
+
+        async def send() -> None:
+            futures = []
+            by_partition: dict[int, list[bytes]] = defaultdict(list)
+            for partition, value in records:
+                by_partition[partition].append(value)
+            for partition, values in by_partition.items():
+                batch = self.producer.create_batch()
+                for value in values:
+                    if batch.append(key=None, value=value, timestamp=None) is None:  # full: send, start another
+                        futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                        batch = self.producer.create_batch()
+                        batch.append(key=None, value=value, timestamp=None)  # an empty batch takes any record
+                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*futures)
+
+        if records:
+            await retrying(f"producing to {topic}", send, (KafkaError,))
 
     async def send_letters(self, letters: list[DeadLetter]) -> None:
         """Produce dead letters (acknowledged) and count them by stage and reason."""
@@ -438,6 +459,35 @@ async def serve(settings: Settings, warehouse: Warehouse | None = None) -> None:
         await worker.run()
     finally:
         await runner.cleanup()
+
+
+def run_worker_processes(settings: Settings, count: int) -> None:
+    """``count`` workers, each a member of the group with its own state directory
+    (``{home}/worker-N``) and web port (``worker_port + N``); SIGTERM/SIGINT go to all of them,
+    and this returns once every one has committed and left the group."""
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    children = []
+    for n in range(count):
+        own = msgspec.structs.replace(
+            settings, home=f"{settings.home}/worker-{n}", worker_port=settings.worker_port + n,
+            query_token=settings.query_token or "unused: a server is configured",
+        )  # fmt: skip
+        children.append(context.Process(target=run_worker, args=(own,), name=f"worker-{n}"))
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for child in children:
+        child.join()
 
 
 def run_worker(settings: Settings) -> None:

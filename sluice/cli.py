@@ -50,7 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         "--processes", type=int, help="processes sharing the port (SO_REUSEPORT); default SLUICE_GATEWAY_PROCESSES or 1"
     )
     gateway.set_defaults(run=cmd_gateway)
-    sub.add_parser("worker", help="run one stream-processing worker").set_defaults(run=cmd_worker)
+    worker = sub.add_parser("worker", help="run a stream-processing worker")
+    worker.add_argument(
+        "--processes", type=int, default=1,
+        help="worker processes, each a member of the group (needs SLUICE_CLICKHOUSE_URL when more than one); "
+        "process N serves health and metrics on SLUICE_WORKER_PORT + N",
+    )  # fmt: skip
+    worker.set_defaults(run=cmd_worker)
     sub.add_parser(
         "warehouse", help="serve the embedded warehouse over ClickHouse's HTTP interface (several workers share it)"
     ).set_defaults(run=cmd_warehouse)
@@ -170,10 +176,17 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.worker import run_worker
+    from pipeline.worker import run_worker, run_worker_processes
 
+    if args.processes > 1 and not settings.clickhouse_url:
+        print("--processes above 1 needs SLUICE_CLICKHOUSE_URL: the embedded warehouse has one owner "
+              "(run `sluice warehouse` and point the workers at it)", file=sys.stderr)  # fmt: skip
+        return 2
     asyncio.run(ensure_topics(settings))
-    run_worker(settings)
+    if args.processes > 1:
+        run_worker_processes(settings, args.processes)
+    else:
+        run_worker(settings)
     return 0
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from sluice.settings import Settings
 
-INSERT_SETTINGS = "date_time_input_format = 'best_effort'"
+INSERT_SETTINGS = "date_time_input_format = 'best_effort', input_format_json_read_objects_as_strings = 1"
 
 
 class WarehouseError(Exception):
@@ -216,7 +216,7 @@ class ServerWarehouse:
         try:
             self._client.raw_insert(
                 table, insert_block=rows, fmt="JSONEachRow",
-                settings={"date_time_input_format": "best_effort"},
+                settings={"date_time_input_format": "best_effort", "input_format_json_read_objects_as_strings": 1},
             )  # fmt: skip
         except Exception as exc:
             raise _classify(exc) from exc
