@@ -322,3 +322,40 @@ async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice
     finally:
         proxy.stop()
         broker.stop()
+
+
+async def test_one_worker_command_with_two_processes_uses_both(shared: Settings, tmp_path: Path) -> None:
+    """``sluice worker --processes 2``: two members of the group (each with its own state and web
+    port), both taking partitions of one org's load, and the totals exact."""
+    batches, truth = ab_test(
+        "exp_processes", {"control": 500, "treatment": 500}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.05, batch_size=100, seed=71,
+    )  # fmt: skip
+    key = sluice(shared, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    member = worker_settings(shared, tmp_path, 0)
+    second = Settings.from_env(member.to_env(), worker_port=member.worker_port + 1,
+                               worker_url=f"http://127.0.0.1:{member.worker_port + 1}")  # fmt: skip
+    log = tmp_path / "workers.log"
+    workers = spawn_processes(member, 2, log)
+    try:
+        for each in (member, second):
+            await asyncio.to_thread(wait_http, f"{each.worker_url}/healthz", 60, workers)
+        with running(shared, "gateway", f"{gateway_url(shared)}/readyz", tmp_path / "gw.log"):
+            await post_paced(shared, key, [encode(b) for b in batches], 6.0, {})
+        await settles_on_truth(shared, truth)
+        handled = [events_handled(each) for each in (member, second)]
+        assert all(n > 0 for n in handled), f"a process took no partition: {handled}"
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        terminate(workers)
+
+
+def spawn_processes(settings: Settings, count: int, log: Path) -> subprocess.Popen[bytes]:
+    """``sluice worker --processes COUNT`` in the background, in its own process group."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", "worker", "--processes", str(count)],
+            env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
