@@ -232,12 +232,31 @@ def profile_top(path: Path, limit: int = 12) -> list[tuple[str, float]]:
     return [(label, 100 * n / max(total, 1)) for label, n in ranked]
 
 
-def worker_idle(settings: Settings) -> bool:
-    """The worker has taken every record of its topics (no lag on its /metrics) and written rows."""
+def drain(settings: Settings, started: float, quiet: float = 5.0) -> tuple[float, int, float]:
+    """Watch the worker until it has no lag and its row count has not moved for ``quiet``
+    seconds. Returns the seconds from ``started`` to the last new row, the rows, and the steady
+    rate in rows/s from the first row to the last."""
+    first: tuple[float, int] | None = None
+    last = (started, 0)
+    while True:
+        time.sleep(0.5)
+        rows = int(count(settings, "SELECT count() FROM events"))
+        now = time.monotonic()
+        if rows and first is None:
+            first = (now, rows)
+        if rows != last[1]:
+            last = (now, rows)
+        elif rows and now - last[0] >= quiet and _lag(settings) == 0:
+            break
+    assert first is not None
+    steady = (last[1] - first[1]) / max(last[0] - first[0], 1e-3)
+    return last[0] - started, last[1], steady
+
+
+def _lag(settings: Settings) -> float:
     text = urllib.request.urlopen(f"{settings.worker_url}/metrics", timeout=10).read().decode()
-    lags = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("sluice_worker_consumer_lag{")]  # fmt: skip
-    return bool(lags) and sum(lags) == 0 and count(settings, "SELECT count() FROM events") > 0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("sluice_worker_consumer_lag{"))  # fmt: skip
 
 
 def count(settings: Settings, sql: str) -> float:
@@ -300,16 +319,14 @@ def main() -> None:
         processes.append(worker)
         wait_http(f"{mine.worker_url}/healthz", 120)
         spy = py_spy(worker.pid, PROFILE_SECONDS, work / "worker.prof")
-        while not worker_idle(mine):
-            time.sleep(1)
-        results["worker"] = (filled, time.monotonic() - started, filled / (time.monotonic() - started))
+        seconds, _rows, steady = drain(mine, started)
+        results["worker"] = (filled, seconds, filled / seconds)
+        results["worker_steady"] = steady
         spy.wait(timeout=120)
         results["worker_profile"] = profile_top(work / "worker.prof")
         gateway = start(mine, "gateway", work / "gateway2.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{mine.gateway_port}/readyz")
-        span = sluice(mine, "query", "SELECT toFloat64(max(inserted_at)) - toFloat64(min(inserted_at)) FROM events")
-        results["worker_steady"] = filled / max(float(span.splitlines()[-1]), 1e-3)  # first row to last
 
         print("freshness at half load …", flush=True)
         half = results["worker"][2] / 2
@@ -381,7 +398,8 @@ def write_report(r: dict[str, Any]) -> None:
         f"{met(at70_p99 <= 50)} |",
         f"| worker events/s, raw topic → warehouse rows, one process, start-up included | ≥100,000 (issue 13: ≥50,000) "
         f"| {r['worker'][2]:,.0f} | {met(r['worker'][2] >= 100_000)} |",
-        f"| worker events/s, steady (first row to last) | ≥100,000 (issue 13: ≥50,000) | {r['worker_steady']:,.0f} "
+        "| worker rows/s, steady (first row to last; duplicates make no row) | ≥100,000 (issue 13: ≥50,000) "
+        f"| {r['worker_steady']:,.0f} "
         f"| {met(r['worker_steady'] >= 100_000)} |",
         f"| freshness, 2xx → row, p50 / p99 at half the worker's rate | p99 ≤3 s | "
         f"{r['freshness'][0]:.2f} s / {r['freshness'][1]:.2f} s | {met(r['freshness'][1] <= 3)} |",
@@ -411,7 +429,7 @@ def write_report(r: dict[str, Any]) -> None:
         "through the gateway, the gateway stopped, then one worker started, with everything on (dedupe, "
         "users, attribution, rollups, fenced transactions): "
         f"{r['worker'][1]:.1f} s from start (including start-up and state recovery) to the last row, "
-        f"{r['worker'][2]:,.0f} events/s; {r['worker_steady']:,.0f} events/s from the first row to the last.",
+        f"{r['worker'][2]:,.0f} events/s; {r['worker_steady']:,.0f} rows/s from the first row to the last.",
         "",
         f"State store (`pipeline/statestore.py`, bench/dedupe_ids.py): {r['dedupe']['ids']:,.0f} dedupe ids written "
         f"through the real changelog at {r['dedupe']['writes_per_s']:,.0f} ids/s, looked up at "

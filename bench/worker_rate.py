@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import count, fill, sluice, start, stop, wait_http  # noqa: E402
+from run import drain, fill, sluice, start, stop, wait_http  # noqa: E402
 
 from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
@@ -74,21 +74,10 @@ def main(profile: bool) -> dict[str, object]:
                  "-o", str(work / "worker.prof"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        while True:
-            rows = count(settings, "SELECT count() FROM events")
-            lag_done = rows > 0 and _idle(settings)
-            if lag_done:
-                break
-            time.sleep(1)
-        elapsed = time.monotonic() - started
-        span = float(
-            sluice(
-                settings, "query", "SELECT toFloat64(max(inserted_at)) - toFloat64(min(inserted_at)) FROM events"
-            ).split()[-1]
-        )
+        seconds, rows, steady = drain(settings, started)
         result: dict[str, object] = {
-            "events_accepted": filled, "rows": int(rows), "seconds": round(elapsed, 1),
-            "events_per_s": round(filled / elapsed), "steady_events_per_s": round(filled / max(span, 1e-3)),
+            "events_accepted": filled, "rows": rows, "seconds": round(seconds, 1),
+            "events_per_s": round(filled / seconds), "steady_rows_per_s": round(steady),
         }  # fmt: skip
         if spy is not None:
             spy.wait(timeout=60)
@@ -98,17 +87,6 @@ def main(profile: bool) -> dict[str, object]:
         for process in processes:
             stop(process)
         broker.stop()
-
-
-def _idle(settings: Settings) -> bool:
-    """The worker has no lag left on any of its topics (its /metrics)."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"{settings.worker_url}/metrics", timeout=10).read().decode()
-    lags = [
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sluice_worker_consumer_lag{")
-    ]
-    return bool(lags) and sum(lags) == 0
 
 
 if __name__ == "__main__":

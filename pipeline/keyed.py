@@ -170,12 +170,15 @@ class KeyedStage:
         letters = writes.letters + rejected
         if letters:
             await self.send_letters(letters)
+        partitions = sorted(writes.last_offset.items())
+        # Each partition has its own producer and transaction: commit them side by side.
+        outcomes = await asyncio.gather(*(self._commit(p, last) for p, last in partitions), return_exceptions=True)
         lost = {}
-        for partition, last in sorted(writes.last_offset.items()):
-            try:
-                await self._commit(partition, last)
-            except Lost as exc:
-                lost[partition] = exc.fenced
+        for (partition, _), outcome in zip(partitions, outcomes, strict=True):
+            if isinstance(outcome, Lost):
+                lost[partition] = outcome.fenced
+            elif isinstance(outcome, BaseException):
+                raise outcome
         return writes, written, lost
 
     def _changelog_to(self, partition: int) -> None:
