@@ -33,7 +33,7 @@ test: $(STAMP) jars $(KUSTOMIZE)
 
 # The fault suite at larger sizes and for longer (minutes, not part of `make test`)
 soak: $(STAMP) jars
-	SLUICE_SOAK=1 $(BIN)/pytest tests/test_faults_workers.py tests/test_crash.py tests/test_faults.py tests/test_gateway_kafka.py
+	SLUICE_SOAK=1 $(BIN)/pytest tests/test_faults_workers.py tests/test_crash.py tests/test_faults.py tests/test_gateway_kafka.py tests/test_worker_fuzz.py
 
 bench: $(STAMP) jars
 	$(BIN)/python bench/run.py
