@@ -219,7 +219,7 @@ class Worker:
         """Produce dead letters (acknowledged) and count them by stage and reason."""
         for letter in letters:
             self.metrics.dead_letters.labels(letter.source, _reason_kind(letter.reason)).inc()
-        await asyncio.gather(*(self._send(self.settings.dlq_topic, encoder.encode(letter)) for letter in letters))
+        await asyncio.gather(*(self._send(self.settings.dlq_topic, _bounded(letter)) for letter in letters))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit consumed offsets of the at-least-once stages; a partition that moved meanwhile is
@@ -391,6 +391,23 @@ def _normalize(value: bytes, metrics: WorkerMetrics) -> tuple[list[DeadLetter], 
         metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc(len(letters))
     metrics.events.labels("normalize", "in", batch.family, "").inc(len(canonical))
     return letters, canonical
+
+
+LETTER_PAYLOAD_CUT = 64 << 10
+
+
+def _bounded(letter: DeadLetter) -> bytes:
+    """A letter as a record under ``MAX_RECORD_BYTES`` (Kafka's default message limit): a larger
+    payload is kept as the text of its first 64 KiB, and the reason says so."""
+    encoded = encoder.encode(letter)
+    if len(encoded) <= MAX_RECORD_BYTES:
+        return encoded
+    text = bytes(letter.payload)[:LETTER_PAYLOAD_CUT].decode("utf-8", "replace")
+    cut = msgspec.structs.replace(
+        letter, payload=msgspec.Raw(msgspec.json.encode(text)), batch={},
+        reason=f"{letter.reason} (payload of {len(bytes(letter.payload)):,} bytes cut to its first 64 KiB)",
+    )  # fmt: skip
+    return encoder.encode(cut)
 
 
 def _reason_kind(reason: str) -> str:

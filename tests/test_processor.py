@@ -221,3 +221,15 @@ def test_an_attribution_only_layer_exposes_nothing() -> None:
     feed = Feed(new_processor())
     writes = feed.run(feed.records(event("x1", "exposure", "u1", properties={"layers": layers})))
     assert {(r.experiment_id, r.variant_id) for r in writes.rollups.values()} == {("shown", "A")}
+
+
+def test_a_dead_letter_too_large_for_kafka_keeps_the_start_of_its_payload() -> None:
+    from pipeline.worker import MAX_RECORD_BYTES, _bounded
+    from sluice.envelope import DeadLetter
+
+    big = DeadLetter(family="xaiku", route="/api/v1/analytics", org_id="acme", reason="eventName is required",
+                     received_at=0.0, payload=msgspec.Raw(msgspec.json.encode({"x": "é" * 800_000})))  # fmt: skip
+    record = _bounded(big)
+    assert len(record) < MAX_RECORD_BYTES
+    letter = msgspec.json.decode(record, type=DeadLetter)
+    assert letter.reason.startswith("eventName is required (payload of 1,600,") and len(bytes(letter.payload)) > 60_000
