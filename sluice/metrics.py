@@ -15,6 +15,11 @@ MetricName = Literal[
     "sluice_gateway_produce_seconds",
     "sluice_gateway_body_bytes",
     "sluice_gateway_tenant_mismatch_total",
+    "sluice_gateway_inflight_bytes",
+    "sluice_gateway_inflight_refusals_total",
+    "sluice_registry_records_skipped_total",
+    "sluice_registry_lag",
+    "sluice_registry_healthy",
     # worker
     "sluice_worker_events_total",
     "sluice_worker_sink_rows",

@@ -171,12 +171,22 @@ class RegistryFollower:
     """Tails the registry topic from the beginning into a :class:`Registry`.
 
     ``ready`` is set once everything that was in the topic at start has been read, so a
-    gateway never answers 401 for a key that existed before it started.
+    gateway never answers 401 for a key that existed before it started. It never stops on a
+    record: one that does not decode is skipped, logged (its key and offset, never its value) and
+    counted in ``skipped``. :meth:`healthy` says whether it is still following: its task runs and
+    it has read, within ``stale_after`` seconds, everything that was in the topic a check earlier
+    (so a follower that cannot fetch, and would miss revocations, takes its gateway out of service).
     """
 
-    def __init__(self, bootstrap: str, topic: str, registry: Registry | None = None) -> None:
+    CHECK_SECONDS = 5.0
+
+    def __init__(self, bootstrap: str, topic: str, registry: Registry | None = None, stale_after: float = 30.0) -> None:
         self.registry = registry or Registry()
         self.ready = asyncio.Event()
+        self.skipped = 0
+        self.lag = 0
+        self.stale_after = stale_after
+        self.caught_up_at = time.monotonic()
         self._topic = topic
         self._bootstrap = bootstrap
         self._task: asyncio.Task[None] | None = None
@@ -190,25 +200,54 @@ class RegistryFollower:
         tps = [TopicPartition(self._topic, p) for p in partitions]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
-        self._end = await self._consumer.end_offsets(tps)
+        self._end = self._target = await self._consumer.end_offsets(tps)
         self._task = asyncio.create_task(self._follow(tps))
 
+    def healthy(self) -> bool:
+        running = self._task is not None and not self._task.done()
+        fresh = time.monotonic() - self.caught_up_at < self.stale_after
+        return self.ready.is_set() and running and fresh
+
     async def _follow(self, tps: list[TopicPartition]) -> None:
+        checked = 0.0
         while True:
             try:
                 batches = await self._consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    for message in messages:
+                        self._apply(message.key, message.value, message.offset)
+                if not self.ready.is_set() and await self._reached(tps, self._end):
+                    self.ready.set()
+                if time.monotonic() - checked >= self.CHECK_SECONDS:
+                    checked = time.monotonic()
+                    await self._check_lag(tps)
             except KafkaError as exc:  # keep the keys we have; the consumer reconnects
                 log.warning("registry fetch failed: %s", exc)
                 await asyncio.sleep(1)
-                continue
-            for messages in batches.values():
-                for message in messages:
-                    if message.key is not None:
-                        self.registry.apply(message.key, message.value)
-            if not self.ready.is_set():
-                positions = [await self._consumer.position(tp) for tp in tps]
-                if all(pos >= self._end[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    self.ready.set()
+            except Exception:  # never die: a dead follower would silently stop revocations
+                log.exception("registry follower error")
+                await asyncio.sleep(1)
+
+    def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        if key is None:
+            return
+        try:
+            self.registry.apply(key, value)
+        except ValueError as exc:  # msgspec's decode and validation errors, bad UTF-8
+            self.skipped += 1
+            log.error("registry record skipped at offset %d (key %r): %s", offset, key[:80], type(exc).__name__)
+
+    async def _reached(self, tps: list[TopicPartition], offsets: dict[TopicPartition, int]) -> bool:
+        return all([await self._consumer.position(tp) >= offsets[tp] for tp in tps])
+
+    async def _check_lag(self, tps: list[TopicPartition]) -> None:
+        """Caught up when everything that was in the topic at the previous check has been read."""
+        end = await self._consumer.end_offsets(tps)
+        if await self._reached(tps, self._target):
+            self.caught_up_at = time.monotonic()
+        positions = [await self._consumer.position(tp) for tp in tps]
+        self.lag = sum(max(0, end[tp] - pos) for tp, pos in zip(tps, positions, strict=True))
+        self._target = end
 
     async def stop(self) -> None:
         if self._task is not None:

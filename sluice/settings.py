@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     warehouse_host: str = "127.0.0.1"
     warehouse_port: int = 8123
     """Where ``sluice warehouse`` serves the embedded engine over ClickHouse's HTTP interface."""
+    warehouse_user: str = "sluice"
+    warehouse_password: str = ""
+    """The credential ``sluice warehouse`` requires (it refuses to start without a password);
+    clients put it in ``SLUICE_CLICKHOUSE_URL`` as ``http://user:password@host:port/db``."""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_processes: int = 1
@@ -49,6 +53,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     client_timeout: float = 30.0
     """Seconds a client may take to send a request's headers, and again its body (slow-loris):
     a body still unread then gets 408; a connection whose headers never end is closed."""
+    max_inflight_bytes: int = 64 * 1_048_576
+    """Request bytes one gateway process holds at once, all requests together; a request that
+    would go over gets 503 with Retry-After. Bodies over ``max_body_bytes // 8`` may use only half
+    of it, so that many slow large uploads cannot crowd out ordinary SDK batches."""
+    max_user_token_seconds: float = 7 * 86400.0
+    """Longest lifetime a ``user_token`` may claim: one whose ``exp`` is further out is refused."""
+    metrics_port: int = 0
+    """Where the gateway serves ``/metrics`` and ``/openapi.json`` apart from SDK traffic; 0 keeps
+    them on the gateway's own port (local runs)."""
     rate_limit: float = 1000.0
     """Requests per second per API key, per gateway replica; 0 turns limiting off."""
     rate_burst: float = 2000.0

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway import config, halo, solute, traffical, xaiku
-from services.gateway.context import GATEWAY, Gateway, gateway_of
+from services.gateway.context import GATEWAY, Gateway, budget_middleware, gateway_of
 from services.gateway.errors import cors_middleware, error_middleware, json_response
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
@@ -80,9 +80,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_app(gateway: Gateway) -> web.Application:
+    """The SDK-facing app; ``/metrics`` and ``/openapi.json`` too unless a metrics port is set."""
     app = web.Application(
-        middlewares=[cors_middleware, metrics_middleware, error_middleware],
+        middlewares=[cors_middleware, metrics_middleware, error_middleware, budget_middleware],
         client_max_size=gateway.settings.max_body_bytes,
+        handler_args={"auto_decompress": False},  # bodies are decoded, bounded, by read_body
     )
     app[GATEWAY] = gateway
     for path, handler in HANDLERS.items():
@@ -91,9 +93,23 @@ def build_app(gateway: Gateway) -> web.Application:
         app.router.add_get(path, getter)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if not gateway.settings.metrics_port:
+        _add_ops_routes(app)
+    return app
+
+
+def build_ops_app(gateway: Gateway) -> web.Application:
+    """``/metrics`` and ``/openapi.json`` on ``settings.metrics_port``, for the cluster only."""
+    app = web.Application()
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", healthz)
+    _add_ops_routes(app)
+    return app
+
+
+def _add_ops_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
-    return app
 
 
 def run_gateway(settings: Settings) -> None:
@@ -112,7 +128,8 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     registry = Registry()
     follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
     sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout, settings.kafka_compression)
-    gateway = Gateway(settings, sink, registry, ready=follower.ready.is_set)
+    gateway = Gateway(settings, sink, registry, ready=follower.healthy)
+    gateway.metrics.state.follower = follower
     app = build_app(gateway)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -120,8 +137,11 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
         await sink.start()
         await follower.start()
         await asyncio.wait_for(follower.ready.wait(), 30)
+        ops = await _serve_ops(gateway) if settings.metrics_port else None
         log.info("gateway listening", extra={"port": settings.gateway_port})
         yield
+        if ops is not None:
+            await ops.cleanup()
         await follower.stop()
         await sink.stop()
 
@@ -134,6 +154,14 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
         keepalive_timeout=settings.client_timeout,
         loop=uvloop.new_event_loop(),
     )  # fmt: skip
+
+
+async def _serve_ops(gateway: Gateway) -> web.AppRunner:
+    runner = web.AppRunner(build_ops_app(gateway), access_log=None)
+    await runner.setup()
+    settings = gateway.settings
+    await web.TCPSite(runner, settings.gateway_host, settings.metrics_port, reuse_port=True).start()
+    return runner
 
 
 def run_processes(settings: Settings) -> None:

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from services.gateway import identity
+from services.gateway.budget import ByteBudget, OverBudget, Reservation
+from services.gateway.encoding import decode_content
 from services.gateway.errors import GatewayError, unavailable
 from services.gateway.limits import RateLimiter
 from services.gateway.metrics import GatewayMetrics
@@ -41,9 +45,12 @@ class Gateway:
     ready: Callable[[], bool] = field(default=lambda: True)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     limiter: RateLimiter = field(init=False)
+    budget: ByteBudget = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst, self.clock)
+        self.budget = ByteBudget(self.settings.max_inflight_bytes, self.settings.max_body_bytes // 8)
+        self.metrics.state.budget = self.budget
 
     def authenticate(
         self,
@@ -73,10 +80,15 @@ class Gateway:
         return key
 
     async def read_body(self, request: web.Request, family: str) -> bytes:
-        """The whole body; 413 (before reading, when the length says so) if too large, 408 if too slow."""
+        """The whole body, valid UTF-8; 413 (before reading, when the length says so) if too large,
+        408 if too slow, 503 if the process holds too many request bytes already, 400 if it cannot
+        be decoded (``Content-Encoding``) or is not UTF-8."""
         limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        declared = request.content_length
+        if declared is not None and declared > limit:
             raise GatewayError(413, f"Request body too large (max {limit} bytes)")
+        reservation = request[RESERVATION]
+        _reserve(reservation, declared or 0)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -85,11 +97,33 @@ class Gateway:
                     size += len(chunk)
                     if size > limit:
                         raise GatewayError(413, f"Request body too large (max {limit} bytes)")
+                    _reserve(reservation, size)
                     chunks.append(chunk)
         except TimeoutError:
             raise GatewayError(408, f"Request body not received within {self.settings.client_timeout:g}s") from None
+        except web.RequestPayloadError:  # a malformed chunked body
+            request.content.feed_eof()  # nothing more to read from this stream: no lingering
+            raise GatewayError(400, "Request body could not be read", close=True) from None
         self.metrics.body_bytes.labels(family).observe(size)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        if encoding := request.headers.get("Content-Encoding"):
+            body = decode_content(body, encoding, limit)
+            _reserve(reservation, size + len(body))
+        try:
+            body.decode()  # JSON is UTF-8; a field that is not cannot reach a decoder or Kafka
+        except UnicodeDecodeError:
+            raise GatewayError(400, "Request body must be UTF-8 encoded JSON") from None
+        return body
+
+    def verify_identity(self, key: ApiKey, user_id: str | None, token: str | None) -> None:
+        """403 unless this request may speak for ``user_id`` (see :mod:`identity`)."""
+        org = self.registry.org(key.org_id)
+        identity.verify_identity(org, key, user_id, token, self.settings.max_user_token_seconds)
+
+    def identity_refusal(self, key: ApiKey, user_ids: list[str | None], token: str | None) -> str | None:
+        """Why an event naming ``user_ids`` may not change them, or None."""
+        org = self.registry.org(key.org_id)
+        return identity.refusal(org, key, user_ids, token, self.settings.max_user_token_seconds)
 
     async def publish(self, batch: RawBatch | None, dead: Sequence[DeadLetter] = ()) -> None:
         """Make the accepted events and the dead letters durable; 503 if Kafka will not."""
@@ -106,6 +140,25 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+RESERVATION = web.RequestKey("reservation", Reservation)
+
+
+def _reserve(reservation: Reservation, total: int) -> None:
+    try:
+        reservation.grow(total)
+    except OverBudget as exc:
+        log.warning("request refused: %s", exc)
+        raise unavailable("Too many requests in flight; retry later") from None
+
+
+@web.middleware
+async def budget_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Each request's share of the in-flight byte budget, given back once it is answered."""
+    reservation = request[RESERVATION] = gateway_of(request).budget.reservation()
+    try:
+        return await handler(request)
+    finally:
+        reservation.release()
 
 
 def gateway_of(request: web.Request) -> Gateway:

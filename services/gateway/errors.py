@@ -18,11 +18,13 @@ log = logging.getLogger("sluice.gateway")
 class GatewayError(Exception):
     """A request the gateway refuses. ``retry_after`` (seconds) becomes a Retry-After header."""
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.close = close
+        """The connection cannot carry another request (its body could not be read)."""
 
 
 def unavailable(message: str = "Service temporarily unavailable; retry later") -> GatewayError:
@@ -46,7 +48,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return json_response(error_body(family_of(request.path), exc.status, exc.message), exc.status, headers)
+        response = json_response(error_body(family_of(request.path), exc.status, exc.message), exc.status, headers)
+        if exc.close:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

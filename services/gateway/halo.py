@@ -15,7 +15,6 @@ from aiohttp import web
 from services.gateway.batches import decode_body, sort_events
 from services.gateway.context import PUBLISHABLE, Gateway, bearer, gateway_of, json_text
 from services.gateway.errors import GatewayError, json_response
-from services.gateway.identity import verify_identity
 from sluice.envelope import Family, RawBatch, body_digest
 from sluice.registry import ApiKey
 from sluice.wire import halo
@@ -46,7 +45,7 @@ async def events(request: web.Request) -> web.Response:
     envelope = decode_body(halo.events_decoder, body, "a JSON object with an 'events' array")
     if not 1 <= len(envelope.events) <= halo.MAX_EVENTS:
         raise GatewayError(400, f"events must contain between 1 and {halo.MAX_EVENTS} events")
-    verify_identity(gateway.registry.org(key.org_id), envelope.user_id, envelope.user_token)
+    gateway.verify_identity(key, envelope.user_id, envelope.user_token)
     checked = sort_events(envelope.events, halo.event_decoder, halo.check_event)
     if checked.errors:
         index, reason = checked.errors[0]
@@ -88,7 +87,7 @@ async def _identify(
     if not getattr(payload, id_field):
         raise GatewayError(400, f"{id_field} must not be empty")
     _check_traits(payload.traits, payload.context, limit)
-    verify_identity(gateway.registry.org(key.org_id), payload.user_id, payload.user_token)
+    gateway.verify_identity(key, payload.user_id, payload.user_token)
     await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
     gateway.metrics.accepted(FAMILY, 1)
     return json_response(SUCCESS)

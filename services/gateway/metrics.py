@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from sluice.metrics import base_name
+
+if TYPE_CHECKING:
+    from services.gateway.budget import ByteBudget
+    from sluice.registry import RegistryFollower
 
 
 class GatewayMetrics:
@@ -35,6 +42,8 @@ class GatewayMetrics:
             "sluice_gateway_body_bytes", "Request body sizes", ["family"], registry=self.registry,
             buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576),
         )  # fmt: skip
+        self.state = StateCollector()
+        self.registry.register(self.state)
 
     def accepted(self, family: str, count: int) -> None:
         if count:
@@ -47,3 +56,33 @@ class GatewayMetrics:
     def mismatched(self, family: str, counts: Mapping[str, int]) -> None:
         for name, count in counts.items():
             self.tenant_mismatch.labels(family, name).inc(count)
+
+
+class StateCollector(Collector):
+    """Gauges and counters read at scrape time from the objects that keep them: the in-flight
+    byte budget and the registry follower (records skipped, lag, health)."""
+
+    def __init__(self) -> None:
+        self.budget: ByteBudget | None = None
+        self.follower: RegistryFollower | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        budget, follower = self.budget, self.follower
+        yield GaugeMetricFamily(
+            "sluice_gateway_inflight_bytes", "Request bytes held now", value=budget.used if budget else 0
+        )
+        yield CounterMetricFamily(
+            base_name("sluice_gateway_inflight_refusals_total"),
+            "Requests refused (503) over the in-flight byte budget", value=budget.refusals if budget else 0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            base_name("sluice_registry_records_skipped_total"),
+            "Registry records that did not decode and were skipped", value=follower.skipped if follower else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "sluice_registry_lag", "Registry records not yet read", value=follower.lag if follower else 0
+        )
+        yield GaugeMetricFamily(
+            "sluice_registry_healthy", "1 while the registry follower keeps up (1 without a follower)",
+            value=int(follower.healthy()) if follower else 1,
+        )  # fmt: skip

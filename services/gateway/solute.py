@@ -3,19 +3,27 @@
 Partial success: each event of the batch is checked on its own; valid events are made durable,
 invalid ones are reported by index and sent to the dead-letter topic. A batch with no valid
 event is a 400 carrying the same per-index report.
+
+Identity verification: where the org has it on, an identify, group or alias event from a
+publishable key is refused unless its ``userToken`` proves the user it names. A refused event is
+reported by index like an invalid one but is not a dead letter (a replay would skip the check);
+a batch of which nothing was kept because of refusals alone is a 403.
 """
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
-from services.gateway.batches import decode_body, sort_events
+from services.gateway.batches import Sorted, decode_body, sort_events
 from services.gateway.context import gateway_of
 from services.gateway.errors import GatewayError, json_response
+from services.gateway.identity import FAILED
 from sluice.envelope import Family, RawBatch, body_digest
 from sluice.wire import solute
 
 FAMILY: Family = "solute"
+TOKEN_FIELD = b'"userToken"'
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -26,9 +34,13 @@ async def handle(request: web.Request) -> web.Response:
     if not 1 <= len(envelope.batch) <= solute.MAX_EVENTS:
         raise GatewayError(400, f"batch must contain between 1 and {solute.MAX_EVENTS} events")
 
+    def check(event: solute.SoluteEvent) -> str | None:
+        return solute.check(event) or gateway.identity_refusal(key, solute.named_users(event), event.userToken)
+
     received_at = gateway.clock()
-    events = sort_events(envelope.batch, solute.event_decoder, solute.check)
-    dead = events.dead_letters(envelope.batch, FAMILY, request.path, key, received_at)
+    events = sort_events(envelope.batch, solute.event_decoder, check)
+    invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
+    dead = Sorted([], [], invalid).dead_letters(envelope.batch, FAMILY, request.path, key, received_at)
     report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
     if events.errors:
         report["errors"] = [{"index": i, "error": reason} for i, reason in events.errors]
@@ -37,11 +49,27 @@ async def handle(request: web.Request) -> web.Response:
         batch = RawBatch(
             family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
             env=key.env, received_at=received_at, body_digest=body_digest(body),
-            events=events.accepted, indexes=events.indexes, sent_at=envelope.sentAt,
+            events=_without_tokens(events.accepted, body), indexes=events.indexes, sent_at=envelope.sentAt,
         )  # fmt: skip
     await gateway.publish(batch, dead)
     gateway.metrics.accepted(FAMILY, len(events.accepted))
-    gateway.metrics.rejected(FAMILY, "invalid", len(events.errors))
+    gateway.metrics.rejected(FAMILY, "invalid", len(invalid))
+    gateway.metrics.rejected(FAMILY, "unverified", len(events.errors) - len(invalid))
     if batch is None:
+        if not invalid:
+            return json_response({"success": False, "error": events.errors[0][1], **report}, 403)
         return json_response({"success": False, "error": "No valid events in the batch", **report}, 400)
     return json_response({"success": True, **report})
+
+
+def _without_tokens(events: list[msgspec.Raw], body: bytes) -> list[msgspec.Raw]:
+    """The events as sent, less their ``userToken`` (a credential) where they have one."""
+    if TOKEN_FIELD not in body:
+        return events
+    out = []
+    for event in events:
+        fields = msgspec.json.decode(event)
+        if fields.pop("userToken", None) is not None:
+            event = msgspec.Raw(msgspec.json.encode(fields))
+        out.append(event)
+    return out

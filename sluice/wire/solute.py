@@ -35,6 +35,18 @@ class SoluteEvent(msgspec.Struct, kw_only=True):
     category: str | None = None
     groupId: str | None = None
     previousId: str | None = None
+    userToken: str | None = None
+    """Sluice's addition: Halo's ``user_token``, proving ``userId`` where the org verifies
+    identities (identify, group, alias). A credential: the gateway never forwards it."""
+
+
+def named_users(event: SoluteEvent) -> list[str | None]:
+    """The users whose traits, company membership or aliases the event changes."""
+    if event.type in ("identify", "group"):
+        return [event.userId]
+    if event.type == "alias":
+        return [event.userId, event.previousId]
+    return []
 
 
 def check(event: SoluteEvent) -> str | None:

@@ -1,0 +1,170 @@
+"""docs/security.md's tables, executed: what each key kind and scope may do on each route, and what
+identity verification refuses on every family. The tables are read from the document, so the
+document cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import msgspec
+import pytest
+
+from sluice.registry import KeyKind, OrgSettings
+from tests.builders import (
+    TRAFFICAL_EXAMPLE,
+    XAIKU_CURL_EVENTS,
+    halo_company,
+    halo_events,
+    halo_user,
+    solute_body,
+    solute_event,
+    traffical_event,
+)
+from tests.gateway_harness import Harness
+from tests.test_gateway_common import VALID
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+SECRET = "ha_secret_access_table_0123456789abcdef"
+ORG = "org_acme"  # the Traffical example's org
+
+
+def table(heading: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first table after the ``## heading`` of the document."""
+    section = DOC.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def route_of(cell: str) -> str:
+    match = re.fullmatch(r"`POST (\S+)`", cell)
+    assert match, cell
+    return match[1]
+
+
+def headers(path: str, key: str) -> dict[str, str]:
+    if path == "/api/events":
+        return {"X-Api-Key": key}
+    if path == "/api/v1/analytics":
+        return {"X-public-key": key}
+    return {"Authorization": f"Bearer {key}"}
+
+
+KINDS: dict[str, tuple[KeyKind, tuple[str, ...]]] = {
+    "publishable": ("publishable", ()),
+    "publishable, `sdk:write`": ("publishable", ("sdk:write",)),
+    "secret": ("secret", ()),
+    "secret, `sdk:write`": ("secret", ("sdk:write",)),
+}
+KEY_TABLE = table("What each key may do, per route")
+
+
+@pytest.mark.parametrize("row", KEY_TABLE, ids=[r[0] for r in KEY_TABLE])
+async def test_each_key_kind_and_scope_per_route(gw: Harness, row: list[str]) -> None:
+    path = route_of(row[0])
+    assert len(row) == 1 + len(KINDS)
+    _, body = VALID[path]
+    for column, expected in zip(KINDS, row[1:], strict=True):
+        kind, scopes = KINDS[column]
+        response = await gw.post(path, body, **headers(path, gw.key(kind, org=ORG, scopes=scopes)))
+        assert response.status == int(expected), (path, column, await response.text())
+
+
+def token(user_id: str) -> str:
+    return jwt.encode({"user_id": user_id, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+
+
+def solute(token: str | None, **fields: Any) -> bytes:
+    event = solute_event(**fields, userToken=token)
+    return solute_body(event)
+
+
+# Each "request" of the identity table: (body for a token or None).
+REQUESTS: dict[str, Callable[[str | None], Any]] = {
+    "events with `user_id` alice": lambda t: halo_events(user_id="alice", user_token=t),
+    "traits of alice": lambda t: halo_user(user_id="alice", user_token=t),
+    "company with `user_id` alice": lambda t: halo_company(user_id="alice", user_token=t),
+    "company without a user": lambda t: halo_company(),
+    "identify alice": lambda t: solute(t, type="identify", userId="alice", traits={"email": "x@evil"}),
+    "group alice": lambda t: solute(t, type="group", userId="alice", groupId="co_1"),
+    "alias anon_1 to alice": lambda t: solute(t, type="alias", userId="alice", previousId="anon_1"),
+    "alias bob to alice": lambda t: solute(t, type="alias", userId="alice", previousId="bob"),
+    "track of alice": lambda t: solute(t, userId="alice"),
+    "events (no user)": lambda t: {"events": XAIKU_CURL_EVENTS},
+}
+TRAFFICAL_TRACK = {"events": [traffical_event(1, userId="alice")]}
+IDENTITY_TABLE = table("Identity verification, across families")
+
+
+@pytest.mark.parametrize("row", IDENTITY_TABLE, ids=[f"{r[0]} {r[1]}" for r in IDENTITY_TABLE])
+async def test_identity_verification_holds_on_every_family(gw: Harness, row: list[str]) -> None:
+    gw.now = time.time()  # PyJWT checks exp against the real clock
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    path, request, *expected = row
+    path = route_of(path)
+    build = (lambda t: TRAFFICAL_TRACK) if path == "/v1/events" else REQUESTS[request]
+    publishable, secret = gw.key(org=ORG, scopes=("sdk:write",)), gw.key("secret", org=ORG, scopes=("sdk:write",))
+    for (body, key), status in zip(
+        [(build(None), publishable), (build(token("alice")), publishable), (build(None), secret)], expected, strict=True
+    ):
+        before = len(gw.sink.records)
+        response = await gw.post(path, body, **headers(path, key))
+        assert response.status == int(status), (row, await response.text())
+        if response.status == 403:
+            answer = await response.json()
+            assert answer["error"].startswith("Identity verification failed: ")
+            assert len(gw.sink.records) == before  # nothing of it kept, not even a dead letter
+    for record in gw.sink.records:  # no token ever travels on
+        assert b"userToken" not in record[2] and b"user_token" not in record[2]
+
+
+async def test_a_solute_batch_keeps_what_needs_no_proof_and_reports_the_refusal(gw: Harness) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    body = solute_body(
+        solute_event(messageId="t1", userId="alice"),
+        solute_event(messageId="i1", type="identify", userId="alice", traits={"email": "x@evil"}),
+    )
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    assert (response.status, await response.json()) == (200, {
+        "success": True, "processed": 1, "failed": 1,
+        "errors": [{"index": 1, "error": "Identity verification failed: user_token is required"}],
+    })  # fmt: skip
+    [record] = gw.raw()
+    assert [msgspec.json.decode(e)["messageId"] for e in record.events] == ["t1"]
+    assert gw.dead() == []
+    text = await (await gw.client.get("/metrics")).text()
+    assert 'sluice_gateway_events_total{family="solute",outcome="rejected",reason="unverified"} 1.0' in text
+
+
+async def test_tokens_that_live_too_long_are_refused(gw: Harness) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    ten_years = jwt.encode({"user_id": "alice", "exp": int(time.time()) + 10 * 365 * 86400}, SECRET, algorithm="HS256")
+    for path, body in (
+        ("/api/sdk/users/identify", halo_user(user_id="alice", user_token=ten_years)),
+        ("/api/events", solute(ten_years, type="identify", userId="alice")),
+    ):
+        response = await gw.post(path, body, **headers(path, gw.key(org=ORG)))
+        assert response.status == 403
+        assert "must expire within 604800s" in (await response.text())
+
+
+async def test_verification_on_without_a_secret_is_a_clean_403(gw: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=""))
+    signed = token("alice")
+    response = await gw.post("/api/sdk/users/identify", halo_user(user_id="alice", user_token=signed), **headers(
+        "/api/sdk/users/identify", gw.key(org=ORG)
+    ))  # fmt: skip
+    assert (response.status, await response.json()) == (
+        403, {"error": "Identity verification failed: identity verification is not configured for this org"},
+    )  # fmt: skip
+    assert signed not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_the_tables_cover_every_route() -> None:
+    assert {route_of(r[0]) for r in KEY_TABLE} == set(VALID)
+    assert {r[1] for r in IDENTITY_TABLE if route_of(r[0]) != "/v1/events"} == set(REQUESTS)
+    assert TRAFFICAL_EXAMPLE  # the /v1/events row is built from the example's track
