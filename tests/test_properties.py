@@ -4,7 +4,10 @@ the normalizer turns anything into canonical events or dead letters."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import logging
 import math
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +22,7 @@ from services.gateway.routes import ROUTE_FAMILY
 from sluice.envelope import RawBatch
 from tests.builders import HALO_EXAMPLE, TRAFFICAL_EXAMPLE, XAIKU_CURL_EVENTS, solute_event
 from tests.gateway_harness import Harness, harness
+from tests.test_gateway_common import VALID as VALID_REQUESTS
 
 json_scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63)
@@ -153,3 +157,129 @@ def test_the_normalizer_never_raises(family: str, data: st.DataObject) -> None:
         if isinstance(item, CanonicalEvent):
             assert math.isfinite(item.timestamp.timestamp())
             msgspec.json.decode(item.properties)
+
+
+# --- no 5xx from any body, with or without a key, and no traceback in the log ---------------
+
+BAD = b"@@bad@@"
+"""Stands for a field's value (or name) in the encoded body, then becomes arbitrary bytes."""
+ENCODINGS = [None, "identity", "gzip", "deflate", "gzip-garbage", "zstd", "br", "x-unknown"]
+
+
+def places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside ``value``; a ``("name", key)`` step stands for the key itself."""
+    out = [path]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out += [(*path, ("name", key)), *places(inner, (*path, key))]
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            out += places(inner, (*path, index))
+    return out
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    step, rest = path[0], path[1:]
+    if isinstance(step, tuple):  # the key itself
+        return {(new if k == step[1] else k): v for k, v in value.items()}
+    copy = list(value) if isinstance(value, list) else dict(value)
+    copy[step] = replaced(value[step], rest, new)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def tracebacks() -> Iterator[list[logging.LogRecord]]:
+    """Records logged with a traceback (or at error level) anywhere, while the module runs."""
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record) if record.exc_info or record.levelno >= logging.ERROR else None  # type: ignore[method-assign]
+    logging.getLogger().addHandler(handler)
+    yield seen
+    logging.getLogger().removeHandler(handler)
+
+
+@pytest.mark.parametrize("path", list(ROUTE_FAMILY))
+@PROFILE
+@given(data=st.data())
+def test_no_body_field_or_encoding_gets_a_5xx_or_a_traceback(
+    gw: tuple[Harness, str], loop: asyncio.AbstractEventLoop, tracebacks: list[logging.LogRecord], path: str,
+    data: st.DataObject,
+) -> None:  # fmt: skip
+    h, key = gw
+    family_headers, valid = VALID_REQUESTS[path]
+    body = valid if isinstance(valid, dict) else msgspec.json.decode(valid)
+    where = data.draw(st.sampled_from(places(body)))
+    body = replaced(
+        body,
+        where,
+        BAD.decode() if where and isinstance(where[-1], tuple) else data.draw(json_values | st.just(BAD.decode())),
+    )
+    raw = msgspec.json.encode(body).replace(b'"' + BAD + b'"', b'"' + data.draw(st.binary(max_size=6)) + b'"')
+    presented = data.draw(st.sampled_from([None, key, "pk_unknown"]))
+    headers = family_headers(presented) if presented else {}
+    encoding = data.draw(st.sampled_from(ENCODINGS))
+    if encoding == "gzip":
+        raw = gzip.compress(raw)
+    elif encoding == "deflate":
+        raw = zlib.compress(raw)
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding.removesuffix("-garbage")
+
+    async def go() -> tuple[int, Any]:
+        response = await h.client.post(path, data=raw, headers=headers)
+        return response.status, await response.json()
+
+    status, answer = loop.run_until_complete(go())
+    check_answer(path, status, answer)
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip", "deflate", "br"])
+def test_garbage_content_encoding_without_a_key_is_a_400(
+    gw: tuple[Harness, str], loop: asyncio.AbstractEventLoop, tracebacks: list[logging.LogRecord], encoding: str
+) -> None:
+    h, _ = gw
+
+    async def go() -> tuple[int, Any]:
+        response = await h.client.post("/api/v1/analytics", data=b"\x28\xb5\x2f\xfdgarbage", headers={
+            "Content-Encoding": encoding, "Content-Type": "text/plain"})  # fmt: skip
+        return response.status, await response.json()
+
+    status, answer = loop.run_until_complete(go())
+    assert status == 400 and answer["error"].startswith(("Unsupported Content-Encoding", "Request body is not valid"))
+    assert not tracebacks
+
+
+NOON = b"2025-01-15T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/analytics", b'{"pkey": "\xff", "events": []}'),  # keyless sendBeacon form
+        ("/api/events", b'{"batch": [{"type": "track", "event": "\xff", "userId": "u", "timestamp": "'
+         + NOON + b'"}]}'),
+        ("/api/sdk/events", b'{"events": [{"event_type": "click", "metadata": {"a": "\xc3"}}]}'),
+        ("/api/sdk/users/identify", b'{"user_id": "u", "traits": {"a": "\xff"}}'),
+        ("/v1/events", b'{"events": [{"type": "track", "event": "e", "unitKey": "u", "timestamp": "' + NOON
+         + b'", "properties": {"a": "\xed\xa0\x80"}}]}'),
+    ],
+)  # fmt: skip
+def test_invalid_utf8_in_a_field_is_a_400_in_the_familys_shape(
+    gw: tuple[Harness, str], loop: asyncio.AbstractEventLoop, tracebacks: list[logging.LogRecord], path: str,
+    body: bytes,
+) -> None:  # fmt: skip
+    h, key = gw
+    headers = {} if path == "/api/v1/analytics" else VALID_REQUESTS[path][0](key)
+
+    async def go() -> tuple[int, Any]:
+        response = await h.client.post(path, data=body, headers=headers)
+        return response.status, await response.json()
+
+    status, answer = loop.run_until_complete(go())
+    assert status == 400, answer
+    check_answer(path, status, answer)
+    assert h.sink.records == [] or all(body not in r[2] for r in h.sink.records)
+    assert not tracebacks

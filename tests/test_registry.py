@@ -95,3 +95,42 @@ async def _within(seconds: float, condition: Callable[[], bool]) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def test_a_record_that_does_not_decode_raises_value_error_for_the_follower_to_skip() -> None:
+    registry = Registry()
+    for key, value in ((b"key:d", b"\xff{"), (b"org:acme", b'{"org_id": 5}'), (b"\xff\xfe", b"{}"), (b"key:d", b"[]")):
+        with pytest.raises(ValueError):
+            registry.apply(key, value)
+    assert registry.keys == {} and registry.orgs == {}
+
+
+@pytest.mark.kafka
+async def test_bad_records_are_skipped_counted_and_block_nothing(
+    kafka_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap, topic = kafka_settings.kafka_bootstrap, kafka_settings.registry_topic
+    key, record = new_key("acme", "publishable")
+    bad = [(b"key:bad", b"\xffsecret-looking garbage"), (b"org:acme", b'{"org_id": 5}'), (b"\xff\xfe", b"{}")]
+    await write_records(bootstrap, topic, [*bad, key_record(record)])
+    follower = RegistryFollower(bootstrap, topic)
+    follower.CHECK_SECONDS = 0.2
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 10)  # bad records present at start: ready anyway
+        assert follower.registry.authenticate(key) == record
+        assert follower.skipped == 3 and follower.healthy()
+
+        record.revoked = True  # a bad record later does not stop revocations
+        await write_records(bootstrap, topic, [(b"key:worse", b"{"), key_record(record)])
+        assert await _within(2.0, lambda: follower.registry.authenticate(key) is None)
+        assert follower.skipped == 4 and follower.healthy()
+
+        follower.caught_up_at -= follower.stale_after  # as if it had not caught up for that long
+        assert not follower.healthy()
+        assert await _within(2.0, follower.healthy)  # the next check finds it caught up
+        assert follower.lag == 0
+    finally:
+        await follower.stop()
+    assert not follower.healthy()  # a stopped follower is not
+    assert "registry record skipped at offset 0" in caplog.text and "garbage" not in caplog.text
