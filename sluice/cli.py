@@ -193,7 +193,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.warehouse.serve import serve
 
-    serve(settings.warehouse_path, settings.warehouse_host, settings.warehouse_port)
+    if not settings.warehouse_password:
+        print(
+            "sluice: set SLUICE_WAREHOUSE_PASSWORD (clients then use http://user:password@host:port/db)",
+            file=sys.stderr,
+        )
+        return 2
+    serve(
+        settings.warehouse_path, settings.warehouse_host, settings.warehouse_port,
+        settings.warehouse_user, settings.warehouse_password,
+    )  # fmt: skip
     return 0
 
 

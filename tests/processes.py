@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -112,10 +113,18 @@ def gateway_url(settings: Settings) -> str:
     return f"http://{settings.gateway_host}:{settings.gateway_port}"
 
 
+def warehouse_settings(home: Path, port: int | None = None) -> tuple[Settings, str]:
+    """Settings for ``sluice warehouse`` on ``port`` (a free one by default) with a fresh
+    password, and the URL its clients use, credential included."""
+    password = secrets.token_urlsafe(16)
+    settings = Settings.from_env({}, home=str(home), warehouse_port=port or free_port(), warehouse_password=password)
+    return settings, f"http://{settings.warehouse_user}:{password}@127.0.0.1:{settings.warehouse_port}"
+
+
 @contextmanager
 def warehouse_server(home: Path) -> Iterator[str]:
-    """``sluice warehouse`` on a free port with its files under ``home``; yields its URL."""
-    settings = Settings.from_env({}, home=str(home), warehouse_port=free_port())
-    url = f"http://127.0.0.1:{settings.warehouse_port}"
-    with running(settings, "warehouse", f"{url}/ping", home / "warehouse.log"):
+    """``sluice warehouse`` on a free port with its files under ``home``; yields its URL, which
+    carries the credential."""
+    settings, url = warehouse_settings(home)
+    with running(settings, "warehouse", f"http://127.0.0.1:{settings.warehouse_port}/ping", home / "warehouse.log"):
         yield url

@@ -29,7 +29,9 @@ from sluice.topics import delete_topics, ensure_topics
 from tests.builders import encode
 from tests.load import ab_test, settles_on_truth
 from tests.netfault import Partition
-from tests.processes import gateway_url, query_rows, running, sluice, spawn, wait_http, warehouse_server
+from tests.processes import (
+    gateway_url, query_rows, running, sluice, spawn, wait_http, warehouse_server, warehouse_settings,
+)  # fmt: skip
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -147,10 +149,10 @@ async def test_warehouse_down_for_30s_worker_waits_and_catches_up(
 ) -> None:
     warehouse_home = tmp_path / "warehouse"
     port = free_port()
-    served = Settings.from_env({}, home=str(warehouse_home), warehouse_port=port)
+    served, url = warehouse_settings(warehouse_home, port)
     real = Settings.from_env(
         settings.to_env(), kafka_bootstrap=kafka_bootstrap, sink_batch_rows=500, sink_batch_seconds=0.3,
-        clickhouse_url=f"http://127.0.0.1:{port}/{settings.clickhouse_database}",
+        clickhouse_url=f"{url}/{settings.clickhouse_database}",
     )  # fmt: skip
     await ensure_topics(real)
     batches, truth = ab_test(
