@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", action="append", default=[], help="repeatable, e.g. sdk:write")
     create.add_argument("--prefix", help="ab_live_, pk_, traffical_sk_… (default pk_ or sk_ by kind)")
     create.add_argument("--expires-in", help="30d, 12h, 15m…")
-    create.add_argument("--allowed-origin", action="append", default=[], help="repeatable")
+    create.add_argument(
+        "--allowed-origin", action="append", default=[],
+        help="repeatable; binds browsers only: a request without Origin passes (docs/security.md)",
+    )  # fmt: skip
     create.set_defaults(run=cmd_keys_create)
     revoke = keys.add_parser("revoke", help="revoke a key, given the key itself or its id")
     revoke.add_argument("key")

@@ -142,3 +142,51 @@ def test_pods_are_probed_limited_and_drain_before_they_are_killed(overlay: str) 
             pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
             drain = 10  # aiohttp's shutdown_timeout and the worker's session timeout, seconds
             assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_credential_ships_and_pods_get_only_the_ones_they_use(overlay: str) -> None:
+    assert objects(overlay, "Secret") == []  # the operator creates them (deploy/k8s/base/README.md)
+    assert "change-me" not in yaml.safe_dump_all(build(overlay))
+    [gateway] = one(overlay, "Deployment", "sluice-gateway")["spec"]["template"]["spec"]["containers"]
+    assert [e for e in gateway["envFrom"] if "secretRef" in e] == [] and "env" not in gateway
+    [worker] = one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
+    [secret] = [e["secretRef"] for e in worker["envFrom"] if "secretRef" in e]
+    assert secret == {"name": "sluice-warehouse", "optional": overlay == "dev"}  # dev: embedded chDB
+
+
+def test_clickhouse_users_come_from_secrets_and_the_cluster_network_and_analysts_only_read() -> None:
+    configuration = one("prod", "ClickHouseInstallation")["spec"]["configuration"]
+    users, profiles = configuration["users"], configuration["profiles"]
+    assert {name.split("/")[0] for name in users} == {"sluice", "analysts"}
+    for name, value in users.items():
+        assert not name.endswith(("/password", "/password_sha256_hex", "/password_double_sha1_hex")), name
+        if name.endswith("/networks/ip"):
+            assert value and not {"::/0", "0.0.0.0/0", "::", "0.0.0.0"} & set(value), name
+    assert users["analysts/profile"] == "analysts" and profiles["analysts/readonly"] == 1
+    assert users["analysts/grants/query"] == ["GRANT SELECT ON sluice.*"]
+    policy = one("prod", "NetworkPolicy", "clickhouse")["spec"]
+    selectors = [peer for rule in policy["ingress"] for peer in rule["from"]]
+    assert {"podSelector": {}} not in selectors and all(peer for peer in selectors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_have_their_own_port_which_only_monitoring_reaches(overlay: str) -> None:
+    config = one(overlay, "ConfigMap", "sluice-config")["data"]
+    metrics, public = int(config["SLUICE_METRICS_PORT"]), int(config["SLUICE_GATEWAY_PORT"])
+    assert metrics != public
+    template = one(overlay, "Deployment", "sluice-gateway")["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
+    assert {p["containerPort"] for p in template["spec"]["containers"][0]["ports"]} == {public, metrics}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    for name, port in (("sluice-gateway", metrics), ("sluice-worker", int(config["SLUICE_WORKER_PORT"]))):
+        rules = one(overlay, "NetworkPolicy", name)["spec"]["ingress"]
+        reaching = [rule for rule in rules if port in {p["port"] for p in rule["ports"]}]
+        assert reaching and all(rule.get("from") == [monitoring] for rule in reaching), name
+
+
+def test_compose_ships_no_password_and_publishes_to_loopback_only() -> None:
+    services = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"]
+    assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith("${SLUICE_CLICKHOUSE_PASSWORD:?")
+    assert "SLUICE_CLICKHOUSE_URL" not in services["gateway"]["environment"]
+    assert all(port.startswith("127.0.0.1:") for service in services.values() for port in service.get("ports", []))

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from services.gateway.app import build_ops_app
 from services.gateway.errors import error_body
 from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
 from tests.builders import (
@@ -152,3 +154,11 @@ async def test_openapi_documents_every_route(gw: Harness) -> None:
         assert {"200", "400", "401", "413", "429", "503"} <= set(document["paths"][path]["post"]["responses"]), path
     for path in CONFIG_ROUTES:
         assert {"200", "304", "401", "404"} <= set(document["paths"][path]["get"]["responses"]), path
+
+
+async def test_with_a_metrics_port_metrics_and_the_spec_leave_the_public_port() -> None:
+    async with harness(metrics_port=9090) as h:
+        assert [(await h.client.get(p)).status for p in ("/metrics", "/openapi.json", "/readyz")] == [404, 404, 200]
+        async with TestClient(TestServer(build_ops_app(h.gateway))) as ops:
+            assert [(await ops.get(p)).status for p in ("/metrics", "/openapi.json")] == [200, 200]
+            assert "sluice_registry_healthy 1.0" in await (await ops.get("/metrics")).text()
