@@ -106,3 +106,24 @@ async def test_compressed_records_read_back_unchanged(kafka_settings: Settings, 
     finally:
         await sink.stop()
     assert await raw_records(kafka_settings) == [value]
+
+
+async def test_a_bad_registry_record_and_a_metrics_port(kafka_settings: Settings, tmp_path: Path) -> None:
+    """A gateway starts and becomes ready although the registry holds a record it cannot decode,
+    serves /metrics only on its metrics port, and counts the record there."""
+    from sluice.registry import write_records
+
+    await write_records(kafka_settings.kafka_bootstrap, kafka_settings.registry_topic, [(b"key:x", b"\xff")])
+    mine = Settings.from_env(kafka_settings.to_env(), metrics_port=free_port())
+    key = sluice(mine, "keys", "create", "--org", "acme", "--kind", "secret").stdout.strip()
+    with running(mine, "gateway", f"{gateway_url(mine)}/readyz", tmp_path / "gateway.log"):
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{gateway_url(mine)}/api/events", data=solute_body(), headers={"X-Api-Key": key}
+            ) as r:
+                assert r.status == 200
+            async with http.get(f"{gateway_url(mine)}/metrics") as public:
+                assert public.status == 404
+            async with http.get(f"http://{mine.gateway_host}:{mine.metrics_port}/metrics") as ops:
+                text = await ops.text()
+    assert "sluice_registry_records_skipped_total 1.0" in text and "sluice_registry_healthy 1.0" in text
