@@ -15,6 +15,7 @@ import msgspec
 from sluice.configcli import add_config_commands
 from sluice.registry import (
     ApiKey,
+    Registry,
     key_record,
     new_key,
     org_record,
@@ -22,6 +23,7 @@ from sluice.registry import (
     read_registry,
     write_records,
 )
+from sluice.sealing import new_master_key, sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 
@@ -89,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     org_set.add_argument("org")
     org_set.add_argument("--identity-verification", choices=["on", "off"], required=True)
     org_set.set_defaults(run=cmd_orgs_set)
+    orgs.add_parser(
+        "new-registry-key", help="print a fresh master key for SLUICE_REGISTRY_KEY (seals identity secrets)"
+    ).set_defaults(run=cmd_orgs_new_registry_key)
 
     experiments = sub.add_parser("experiments", help="scorecards; Xaiku experiments to serve").add_subparsers(
         required=True, metavar="ACTION"
@@ -266,13 +271,24 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_orgs_new_registry_key(settings: Settings, args: argparse.Namespace) -> int:
+    print(new_master_key())
+    return 0
+
+
 def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
-    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    sealer = sealer_from(settings.registry_key)
+    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic, registry=Registry(sealer)))
     org = registry.org(args.org)
+    if org.identity_secret_sealed is not None and not org.identity_secret:
+        print("sluice: this org's identity secret is sealed: set SLUICE_REGISTRY_KEY to the key", file=sys.stderr)
+        return 1
+    if sealer is None:
+        print("sluice: SLUICE_REGISTRY_KEY is not set: the identity secret is stored unsealed", file=sys.stderr)
     org.identity_verification = args.identity_verification == "on"
     if org.identity_verification and not org.identity_secret:
         org.identity_secret = "ha_secret_" + secrets.token_urlsafe(32)
-    asyncio.run(_write(settings, [org_record(org)]))
+    asyncio.run(_write(settings, [org_record(org, sealer)]))
     if org.identity_verification:
         print(org.identity_secret)
     return 0

@@ -7,8 +7,10 @@ key reaches all of them within one fetch wait (well under the 2 s the design ask
 Keys are stored as sha256 digests only. An API key is 32 random bytes or more, so a fast hash is
 enough (no password stretching needed) and the digest is what a lookup compares, with
 :func:`hmac.compare_digest`. The plaintext key exists once: on the stdout of ``keys create``.
-Org identity secrets (``ha_secret_…``) are HS256 signing keys and cannot be hashed; they live in
-the same topic, which operators must treat as sensitive (ACLs on a real cluster).
+Org identity secrets (``ha_secret_…``) are HS256 signing keys and cannot be hashed; with
+``SLUICE_REGISTRY_KEY`` set they are stored sealed (envelope encryption, :mod:`sluice.sealing`),
+so the topic alone does not give them away. A sealed secret that does not open leaves its org
+with verification on and no secret: requests that need a token are refused (fail closed).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from sluice.configs import KINDS as CONFIG_KINDS
 from sluice.configs import ConfigStore
+from sluice.sealing import Sealed, Sealer, SealError
 from sluice.topics import topic_partitions
 
 KeyKind = Literal["publishable", "secret"]
@@ -61,6 +64,8 @@ class OrgSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
     org_id: str
     identity_verification: bool = False
     identity_secret: str = ""
+    """In plaintext only where no registry key is configured (and, in memory, once unsealed)."""
+    identity_secret_sealed: Sealed | None = None
 
 
 def hash_key(key: str) -> str:
@@ -113,13 +118,15 @@ _org_decoder = msgspec.json.Decoder(OrgSettings)
 
 
 class Registry:
-    """The in-memory view of the registry topic: keys by digest, org settings by id."""
+    """The in-memory view of the registry topic: keys by digest, org settings by id (their
+    identity secrets unsealed with ``sealer``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sealer: Sealer | None = None) -> None:
         self.keys: dict[str, ApiKey] = {}
         self.orgs: dict[str, OrgSettings] = {}
         self.configs = ConfigStore()
         """SDK configuration (``sluice config put``, ``sluice experiments put``): same topic."""
+        self.sealer = sealer
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         kind, _, ident = key.decode().partition(":")
@@ -132,9 +139,20 @@ class Registry:
             if value is None:
                 self.orgs.pop(ident, None)
             else:
-                self.orgs[ident] = _org_decoder.decode(value)
+                self.orgs[ident] = self._unsealed(_org_decoder.decode(value))
         elif kind in CONFIG_KINDS:
             self.configs.apply(kind, ident, value)
+
+    def _unsealed(self, org: OrgSettings) -> OrgSettings:
+        if org.identity_secret_sealed is None:
+            return org
+        try:
+            if self.sealer is None:
+                raise SealError("SLUICE_REGISTRY_KEY is not set")
+            org.identity_secret = self.sealer.open(org.identity_secret_sealed, org.org_id)
+        except SealError as exc:
+            log.error("org %s: its identity secret does not open: %s", org.org_id, exc)
+        return org
 
     def authenticate(self, presented: str, now: float | None = None) -> ApiKey | None:
         """The usable key record for a presented key, else None (unknown, revoked, expired)."""
@@ -152,7 +170,11 @@ def key_record(record: ApiKey) -> tuple[bytes, bytes]:
     return f"key:{record.digest}".encode(), msgspec.json.encode(record)
 
 
-def org_record(org: OrgSettings) -> tuple[bytes, bytes]:
+def org_record(org: OrgSettings, sealer: Sealer | None = None) -> tuple[bytes, bytes]:
+    """The record of ``org``; with a ``sealer``, its identity secret sealed and not in plaintext."""
+    if sealer is not None and org.identity_secret:
+        sealed = sealer.seal(org.identity_secret, org.org_id)
+        org = msgspec.structs.replace(org, identity_secret="", identity_secret_sealed=sealed)
     return f"org:{org.org_id}".encode(), msgspec.json.encode(org)
 
 
@@ -256,9 +278,9 @@ class RegistryFollower:
         await self._consumer.stop()
 
 
-async def read_registry(bootstrap: str, topic: str, wait: float = 10.0) -> Registry:
+async def read_registry(bootstrap: str, topic: str, wait: float = 10.0, registry: Registry | None = None) -> Registry:
     """A one-off snapshot of the registry (for ``keys list``)."""
-    follower = RegistryFollower(bootstrap, topic)
+    follower = RegistryFollower(bootstrap, topic, registry)
     await follower.start()
     try:
         await asyncio.wait_for(follower.ready.wait(), wait)

@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Requests per second per API key, per gateway replica; 0 turns limiting off."""
     rate_burst: float = 2000.0
     """Requests a key may send at once before the rate applies."""
+    registry_key: str = ""
+    """Master key(s) sealing the orgs' identity secrets in the registry topic: base64 of 32 random
+    bytes (``sluice orgs new-registry-key`` prints one), comma-separated for rotation (the first
+    seals, any opens). Empty: secrets are stored in plaintext (local runs)."""
     worker_host: str = "127.0.0.1"
     worker_port: int = 6066
     """The worker's HTTP port: health, metrics and (embedded warehouse) queries."""

@@ -75,10 +75,10 @@ def running(settings: Settings, command: str, ready_url: str, log: Path) -> Iter
         terminate(process)
 
 
-async def raw_records(settings: Settings) -> list[bytes]:
-    """Every record in the raw topic, read from the beginning to the end offsets of now."""
+async def raw_records(settings: Settings, topic: str | None = None) -> list[bytes]:
+    """Every record in the raw topic (or ``topic``), read from the beginning to the end offsets of now."""
     consumer = AIOKafkaConsumer(
-        settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        topic or settings.raw_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -95,6 +95,11 @@ async def raw_records(settings: Settings) -> list[bytes]:
         return values
     finally:
         await consumer.stop()
+
+
+async def registry_values(settings: Settings) -> list[bytes]:
+    """Every record value in the registry topic, as stored."""
+    return await raw_records(settings, settings.registry_topic)
 
 
 async def raw_message_ids(settings: Settings) -> list[str]:

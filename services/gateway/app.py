@@ -24,6 +24,7 @@ from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
 from services.gateway.sink import KafkaSink
 from sluice.logs import configure_logging
 from sluice.registry import Registry, RegistryFollower
+from sluice.sealing import sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 
@@ -125,7 +126,7 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     import uvloop
 
     configure_logging(settings.log_level)
-    registry = Registry()
+    registry = Registry(sealer_from(settings.registry_key))
     follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
     sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout, settings.kafka_compression)
     gateway = Gateway(settings, sink, registry, ready=follower.healthy)
