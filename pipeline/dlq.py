@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.formats import QUERY_FORMATS
 from sluice.envelope import RawBatch, body_digest, encoder
+from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
 from sluice.sql import literal
 
@@ -51,7 +52,9 @@ async def replay(settings: Settings, warehouse: Warehouse, *, ids: list[str], or
     )
     out = warehouse.execute(sql, "JSONEachRow")
     letters = [msgspec.json.decode(line, type=Letter) for line in out.splitlines() if line]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_security(settings)
+    )
     await producer.start()
     try:
         for letter in letters:

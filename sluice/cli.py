@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from sluice.configcli import add_config_commands
+from sluice.kafkaconf import kafka_security
 from sluice.registry import (
     ApiKey,
     Registry,
@@ -229,9 +230,17 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(settings: Settings, registry: Registry | None = None) -> Registry:
+    return asyncio.run(
+        read_registry(
+            settings.kafka_bootstrap, settings.registry_topic, registry=registry, security=kafka_security(settings)
+        )
+    )
+
+
 async def _write(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
     await ensure_topics(settings)
-    await write_records(settings.kafka_bootstrap, settings.registry_topic, records)
+    await write_records(settings.kafka_bootstrap, settings.registry_topic, records, kafka_security(settings))
 
 
 def key_id(record: ApiKey) -> str:
@@ -242,7 +251,7 @@ def key_id(record: ApiKey) -> str:
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.registry import hash_key
 
-    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    registry = _read(settings)
     wanted = args.key
     matches = [k for k in registry.keys.values() if k.digest == hash_key(wanted) or key_id(k) == wanted]
     if len(matches) != 1:
@@ -256,7 +265,7 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic))
+    registry = _read(settings)
     print("id\thint\torg\tproject\tenv\tkind\tscopes\texpires_at\tstatus")
     now = time.time()
     for record in sorted(registry.keys.values(), key=lambda k: k.created_at):
@@ -278,7 +287,7 @@ def cmd_orgs_new_registry_key(settings: Settings, args: argparse.Namespace) -> i
 
 def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
     sealer = sealer_from(settings.registry_key)
-    registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic, registry=Registry(sealer)))
+    registry = _read(settings, Registry(sealer))
     org = registry.org(args.org)
     if org.identity_secret_sealed is not None and not org.identity_secret:
         print("sluice: this org's identity secret is sealed: set SLUICE_REGISTRY_KEY to the key", file=sys.stderr)

@@ -22,8 +22,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -178,9 +178,12 @@ def org_record(org: OrgSettings, sealer: Sealer | None = None) -> tuple[bytes, b
     return f"org:{org.org_id}".encode(), msgspec.json.encode(org)
 
 
-async def write_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+async def write_records(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes | None]],
+    security: Mapping[str, Any] | None = None,
+) -> None:  # fmt: skip
     """Write records in order, each acknowledged by Kafka; a None value is a tombstone."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(security or {}))
     await producer.start()
     try:
         for key, value in records:
@@ -202,7 +205,10 @@ class RegistryFollower:
 
     CHECK_SECONDS = 5.0
 
-    def __init__(self, bootstrap: str, topic: str, registry: Registry | None = None, stale_after: float = 30.0) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, registry: Registry | None = None, stale_after: float = 30.0,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.registry = registry or Registry()
         self.ready = asyncio.Event()
         self.skipped = 0
@@ -211,12 +217,13 @@ class RegistryFollower:
         self.caught_up_at = time.monotonic()
         self._topic = topic
         self._bootstrap = bootstrap
+        self._security = security or {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        partitions = await topic_partitions(self._bootstrap, self._topic)
+        partitions = await topic_partitions(self._bootstrap, self._topic, self._security)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200, **self._security
         )
         await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in partitions]
@@ -278,9 +285,12 @@ class RegistryFollower:
         await self._consumer.stop()
 
 
-async def read_registry(bootstrap: str, topic: str, wait: float = 10.0, registry: Registry | None = None) -> Registry:
+async def read_registry(
+    bootstrap: str, topic: str, wait: float = 10.0, registry: Registry | None = None,
+    security: Mapping[str, Any] | None = None,
+) -> Registry:  # fmt: skip
     """A one-off snapshot of the registry (for ``keys list``)."""
-    follower = RegistryFollower(bootstrap, topic, registry)
+    follower = RegistryFollower(bootstrap, topic, registry, security=security)
     await follower.start()
     try:
         await asyncio.wait_for(follower.ready.wait(), wait)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
+from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
 
 
@@ -31,7 +34,7 @@ async def ensure_topics(settings: Settings, wait: float = 30.0) -> None:
     """Create missing topics; waits up to ``wait`` seconds for the broker to be reachable."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = _admin(settings.kafka_bootstrap, kafka_security(settings))
         try:
             await admin.start()
             break
@@ -44,8 +47,9 @@ async def ensure_topics(settings: Settings, wait: float = 30.0) -> None:
         existing = set(await admin.list_topics())
         missing = [t for t in topic_specs(settings) if t.name not in existing]
         if missing:
-            # another process may win the race; the topic is there either way
-            with contextlib.suppress(TopicAlreadyExistsError):
+            # another process may win the race; the topic is there either way. A component that
+            # may not create topics (a secured cluster: the operator declares them) goes on.
+            with contextlib.suppress(TopicAlreadyExistsError, TopicAuthorizationFailedError):
                 await admin.create_topics(missing)
     finally:
         await admin.close()
@@ -53,7 +57,7 @@ async def ensure_topics(settings: Settings, wait: float = 30.0) -> None:
 
 async def delete_topics(settings: Settings) -> None:
     """Remove this prefix's topics (tests clean up after themselves)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = _admin(settings.kafka_bootstrap, kafka_security(settings))
     await admin.start()
     try:
         prefix = settings.topic_prefix
@@ -64,9 +68,13 @@ async def delete_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+def _admin(bootstrap: str, security: Mapping[str, Any]) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
+
+
+async def topic_partitions(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> list[int]:
     """The partition numbers of an existing topic (raises if it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = _admin(bootstrap, security or {})
     await admin.start()
     try:
         [description] = await admin.describe_topics([topic])

@@ -51,6 +51,27 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Kafka": {"type": "object", "required": ["spec"],
               "properties": {"spec": {"type": "object", "required": ["kafka"]}}},
+    "KafkaUser": {
+        "type": "object", "required": ["spec", "metadata"],
+        "properties": {
+            "metadata": {"type": "object", "required": ["labels"]},
+            "spec": {"type": "object", "required": ["authentication", "authorization"], "properties": {
+                "authentication": {"type": "object", "properties": {"type": {"enum": ["scram-sha-512", "tls"]}}},
+                "authorization": {"type": "object", "required": ["type", "acls"], "properties": {"acls": {
+                    "type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["resource", "operations"],
+                        "properties": {
+                            "resource": {"type": "object", "required": ["type"], "properties": {
+                                "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
+                                "patternType": {"enum": ["literal", "prefix"]}}},
+                            "operations": {"type": "array", "minItems": 1, "items": {"enum": [
+                                "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+                                "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All"]}},
+                        },
+                    }}}},
+            }},
+        },
+    },
     "KafkaNodePool": {"type": "object", "required": ["spec"],
                       "properties": {"spec": {"type": "object", "required": ["replicas", "roles", "storage"]}}},
     "ClickHouseInstallation": {
@@ -98,7 +119,9 @@ def test_partitions_keda_and_hpa_agree(overlay: str) -> None:
     scaled = one(overlay, "ScaledObject")["spec"]
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= partitions
     trigger = scaled["triggers"][0]["metadata"]
-    assert trigger["bootstrapServers"] == config["SLUICE_KAFKA_BOOTSTRAP"]
+    [worker] = one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
+    worker_env = {e["name"]: e.get("value") for e in worker.get("env", [])}
+    assert trigger["bootstrapServers"] == worker_env.get("SLUICE_KAFKA_BOOTSTRAP", config["SLUICE_KAFKA_BOOTSTRAP"])
     assert trigger["consumerGroup"] == config["SLUICE_WORKER_GROUP"]
     assert trigger["topic"] == config["SLUICE_TOPIC_PREFIX"] + "raw"
     for topic in objects(overlay, "KafkaTopic"):
@@ -149,7 +172,9 @@ def test_no_credential_ships_and_pods_get_only_the_ones_they_use(overlay: str) -
     assert objects(overlay, "Secret") == []  # the operator creates them (deploy/k8s/base/README.md)
     assert "change-me" not in yaml.safe_dump_all(build(overlay))
     [gateway] = one(overlay, "Deployment", "sluice-gateway")["spec"]["template"]["spec"]["containers"]
-    assert [e for e in gateway["envFrom"] if "secretRef" in e] == [] and "env" not in gateway
+    assert [e for e in gateway["envFrom"] if "secretRef" in e] == []
+    secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in gateway.get("env", []) if "valueFrom" in e}
+    assert secrets <= {"sluice-gateway", "sluice-registry-key"}  # its Kafka user, the registry key
     [worker] = one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
     [secret] = [e["secretRef"] for e in worker["envFrom"] if "secretRef" in e]
     assert secret == {"name": "sluice-warehouse", "optional": overlay == "dev"}  # dev: embedded chDB
@@ -190,3 +215,38 @@ def test_compose_ships_no_password_and_publishes_to_loopback_only() -> None:
     assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith("${SLUICE_CLICKHOUSE_PASSWORD:?")
     assert "SLUICE_CLICKHOUSE_URL" not in services["gateway"]["environment"]
     assert all(port.startswith("127.0.0.1:") for service in services.values() for port in service.get("ports", []))
+
+
+def test_prod_kafka_authenticates_and_each_component_has_least_privilege() -> None:
+    kafka = one("prod", "Kafka")["spec"]["kafka"]
+    assert kafka["authorization"]["type"] == "simple"
+    for listener in kafka["listeners"]:
+        if "authentication" in listener:
+            assert listener["tls"] is True and listener["authentication"]["type"] == "scram-sha-512"
+        else:  # the workers' transitional plaintext listener: reachable by workers and KEDA only
+            assert listener["networkPolicyPeers"] == [
+                {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sluice-worker"}}},
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}},
+            ]
+    acls = {
+        user["metadata"]["name"]: {
+            (acl["resource"]["type"], acl["resource"].get("name"), operation)
+            for acl in user["spec"]["authorization"]["acls"] for operation in acl["operations"]
+        }
+        for user in objects("prod", "KafkaUser")
+    }  # fmt: skip
+    assert acls["sluice-gateway"] == {
+        ("topic", "sluice.raw", "Write"), ("topic", "sluice.raw", "Describe"),
+        ("topic", "sluice.dlq", "Write"), ("topic", "sluice.dlq", "Describe"),
+        ("topic", "sluice.registry", "Read"), ("topic", "sluice.registry", "Describe"),
+    }  # fmt: skip
+    writers = {
+        name for name, rules in acls.items() if {("topic", "sluice.registry", o) for o in ("Write", "All")} & rules
+    }
+    assert writers == {"sluice-admin"}
+    config = one("prod", "ConfigMap", "sluice-config")["data"]
+    assert (
+        config["SLUICE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        and config["SLUICE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    )
+    assert config["SLUICE_KAFKA_BOOTSTRAP"].endswith(":9093")

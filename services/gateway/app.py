@@ -22,6 +22,7 @@ from services.gateway.errors import cors_middleware, error_middleware, json_resp
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
 from services.gateway.sink import KafkaSink
+from sluice.kafkaconf import kafka_security
 from sluice.logs import configure_logging
 from sluice.registry import Registry, RegistryFollower
 from sluice.sealing import sealer_from
@@ -127,8 +128,9 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
 
     configure_logging(settings.log_level)
     registry = Registry(sealer_from(settings.registry_key))
-    follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry)
-    sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout, settings.kafka_compression)
+    security = kafka_security(settings)
+    follower = RegistryFollower(settings.kafka_bootstrap, settings.registry_topic, registry, security=security)
+    sink = KafkaSink(settings.kafka_bootstrap, settings.produce_timeout, settings.kafka_compression, security)
     gateway = Gateway(settings, sink, registry, ready=follower.healthy)
     gateway.metrics.state.follower = follower
     app = build_app(gateway)

@@ -9,7 +9,8 @@ later: the client retries, and the worker's dedupe by message id absorbs the sec
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -33,10 +34,13 @@ class RecordSink(Protocol):
 
 
 class KafkaSink:
-    def __init__(self, bootstrap: str, timeout: float, compression: str | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, timeout: float, compression: str | None = None, security: Mapping[str, Any] | None = None
+    ) -> None:
         self.timeout = timeout
         self.bootstrap = bootstrap
         self.compression = compression or None
+        self.security = security or {}
 
     async def start(self) -> None:
         # aiokafka objects belong to the running loop, so they are made here, not in __init__.
@@ -48,6 +52,7 @@ class KafkaSink:
             compression_type=self.compression,
             max_request_size=MAX_RECORD_BYTES,
             request_timeout_ms=int(self.timeout * 1000),
+            **self.security,
         )
         await self._producer.start()
 
