@@ -72,11 +72,15 @@ class LocalKafka:
 
     ``start()`` formats the storage on first use (a fresh cluster id), then launches the JVM;
     ``stop()`` sends SIGTERM (Kafka's controlled shutdown) and kills it if it lingers.
+
+    With ``scram_users`` (name → password; the first is the super user) clients must log in with
+    SASL/SCRAM-SHA-512 and Kafka's StandardAuthorizer checks ACLs (:meth:`add_acls`), as a
+    secured production cluster does — for tests of Sluice's Kafka settings and ACLs.
     """
 
     def __init__(
         self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None,
-        proxied: tuple[int, int] | None = None,
+        proxied: tuple[int, int] | None = None, scram_users: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         """``proxied=(inner, outer)`` adds a listener on ``inner`` that tells clients to connect to
         ``outer``: a TCP proxy there (tests) can then cut one client off the broker."""
@@ -85,6 +89,7 @@ class LocalKafka:
         self.port = port
         self.controller_port = controller_port or free_port()
         self.proxied = proxied
+        self.scram_users = scram_users or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -120,8 +125,46 @@ class LocalKafka:
             lines["listeners"] += f",PROXIED://127.0.0.1:{inner}"
             lines["advertised.listeners"] += f",PROXIED://127.0.0.1:{outer}"
             lines["listener.security.protocol.map"] += ",PROXIED:PLAINTEXT"
+        if self.scram_users:  # (not combined with a proxied listener)
+            lines.update(self._sasl_config())
         config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
         return config
+
+    def _sasl_config(self) -> dict[str, str]:
+        admin, password = next(iter(self.scram_users.items()))
+        return {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": self._jaas(admin, password),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # ANONYMOUS: the controller listener (loopback, broker and controller in one process)
+            "super.users": f"User:{admin};User:ANONYMOUS",
+        }
+
+    @staticmethod
+    def _jaas(user: str, password: str) -> str:
+        return (
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+        )
+
+    def add_acls(self, *args: str) -> None:
+        """``kafka-acls --add ARGS`` as the super user, e.g. ``--allow-principal User:x --operation
+        Write --topic t``."""
+        admin, password = next(iter(self.scram_users.items()))
+        client = self.data_dir / "admin.properties"
+        client.write_text(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+            f"sasl.jaas.config={self._jaas(admin, password)}\n"
+        )
+        subprocess.run(
+            self._java("org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,
+                       "--command-config", str(client), "--add", *args),
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
         java = shutil.which("java") or "java"
@@ -139,9 +182,12 @@ class LocalKafka:
         if (self.data_dir / "data" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        scram = [f"--add-scram=SCRAM-SHA-512=[name={u},password={p}]" for u, p in self.scram_users.items()]
         subprocess.run(
             # "=" form: a cluster id may start with "-", which would read as an option
-            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)),
+            self._java(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config), *scram
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -184,8 +184,8 @@ async def write_records(
 ) -> None:  # fmt: skip
     """Write records in order, each acknowledged by Kafka; a None value is a tombstone."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(security or {}))
-    await producer.start()
     try:
+        await producer.start()
         for key, value in records:
             await producer.send_and_wait(topic, value, key=key)
     finally:

@@ -18,7 +18,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from sluice.devrun import terminate
-from sluice.localkafka import free_port
+from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 
 
@@ -112,6 +112,18 @@ async def raw_message_ids(settings: Settings) -> list[str]:
             fields = msgspec.json.decode(event)
             ids.append(str(fields.get("messageId") or fields.get("id")))
     return ids
+
+
+@contextmanager
+def local_broker(data_dir: Path, scram_users: dict[str, str] | None = None) -> Iterator[LocalKafka]:
+    """A broker of a test's own (one it stops, restarts, or secures), on free ports."""
+    broker = LocalKafka(data_dir, ensure_jars(), port=free_port(), scram_users=scram_users)
+    broker.start(heap="256m")
+    try:
+        broker.wait_ready()
+        yield broker
+    finally:
+        broker.stop()
 
 
 def gateway_url(settings: Settings) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sluice.localkafka import LocalKafka, ensure_jars, free_port
+from sluice.localkafka import LocalKafka, free_port
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
-from tests.processes import gateway_url, raw_message_ids, running, sluice
+from tests.processes import gateway_url, local_broker, raw_message_ids, running, sluice
 
 pytestmark = pytest.mark.kafka
 
@@ -21,13 +21,8 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A broker for this test alone: it gets stopped and started again."""
-    broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port())
-    broker.start(heap="256m")
-    try:
-        broker.wait_ready()
+    with local_broker(tmp_path / "kafka") as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 async def test_outage_is_503_within_five_seconds_and_recovers(

@@ -54,7 +54,11 @@ class KafkaSink:
             request_timeout_ms=int(self.timeout * 1000),
             **self.security,
         )
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:  # refused (credentials) or unreachable: leave nothing open
+            await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -1,0 +1,77 @@
+"""Sluice's Kafka settings against a broker that requires SASL/SCRAM-SHA-512 and checks ACLs
+(Kafka's StandardAuthorizer), with the gateway's least-privilege ACLs of the prod overlay."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import KafkaError
+
+from services.gateway.sink import KafkaSink, SinkUnavailable
+from sluice.kafkaconf import kafka_security
+from sluice.localkafka import LocalKafka
+from sluice.registry import OrgSettings, RegistryFollower, key_record, new_key, org_record, write_records
+from sluice.settings import Settings
+from sluice.topics import ensure_topics
+from tests.processes import local_broker
+
+pytestmark = pytest.mark.kafka
+PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger")}
+
+
+@pytest.fixture
+def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalKafka]:
+    request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
+    with local_broker(tmp_path / "kafka", PASSWORDS) as broker:
+        yield broker
+
+
+def as_user(broker: LocalKafka, user: str, password: str | None = None) -> Settings:
+    return Settings.from_env(
+        {}, kafka_bootstrap=broker.bootstrap, topic_prefix="secured.", kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512", kafka_username=user, kafka_password=password or PASSWORDS[user],
+    )  # fmt: skip
+
+
+async def test_each_component_gets_only_what_its_acls_allow(secured: LocalKafka) -> None:
+    admin, gateway, stranger = (as_user(secured, u) for u in ("admin", "gateway", "stranger"))
+    await ensure_topics(admin)
+    secured.add_acls("--allow-principal", "User:gateway", "--operation", "Write", "--operation", "Describe",
+                     "--topic", admin.raw_topic, "--topic", admin.dlq_topic)  # fmt: skip
+    secured.add_acls("--allow-principal", "User:gateway", "--operation", "Read", "--operation", "Describe",
+                     "--topic", admin.registry_topic)  # fmt: skip
+    key, record = new_key("acme", "publishable")
+    await write_records(admin.kafka_bootstrap, admin.registry_topic, [key_record(record)], kafka_security(admin))
+
+    await ensure_topics(gateway)  # may not create topics: goes on (the operator declares them)
+    sink = KafkaSink(gateway.kafka_bootstrap, 5.0, security=kafka_security(gateway))
+    await sink.start()
+    try:
+        await sink.send_all([(gateway.raw_topic, b"acme", b"{}"), (gateway.dlq_topic, None, b"{}")])
+    finally:
+        await sink.stop()
+    follower = RegistryFollower(gateway.kafka_bootstrap, gateway.registry_topic, security=kafka_security(gateway))
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 20)
+        assert follower.registry.authenticate(key) == record
+    finally:
+        await follower.stop()
+
+    with pytest.raises(KafkaError):  # the gateway may not write the registry: no minting keys
+        await asyncio.wait_for(write_records(
+            gateway.kafka_bootstrap, gateway.registry_topic,
+            [org_record(OrgSettings(org_id="acme", identity_verification=False))], kafka_security(gateway),
+        ), 20)  # fmt: skip
+    for refused in (stranger, as_user(secured, "gateway", "wrong-password")):
+        sink = KafkaSink(refused.kafka_bootstrap, 3.0, security=kafka_security(refused))
+        with pytest.raises((KafkaError, SinkUnavailable)):
+            await sink.start()
+            try:
+                await sink.send_all([(refused.raw_topic, b"acme", b"{}")])
+            finally:
+                await sink.stop()
