@@ -84,7 +84,7 @@ def _operation(
         "401": answer("Missing, invalid, revoked or expired key; wrong kind or scope", error),
         "413": answer("Body too large", error),
         "429": answer("Over the key's rate; see Retry-After", error),
-        "503": answer("Could not be made durable; retry after Retry-After", error),
+        "503": answer("Not made durable, or too many bytes in flight; retry after Retry-After", error),
     }
     responses.update({code: answer("See the family's reference", s) for code, s in (extra_errors or {}).items()})
     operation: JsonSchema = {
@@ -219,6 +219,7 @@ def openapi_document() -> JsonSchema:
                 solute_body,
                 SOLUTE_REPORT,
                 {"anyOf": [ERROR, SOLUTE_REPORT]},
+                {"403": {"anyOf": [ERROR, SOLUTE_REPORT]}},  # every event refused by identity verification
             ),
             "/v1/events": traffical_op,
             "/v1/events/batch": traffical_op,
