@@ -262,7 +262,7 @@ class RegistryFollower:
             return
         try:
             self.registry.apply(key, value)
-        except ValueError as exc:  # msgspec's decode and validation errors, bad UTF-8
+        except Exception as exc:  # msgspec's decode and validation errors, bad UTF-8, anything else
             self.skipped += 1
             log.error("registry record skipped at offset %d (key %r): %s", offset, key[:80], type(exc).__name__)
 

@@ -146,8 +146,7 @@ RESERVATION = web.RequestKey("reservation", Reservation)
 def _reserve(reservation: Reservation, total: int) -> None:
     try:
         reservation.grow(total)
-    except OverBudget as exc:
-        log.warning("request refused: %s", exc)
+    except OverBudget:  # counted (sluice_gateway_inflight_refusals_total), not logged: an attack would flood the log
         raise unavailable("Too many requests in flight; retry later") from None
 
 
