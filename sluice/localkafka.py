@@ -75,12 +75,14 @@ class LocalKafka:
 
     With ``scram_users`` (name → password; the first is the super user) clients must log in with
     SASL/SCRAM-SHA-512 and Kafka's StandardAuthorizer checks ACLs (:meth:`add_acls`), as a
-    secured production cluster does — for tests of Sluice's Kafka settings and ACLs.
+    secured production cluster does — for tests of Sluice's Kafka settings and ACLs; with ``tls``
+    too (PEM files: the broker's key and certificate chain, and the CA), over TLS (SASL_SSL).
     """
 
     def __init__(
         self, data_dir: Path, libs: Path, port: int = 9092, controller_port: int | None = None,
         proxied: tuple[int, int] | None = None, scram_users: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:  # fmt: skip
         """``proxied=(inner, outer)`` adds a listener on ``inner`` that tells clients to connect to
         ``outer``: a TCP proxy there (tests) can then cut one client off the broker."""
@@ -90,6 +92,7 @@ class LocalKafka:
         self.controller_port = controller_port or free_port()
         self.proxied = proxied
         self.scram_users = scram_users or {}
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,19 +133,34 @@ class LocalKafka:
         config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
         return config
 
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
+    def _ssl_config(self) -> dict[str, str]:
+        if not self.tls:
+            return {}
+        keystore, ca = self.tls
+        return {
+            "ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca),
+            "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
+        }  # fmt: skip
+
     def _sasl_config(self) -> dict[str, str]:
         admin, password = next(iter(self.scram_users.items()))
+        protocol = self.protocol
         return {
-            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listeners": f"{protocol}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"{protocol}://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
+            "inter.broker.listener.name": protocol,
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": self._jaas(admin, password),
+            f"listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config": self._jaas(admin, password),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             # ANONYMOUS: the controller listener (loopback, broker and controller in one process)
             "super.users": f"User:{admin};User:ANONYMOUS",
+            **self._ssl_config(),
         }
 
     @staticmethod
@@ -156,10 +174,11 @@ class LocalKafka:
         Write --topic t``."""
         admin, password = next(iter(self.scram_users.items()))
         client = self.data_dir / "admin.properties"
-        client.write_text(
-            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
-            f"sasl.jaas.config={self._jaas(admin, password)}\n"
-        )
+        client_config = {
+            "security.protocol": self.protocol, "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": self._jaas(admin, password),
+        } | {k: v for k, v in self._ssl_config().items() if k.startswith("ssl.truststore")}  # fmt: skip
+        client.write_text("".join(f"{k}={v}\n" for k, v in client_config.items()))
         subprocess.run(
             self._java("org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,
                        "--command-config", str(client), "--add", *args),

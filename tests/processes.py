@@ -115,9 +115,11 @@ async def raw_message_ids(settings: Settings) -> list[str]:
 
 
 @contextmanager
-def local_broker(data_dir: Path, scram_users: dict[str, str] | None = None) -> Iterator[LocalKafka]:
+def local_broker(
+    data_dir: Path, scram_users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[LocalKafka]:
     """A broker of a test's own (one it stops, restarts, or secures), on free ports."""
-    broker = LocalKafka(data_dir, ensure_jars(), port=free_port(), scram_users=scram_users)
+    broker = LocalKafka(data_dir, ensure_jars(), port=free_port(), scram_users=scram_users, tls=tls)
     broker.start(heap="256m")
     try:
         broker.wait_ready()

@@ -1,5 +1,5 @@
-"""Sluice's Kafka settings against a broker that requires SASL/SCRAM-SHA-512 and checks ACLs
-(Kafka's StandardAuthorizer), with the gateway's least-privilege ACLs of the prod overlay."""
+"""Sluice's Kafka settings against a broker as the prod overlay runs one — TLS, SASL/SCRAM-SHA-512,
+ACLs checked by Kafka's StandardAuthorizer — with the gateway's least-privilege ACLs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sluice.registry import OrgSettings, RegistryFollower, key_record, new_key, 
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 from tests.processes import local_broker
+from tests.tlscerts import make_certificates
 
 pytestmark = pytest.mark.kafka
 PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger")}
@@ -26,14 +27,16 @@ PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "s
 @pytest.fixture
 def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalKafka]:
     request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
-    with local_broker(tmp_path / "kafka", PASSWORDS) as broker:
+    tls = make_certificates(tmp_path / "tls")
+    with local_broker(tmp_path / "kafka", PASSWORDS, tls) as broker:
         yield broker
 
 
 def as_user(broker: LocalKafka, user: str, password: str | None = None) -> Settings:
     return Settings.from_env(
-        {}, kafka_bootstrap=broker.bootstrap, topic_prefix="secured.", kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism="SCRAM-SHA-512", kafka_username=user, kafka_password=password or PASSWORDS[user],
+        {}, kafka_bootstrap=broker.bootstrap, topic_prefix="secured.", kafka_security_protocol="SASL_SSL",
+        kafka_ca_file=str(broker.tls[1]) if broker.tls else "", kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_username=user, kafka_password=password or PASSWORDS[user],
     )  # fmt: skip
 
 
