@@ -69,7 +69,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         budget, follower = self.budget, self.follower
         yield GaugeMetricFamily(
-            "sluice_gateway_inflight_bytes", "Request bytes held now", value=budget.used if budget else 0
+            base_name("sluice_gateway_inflight_bytes"), "Request bytes held now", value=budget.used if budget else 0
         )
         yield CounterMetricFamily(
             base_name("sluice_gateway_inflight_refusals_total"),
@@ -80,9 +80,9 @@ class StateCollector(Collector):
             "Registry records that did not decode and were skipped", value=follower.skipped if follower else 0,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "sluice_registry_lag", "Registry records not yet read", value=follower.lag if follower else 0
+            base_name("sluice_registry_lag"), "Registry records not yet read", value=follower.lag if follower else 0
         )
         yield GaugeMetricFamily(
-            "sluice_registry_healthy", "1 while the registry follower keeps up (1 without a follower)",
+            base_name("sluice_registry_healthy"), "1 while the registry follower keeps up (1 without a follower)",
             value=int(follower.healthy()) if follower else 1,
         )  # fmt: skip
