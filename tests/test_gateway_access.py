@@ -168,3 +168,12 @@ def test_the_tables_cover_every_route() -> None:
     assert {route_of(r[0]) for r in KEY_TABLE} == set(VALID)
     assert {r[1] for r in IDENTITY_TABLE if route_of(r[0]) != "/v1/events"} == set(REQUESTS)
     assert TRAFFICAL_EXAMPLE  # the /v1/events row is built from the example's track
+
+
+async def test_a_token_never_reaches_the_dead_letters(gw: Harness) -> None:
+    signed = token("alice")
+    body = solute_body(solute_event(type="identify", userId="alice", userToken=signed, timestamp="not a time"))
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    assert response.status == 400
+    [letter] = gw.dead()
+    assert signed.encode() not in bytes(letter.payload) and msgspec.json.decode(letter.payload)["userId"] == "alice"

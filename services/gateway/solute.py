@@ -40,7 +40,8 @@ async def handle(request: web.Request) -> web.Response:
     received_at = gateway.clock()
     events = sort_events(envelope.batch, solute.event_decoder, check)
     invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
-    dead = Sorted([], [], invalid).dead_letters(envelope.batch, FAMILY, request.path, key, received_at)
+    raws = _without_tokens(envelope.batch, body)  # dead letters are read by analysts: no credentials
+    dead = Sorted([], [], invalid).dead_letters(raws, FAMILY, request.path, key, received_at)
     report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
     if events.errors:
         report["errors"] = [{"index": i, "error": reason} for i, reason in events.errors]
@@ -49,7 +50,7 @@ async def handle(request: web.Request) -> web.Response:
         batch = RawBatch(
             family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
             env=key.env, received_at=received_at, body_digest=body_digest(body),
-            events=_without_tokens(events.accepted, body), indexes=events.indexes, sent_at=envelope.sentAt,
+            events=[raws[i] for i in events.indexes], indexes=events.indexes, sent_at=envelope.sentAt,
         )  # fmt: skip
     await gateway.publish(batch, dead)
     gateway.metrics.accepted(FAMILY, len(events.accepted))
@@ -68,8 +69,11 @@ def _without_tokens(events: list[msgspec.Raw], body: bytes) -> list[msgspec.Raw]
         return events
     out = []
     for event in events:
-        fields = msgspec.json.decode(event)
-        if fields.pop("userToken", None) is not None:
+        try:
+            fields = msgspec.json.decode(event)
+        except RecursionError:  # nests too deeply to be an event: it is a dead letter, kept as sent
+            fields = None
+        if isinstance(fields, dict) and fields.pop("userToken", None) is not None:
             event = msgspec.Raw(msgspec.json.encode(fields))
         out.append(event)
     return out
