@@ -292,7 +292,7 @@ def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
     if org.identity_secret_sealed is not None and not org.identity_secret:
         print("sluice: this org's identity secret is sealed: set SLUICE_REGISTRY_KEY to the key", file=sys.stderr)
         return 1
-    if sealer is None:
+    if sealer is None and args.identity_verification == "on":
         print("sluice: SLUICE_REGISTRY_KEY is not set: the identity secret is stored unsealed", file=sys.stderr)
     org.identity_verification = args.identity_verification == "on"
     if org.identity_verification and not org.identity_secret:
