@@ -139,3 +139,15 @@ async def test_hundreds_of_stalled_uploads_hold_bounded_memory_and_honest_client
     assert held < 80 * MiB
     refused = next(line for line in metrics.splitlines() if line.startswith("sluice_gateway_inflight_refusals_total"))
     assert float(refused.split()[-1]) > STALLED / 2
+
+
+async def test_compressed_bodies_inflate_within_the_body_limit() -> None:
+    import gzip
+
+    async with harness() as h:
+        key = h.key()
+        ok = await h.post("/api/events", gzip.compress(solute_body()), **{"X-Api-Key": key, "Content-Encoding": "gzip"})
+        bomb = gzip.compress(b"[" + b" " * (64 * MiB) + b"]")  # 64 KiB on the wire
+        big = await h.post("/api/events", bomb, **{"X-Api-Key": key, "Content-Encoding": "gzip"})
+        assert (ok.status, big.status) == (200, 413)
+        assert await big.json() == {"error": "Request body too large (max 1048576 bytes)"}
