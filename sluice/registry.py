@@ -225,11 +225,15 @@ class RegistryFollower:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200, **self._security
         )
-        await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in partitions]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._end = self._target = await self._consumer.end_offsets(tps)
+        try:
+            await self._consumer.start()
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+            self._end = self._target = await self._consumer.end_offsets(tps)
+        except BaseException:  # refused or unreachable: leave nothing open
+            await self._consumer.stop()
+            raise
         self._task = asyncio.create_task(self._follow(tps))
 
     def healthy(self) -> bool:
