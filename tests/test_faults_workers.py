@@ -30,7 +30,14 @@ from tests.builders import encode
 from tests.load import ab_test, settles_on_truth
 from tests.netfault import Partition
 from tests.processes import (
-    gateway_url, query_rows, running, sluice, spawn, wait_http, warehouse_server, warehouse_settings,
+    gateway_url,
+    query_rows,
+    running,
+    sluice,
+    spawn,
+    wait_http,
+    warehouse_server,
+    warehouse_settings,
 )  # fmt: skip
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
