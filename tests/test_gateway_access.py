@@ -14,18 +14,22 @@ import jwt
 import msgspec
 import pytest
 
+from services.gateway.routes import CONFIG_ROUTES
 from sluice.registry import KeyKind, OrgSettings
 from tests.builders import (
     TRAFFICAL_EXAMPLE,
     XAIKU_CURL_EVENTS,
+    XAIKU_EXPERIMENTS,
     halo_company,
     halo_events,
     halo_user,
     solute_body,
     solute_event,
+    traffical_bundle,
     traffical_event,
 )
 from tests.gateway_harness import Harness
+from tests.sdk_requests import SDK_REQUESTS
 from tests.test_gateway_common import VALID
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
@@ -41,7 +45,7 @@ def table(heading: str) -> list[list[str]]:
 
 
 def route_of(cell: str) -> str:
-    match = re.fullmatch(r"`POST (\S+)`", cell)
+    match = re.fullmatch(r"`(?:POST|GET) (\S+)`", cell)
     assert match, cell
     return match[1]
 
@@ -72,6 +76,26 @@ async def test_each_key_kind_and_scope_per_route(gw: Harness, row: list[str]) ->
         kind, scopes = KINDS[column]
         response = await gw.post(path, body, **headers(path, gw.key(kind, org=ORG, scopes=scopes)))
         assert response.status == int(expected), (path, column, await response.text())
+
+
+READ_TABLE = table("What each key may read, per route")
+READS = {"/v1/config/{projectId}": "traffical-config", "/api/v1/experiments": "xaiku-experiments"}
+EVERY_EXPERIMENT = {"X-experiment-ids": ""}  # (Traffical ignores it)
+
+
+@pytest.mark.parametrize("row", READ_TABLE, ids=[r[0] for r in READ_TABLE])
+async def test_each_key_kind_and_scope_per_configuration_route(gw: Harness, row: list[str]) -> None:
+    request = SDK_REQUESTS[READS[route_of(row[0])]]
+    gw.config(ORG, "proj_test", "production", traffical_bundle())
+    gw.experiments(ORG, XAIKU_EXPERIMENTS)
+    for column, expected in zip(KINDS, row[1:], strict=True):
+        kind, scopes = KINDS[column]
+        key = gw.key(kind, org=ORG, scopes=scopes)
+        response = await gw.client.get(request.path, headers={**request.with_key(key), **EVERY_EXPERIMENT})
+        assert response.status == int(expected), (row[0], column, await response.text())
+    other = gw.key(org="other")
+    stranger = await gw.client.get(request.path, headers={**request.with_key(other), **EVERY_EXPERIMENT})
+    assert stranger.status == 404
 
 
 def token(user_id: str) -> str:
@@ -166,6 +190,7 @@ async def test_verification_on_without_a_secret_is_a_clean_403(gw: Harness, capl
 
 def test_the_tables_cover_every_route() -> None:
     assert {route_of(r[0]) for r in KEY_TABLE} == set(VALID)
+    assert {route_of(r[0]) for r in READ_TABLE} == set(READS) == set(CONFIG_ROUTES)
     assert {r[1] for r in IDENTITY_TABLE if route_of(r[0]) != "/v1/events"} == set(REQUESTS)
     assert TRAFFICAL_EXAMPLE  # the /v1/events row is built from the example's track
 
