@@ -43,8 +43,10 @@ CHECKPOINT = b"\xff\xffcheckpoint\x00"
 
 
 class StateStore:
-    def __init__(self, path: Path, topic: str, bootstrap: str) -> None:
+    def __init__(self, path: Path, topic: str, bootstrap: str, kafka: dict[str, Any] | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self.kafka = kafka or {}
+        """aiokafka security options (``sluice.kafkaconf``) for the recovery consumer."""
         self.db = Rdict(str(path), options=Options(raw_mode=True))
         self.topic = topic
         self.bootstrap = bootstrap
@@ -148,6 +150,7 @@ class StateStore:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",  # an aborted (fenced) transaction's records are not state
+            **self.kafka,
         )  # fmt: skip
         await consumer.start()
         applied = 0

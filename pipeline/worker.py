@@ -52,6 +52,7 @@ from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.warehouse.formats import output_format
 from pipeline.warehouse.readonly import authorized, query_token, read_only
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
+from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.worker")
@@ -71,23 +72,26 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.sink = WarehouseSink(warehouse)
         settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
-        self.state = StateStore(settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap)
+        security = kafka_security(settings)
+        self.state = StateStore(
+            settings.worker_data_dir / "state", settings.state_topic, settings.kafka_bootstrap, security
+        )  # fmt: skip
         self.pruner = SeenPruner(self.state, b"seen\x00", settings.dedupe_window_days * 86400.0)
         stores = stores_on(self.state, lambda cap: self.metrics.capped.labels(cap).inc())
         processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0,
                               settings.value_property)  # fmt: skip
-        self.fencing = Fencing(settings.kafka_bootstrap, settings.worker_group)
+        self.fencing = Fencing(settings.kafka_bootstrap, settings.worker_group, security)
         self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
-            max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+            max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **security,
         )  # fmt: skip
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            max_request_size=4 << 20, max_batch_size=1 << 20, linger_ms=5,
+            max_request_size=4 << 20, max_batch_size=1 << 20, linger_ms=5, **security,
         )  # fmt: skip
         self.lock = asyncio.Lock()
         """Held while a batch is in hand: a revocation waits for it (the batch commits first)."""

@@ -121,7 +121,9 @@ def test_partitions_keda_and_hpa_agree(overlay: str) -> None:
     trigger = scaled["triggers"][0]["metadata"]
     [worker] = one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
     worker_env = {e["name"]: e.get("value") for e in worker.get("env", [])}
-    assert trigger["bootstrapServers"] == worker_env.get("SLUICE_KAFKA_BOOTSTRAP", config["SLUICE_KAFKA_BOOTSTRAP"])
+    worker_bootstrap = worker_env.get("SLUICE_KAFKA_BOOTSTRAP", config["SLUICE_KAFKA_BOOTSTRAP"])
+    # the same brokers (in prod KEDA reads lag on its own listener, the workers use TLS + SCRAM)
+    assert trigger["bootstrapServers"].rsplit(":", 1)[0] == worker_bootstrap.rsplit(":", 1)[0]
     assert trigger["consumerGroup"] == config["SLUICE_WORKER_GROUP"]
     assert trigger["topic"] == config["SLUICE_TOPIC_PREFIX"] + "raw"
     for topic in objects(overlay, "KafkaTopic"):
@@ -223,11 +225,15 @@ def test_prod_kafka_authenticates_and_each_component_has_least_privilege() -> No
     for listener in kafka["listeners"]:
         if "authentication" in listener:
             assert listener["tls"] is True and listener["authentication"]["type"] == "scram-sha-512"
-        else:  # the workers' transitional plaintext listener: reachable by workers and KEDA only
+        else:  # KEDA's transitional plaintext listener: reachable by KEDA only
             assert listener["networkPolicyPeers"] == [
-                {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sluice-worker"}}},
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}},
             ]
+    [worker] = one("prod", "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["SLUICE_KAFKA_USERNAME"]["value"] == "sluice-worker"
+    assert env["SLUICE_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "sluice-worker"
+    assert "SLUICE_KAFKA_BOOTSTRAP" not in env  # the TLS + SCRAM listener of the ConfigMap
     acls = {
         user["metadata"]["name"]: {
             (acl["resource"]["type"], acl["resource"].get("name"), operation)

@@ -21,7 +21,7 @@ from tests.processes import local_broker
 from tests.tlscerts import make_certificates
 
 pytestmark = pytest.mark.kafka
-PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger")}
+PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger", "worker")}
 
 
 @pytest.fixture
@@ -78,3 +78,73 @@ async def test_each_component_gets_only_what_its_acls_allow(secured: LocalKafka)
                 await sink.send_all([(refused.raw_topic, b"acme", b"{}")])
             finally:
                 await sink.stop()
+
+
+async def test_the_worker_runs_with_only_its_prod_acls(secured: LocalKafka, tmp_path: Path) -> None:
+    """The worker's ACLs of the prod overlay (``deploy/k8s/overlays/prod/kafka.yaml``): its topics,
+    its transactional ids and its group, nothing else — and a record goes all the way to a row."""
+    import time
+
+    import msgspec
+
+    from sluice.envelope import RawBatch, encoder
+    from sluice.localkafka import free_port
+    from tests.builders import solute_event
+    from tests.processes import query_rows, spawn, wait_http
+
+    admin = as_user(secured, "admin")
+    port = free_port()
+    worker = Settings.from_env(
+        as_user(secured, "worker").to_env(), home=str(tmp_path / "home"), worker_port=port,
+        worker_url=f"http://127.0.0.1:{port}", clickhouse_database=f"secured_{secrets.token_hex(4)}",
+    )  # fmt: skip
+    await ensure_topics(admin)
+    for operations, topics in (
+        (("Read", "Describe"), [admin.raw_topic]),
+        (("Read", "Write", "Describe"), [admin.keyed_topic, worker.state_topic, admin.dlq_topic]),
+    ):
+        secured.add_acls("--allow-principal", "User:worker", *[a for o in operations for a in ("--operation", o)],
+                         *[a for t in topics for a in ("--topic", t)])  # fmt: skip
+    secured.add_acls(
+        "--allow-principal",
+        "User:worker",
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--transactional-id",
+        f"{worker.worker_group}.",
+        "--resource-pattern-type",
+        "prefixed",
+    )
+    secured.add_acls("--allow-principal", "User:worker", "--operation", "Read", "--operation", "Describe",
+                     "--group", worker.worker_group, "--resource-pattern-type", "prefixed")  # fmt: skip
+    process = spawn(worker, "worker", tmp_path / "worker.log")
+    try:
+        await asyncio.to_thread(wait_http, f"{worker.worker_url}/healthz", 60, process)
+        batch = RawBatch(
+            family="solute",
+            route="/api/events",
+            org_id="acme",
+            project_id="default",
+            env="production",
+            received_at=time.time(),
+            body_digest="d" * 64,
+            events=[msgspec.Raw(msgspec.json.encode(solute_event(messageId="secured-1")))],
+            indexes=[0],
+        )
+        sink = KafkaSink(admin.kafka_bootstrap, 10.0, security=kafka_security(admin))
+        await sink.start()
+        try:
+            await sink.send_all([(admin.raw_topic, b"acme", encoder.encode(batch))])
+        finally:
+            await sink.stop()
+        deadline = time.monotonic() + 60
+        while not query_rows(worker, "SELECT message_id FROM events FINAL"):
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            await asyncio.sleep(0.5)
+        assert query_rows(worker, "SELECT message_id FROM events FINAL") == [{"message_id": "secured-1"}]
+    finally:
+        from sluice.devrun import terminate
+
+        terminate(process)
