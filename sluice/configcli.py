@@ -28,6 +28,7 @@ from sluice.configs import (
     load_bundle,
     load_experiments,
 )
+from sluice.kafkaconf import kafka_security
 from sluice.registry import Registry, read_registry, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
@@ -91,11 +92,11 @@ def _fail(message: object, code: int = 1) -> int:
 
 async def _snapshot(settings: Settings) -> Registry:
     await ensure_topics(settings)
-    return await read_registry(settings.kafka_bootstrap, settings.registry_topic)
+    return await read_registry(settings.kafka_bootstrap, settings.registry_topic, security=kafka_security(settings))
 
 
 def _write(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
-    asyncio.run(write_records(settings.kafka_bootstrap, settings.registry_topic, records))
+    asyncio.run(write_records(settings.kafka_bootstrap, settings.registry_topic, records, kafka_security(settings)))
 
 
 def _when(moment: float) -> str:
