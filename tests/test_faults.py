@@ -114,6 +114,9 @@ async def test_slow_loris_gets_cut_off_while_others_are_served(kafka_settings: S
     assert all(answer == b"" for answer in headers_answers), "a never-ending header block was not cut off"
     for answer in body_answers:
         head, _, body = bytes(answer).partition(b"\r\n\r\n")  # type: ignore[arg-type]
+        if head.startswith(b"HTTP/1.1 503"):  # over the in-flight byte budget: refused before its body
+            assert b"Retry-After:" in head, head[:200]
+            continue
         assert head.startswith(b"HTTP/1.1 408"), head[:100]
         assert msgspec.json.decode(body) == {"error": "Request body not received within 2s"}
     assert max(took) < 1.0, f"honest clients waited {max(took):.2f}s"
