@@ -152,6 +152,9 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     web.run_app(
         app, host=settings.gateway_host, port=settings.gateway_port, shutdown_timeout=10,
         access_log=None, print=None, handle_signals=True, reuse_port=reuse_port,
+        # A burst of new connections (SDKs reconnecting after a deploy) must not overflow the
+        # listen queue: a dropped SYN costs its client a second before it tries again.
+        backlog=4096,
         # A connection that has not sent a whole request by then is closed: slow-loris senders of
         # headers hold nothing for long. (Slow bodies: Gateway.read_body answers 408.)
         keepalive_timeout=settings.client_timeout,
