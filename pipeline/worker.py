@@ -61,6 +61,9 @@ MAX_RECORD_BYTES = 900_000
 """Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 FENCED_WAIT = 15.0
 """Seconds a fenced worker leaves the partition alone, waiting to learn of the rebalance."""
+MAX_TAKE_BYTES = 24 << 20
+"""Bytes of records one step takes: a backlog of raw batches (a hundred events each) must not
+become one step of a million events (memory, freshness)."""
 RESTART_PAUSE = 1.0
 """Seconds a stage waits after a failed step before it takes the same records again."""
 
@@ -122,25 +125,26 @@ class Worker:
             await self.state.stop()
 
     async def _take(self) -> dict[TopicPartition, list[Any]]:
-        """Records for about ``sink_batch_seconds`` or ``sink_batch_rows`` records, whichever first."""
+        """Records for about ``sink_batch_seconds``, ``sink_batch_rows`` records or ``MAX_TAKE_BYTES``,
+        whichever comes first."""
         deadline = time.monotonic() + self.settings.sink_batch_seconds
         taken: dict[TopicPartition, list[Any]] = defaultdict(list)
-        count = 0
+        count = size = 0
         while not self.stopping.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or count >= self.settings.sink_batch_rows:
+            if left <= 0 or count >= self.settings.sink_batch_rows or size >= MAX_TAKE_BYTES:
                 break
-            fetched = await self.consumer.getmany(
-                timeout_ms=int(left * 1000), max_records=self.settings.sink_batch_rows
-            )  # fmt: skip
+            fetched = await self.consumer.getmany(timeout_ms=int(left * 1000), max_records=2000)
             for tp, messages in fetched.items():
                 if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
                     # The position moved back (a rebalance reset it to the committed offset): the
                     # records taken so far come again; a batch must never hold a record twice.
                     count -= len(taken[tp])
+                    size -= sum(len(m.value or b"") for m in taken[tp])
                     taken[tp] = []
                 taken[tp] += messages
                 count += len(messages)
+                size += sum(len(m.value or b"") for m in messages)
         return taken
 
     async def _step(self, records: dict[TopicPartition, list[Any]]) -> None:
