@@ -174,9 +174,9 @@ class Worker:
         """Put the consumer back at the first record of each partition (nothing was committed)."""
         for tp, messages in records.items():
             if tp.topic == self.settings.keyed_topic:
-                await self._lose(tp.partition)
+                await self._lose(tp.partition, rewind_to=messages[0].offset)
             else:
-                self.consumer.seek(tp, messages[0].offset)
+                self._seek(tp, messages[0].offset)
 
     # --- normalize ------------------------------------------------------------------------------
 
@@ -241,9 +241,13 @@ class Worker:
 
     async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
         batch: list[tuple[int, int, bytes]] = []
+        firsts = {tp.partition: messages[0].offset for tp, messages in records.items()}
         for tp, messages in sorted(records.items()):
             if time.monotonic() < self.fenced_until.get(tp.partition, 0.0):
-                continue  # another worker has it: wait for the rebalance rather than fence it back
+                # Another worker has it: wait for the rebalance rather than fence it back; the
+                # records come again if the partition stays here.
+                self._seek(tp, messages[0].offset)
+                continue
             if await self._own(tp, messages[0].offset):
                 batch += [(tp.partition, m.offset, m.value) for m in messages]
         if not batch:
@@ -252,7 +256,7 @@ class Worker:
         started = time.perf_counter()
         writes, written, lost = await self.keyed.run(batch)
         for partition, fenced in lost.items():
-            await self._lose(partition)
+            await self._lose(partition, rewind_to=firsts[partition])
             if fenced:
                 self.metrics.fenced.inc()
                 self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
@@ -267,20 +271,35 @@ class Worker:
         start from the committed offset. False when these records are not the ones to take now."""
         if tp.partition in self.owned:
             return True
+        if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours to fence
+            return False
         await self.fencing.acquire(tp.partition)
         if tp.partition not in self.state.ready:
             await self.state.recover({tp.partition})
         committed = await asyncio.wait_for(self.consumer.committed(tp), timeout=30)
         start = committed if committed is not None else (await self.consumer.beginning_offsets([tp]))[tp]
+        if tp not in self.consumer.assignment():
+            await self._lose(tp.partition)
+            return False
         self.owned.add(tp.partition)
         log.info("took partition %s: committed %s, fetched from %s", tp.partition, start, first_offset)
         if start != first_offset:
-            self.consumer.seek(tp, start)
+            self._seek(tp, start)
             return False
         return True
 
-    async def _lose(self, partition: int) -> None:
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch ``tp`` from ``offset`` next, if it is still assigned here."""
+        if tp in self.consumer.assignment():
+            with contextlib.suppress(KafkaError):  # IllegalStateError: the assignment just changed
+                self.consumer.seek(tp, offset)
+
+    async def _lose(self, partition: int, rewind_to: int | None = None) -> None:
+        """Stop treating ``partition`` as ours (it is fenced and caught up again before its next
+        use); with ``rewind_to``, its dropped records are fetched again if it stays assigned."""
         log.info("let partition %s go", partition)
+        if rewind_to is not None:
+            self._seek(TopicPartition(self.settings.keyed_topic, partition), rewind_to)
         self.owned.discard(partition)
         self.state.discard(partition)
         self.state.revoke({partition})

@@ -129,13 +129,13 @@ async def test_three_workers_one_killed_mid_stream_counts_exactly(shared: Settin
                                                                 LOAD_SECONDS * 0.7: add_fourth})  # fmt: skip
         try:
             await settles_on_truth(shared, truth, within=180)
-        except AssertionError:
+        except AssertionError as exc:
             detail = query_rows(
                 shared,
                 "SELECT source_partition AS p, count() AS rows, sum(count) AS n, sum(units) AS u "
                 "FROM rollups_1m FINAL WHERE kind = 'exposure' GROUP BY p ORDER BY p",
             )
-            raise AssertionError(f"per partition: {detail}") from None
+            raise AssertionError(f"{exc}; exposures per partition: {detail}") from None
         survivors = [events_handled(member) for member in members[1:3]]
         assert all(n > 0 for n in survivors), f"a surviving worker took no partition: {survivors}"
 
