@@ -509,29 +509,18 @@ def run_worker_processes(settings: Settings, count: int) -> None:
     """``count`` workers, each a member of the group with its own state directory
     (``{home}/worker-N``) and web port (``worker_port + N``); SIGTERM/SIGINT go to all of them,
     and this returns once every one has committed and left the group."""
-    import multiprocessing
-    import os
+    from sluice.children import supervise
 
-    context = multiprocessing.get_context("spawn")
-    children = []
-    for n in range(count):
-        own = msgspec.structs.replace(
-            settings, home=f"{settings.home}/worker-{n}", worker_port=settings.worker_port + n,
+    shares = [
+        msgspec.structs.replace(
+            settings,
+            home=f"{settings.home}/worker-{n}",
+            worker_port=settings.worker_port + n,
             query_token=settings.query_token or "unused: a server is configured",
-        )  # fmt: skip
-        children.append(context.Process(target=run_worker, args=(own,), name=f"worker-{n}"))
-    for child in children:
-        child.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    for child in children:
-        child.join()
+        )
+        for n in range(count)
+    ]
+    supervise(run_worker, [(share,) for share in shares], "worker")
 
 
 def run_worker(settings: Settings) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -22,6 +21,7 @@ from services.gateway.errors import cors_middleware, error_middleware, json_resp
 from services.gateway.openapi import openapi_document
 from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
 from services.gateway.sink import KafkaSink
+from sluice.children import supervise
 from sluice.kafkaconf import kafka_security
 from sluice.logs import configure_logging
 from sluice.registry import Registry, RegistryFollower
@@ -174,24 +174,8 @@ def run_processes(settings: Settings) -> None:
     """``gateway_processes`` gateways on one port (SO_REUSEPORT: the kernel spreads connections);
     SIGTERM/SIGINT go to all of them, and this returns once every one has drained and stopped.
     Each takes its share of the per-key rate limit."""
-    import multiprocessing
-    import signal
-
     count = settings.gateway_processes
     share = msgspec.structs.replace(
         settings, gateway_processes=1, rate_limit=settings.rate_limit / count, rate_burst=settings.rate_burst / count
     )
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=serve, args=(share, True), name=f"gateway-{n}") for n in range(count)]
-    for child in children:
-        child.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    for child in children:
-        child.join()
+    supervise(serve, [(share, True)] * count, "gateway")
