@@ -118,6 +118,7 @@ def _fetch(
             "responses": {
                 "200": {**answer("The configuration", success), "headers": cached},
                 "304": {"description": "Unchanged since the ETag in If-None-Match", "headers": cached},
+                "400": {"description": "A request HTTP itself refuses (e.g. a header with control characters)"},
                 "401": answer("Missing, invalid, revoked or expired key; wrong kind", error),
                 "404": answer("Nothing loaded for this org (and project and env)", error),
                 "429": answer("Over the key's rate; see Retry-After", error),
