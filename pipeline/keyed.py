@@ -152,6 +152,12 @@ class KeyedStage:
         to end. Returns the writes, the rows written per table and the partitions lost (fenced:
         their records must not be processed again here until they are assigned anew), each with
         whether it was fenced."""
+        writes = self.process(records)
+        written = await self.write(writes)
+        return writes, written, await self.commit(writes)
+
+    def process(self, records: list[tuple[int, int, bytes]]) -> Writes:
+        """The batch's rows and dead letters; its state changes staged for ``commit``."""
         writes = self.processor.begin()
         for partition, offset, value in records:
             if offset <= writes.last_offset.get(partition, -1):
@@ -165,13 +171,20 @@ class KeyedStage:
             for index, item in enumerate(items):
                 self.processor.process_one(Incoming(partition, offset, item, index), writes)
         self.processor.save_state(self._changelog_to)
-        self.processor.finish(writes)
+        return self.processor.finish(writes)
+
+    async def write(self, writes: Writes) -> dict[str, int]:
+        """The rows to the warehouse, the dead letters (rejected rows too) to the DLQ topic."""
         written, rejected = await self.sink.write(writes)
         letters = writes.letters + rejected
         if letters:
             await self.send_letters(letters)
+        return written
+
+    async def commit(self, writes: Writes) -> dict[int, bool]:
+        """Each partition's state and offset in its own transaction, side by side; returns the
+        partitions lost, each with whether it was fenced."""
         partitions = sorted(writes.last_offset.items())
-        # Each partition has its own producer and transaction: commit them side by side.
         outcomes = await asyncio.gather(*(self._commit(p, last) for p, last in partitions), return_exceptions=True)
         lost = {}
         for (partition, _), outcome in zip(partitions, outcomes, strict=True):
@@ -179,7 +192,7 @@ class KeyedStage:
                 lost[partition] = outcome.fenced
             elif isinstance(outcome, BaseException):
                 raise outcome
-        return writes, written, lost
+        return lost
 
     def _changelog_to(self, partition: int) -> None:
         self.state.partition = partition  # each key's changelog record goes to the key's partition

@@ -246,31 +246,28 @@ PAUSE_SECONDS = 25.0
 """Longer than the workers' session (10 s): the group moves the paused worker's partitions."""
 
 
-async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Settings, tmp_path: Path) -> None:
-    """Two workers; one is SIGSTOPped for 25 s mid-stream, then SIGCONTed while load runs: it comes
-    back holding what it held, but it was fenced meanwhile, so the totals stay exact."""
+async def two_workers_through(
+    settings: Settings, members: list[Settings], tmp_path: Path, experiment: str, seed: int,
+    fault: Callable[[list[subprocess.Popen[bytes]]], tuple[Callable[[], None], Callable[[], None]]],
+) -> None:  # fmt: skip
+    """Two workers under an A/B load with 10 % duplicates; ``fault(workers)`` gives the start and
+    the end of a fault, 5 s into the load and ``PAUSE_SECONDS`` apart. The totals must be exact
+    and both workers alive afterwards."""
     batches, truth = ab_test(
-        "exp_pause", {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
-        duplicate_rate=0.10, batch_size=100, seed=51,
+        experiment, {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
+        duplicate_rate=0.10, batch_size=100, seed=seed,
     )  # fmt: skip
-    key = sluice(shared, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
-    members = [worker_settings(shared, tmp_path, n) for n in range(2)]
-    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    logs = [tmp_path / f"worker{n}.log" for n in range(len(members))]
     workers = [spawn(member, "worker", log) for member, log in zip(members, logs, strict=True)]
     try:
         for member, worker in zip(members, workers, strict=True):
-            wait_http(f"{member.worker_url}/healthz", 60, worker)
-
-        def pause() -> None:
-            os.killpg(workers[0].pid, signal.SIGSTOP)
-
-        def resume() -> None:
-            os.killpg(workers[0].pid, signal.SIGCONT)
-
-        with running(shared, "gateway", f"{gateway_url(shared)}/readyz", tmp_path / "gw.log"):
+            await asyncio.to_thread(wait_http, f"{member.worker_url}/healthz", 60, worker)
+        start, end = fault(workers)
+        with running(settings, "gateway", f"{gateway_url(settings)}/readyz", tmp_path / "gw.log"):
             body = [encode(b) for b in batches]
-            await post_paced(shared, key, body, PAUSE_SECONDS + 15.0, {5.0: pause, 5.0 + PAUSE_SECONDS: resume})
-        await settles_on_truth(shared, truth, within=180)
+            await post_paced(settings, key, body, PAUSE_SECONDS + 15.0, {5.0: start, 5.0 + PAUSE_SECONDS: end})
+        await settles_on_truth(settings, truth, within=180)
         assert all(worker.poll() is None for worker in workers), "a worker died"
     except BaseException:
         for log in logs:
@@ -283,12 +280,23 @@ async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Set
             terminate(worker)
 
 
+async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Settings, tmp_path: Path) -> None:
+    """One of two workers is SIGSTOPped for 25 s mid-stream, then SIGCONTed while load runs: it
+    comes back holding what it held, but it was fenced meanwhile, so the totals stay exact."""
+
+    def sigstop(workers: list[subprocess.Popen[bytes]]) -> tuple[Callable[[], None], Callable[[], None]]:
+        return (lambda: os.killpg(workers[0].pid, signal.SIGSTOP)), (lambda: os.killpg(workers[0].pid, signal.SIGCONT))
+
+    members = [worker_settings(shared, tmp_path, n) for n in range(2)]
+    await two_workers_through(shared, members, tmp_path, "exp_pause", 51, sigstop)
+
+
 async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice(
     settings: Settings, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Two workers; one reaches Kafka through a proxy that cuts it off for 25 s (longer than its
-    session) while it still reaches the warehouse, under a load with 10 % duplicates. It may
-    write rows meanwhile, but its commits fail once it is fenced: the totals stay exact."""
+    """One of two workers reaches Kafka through a proxy that cuts it off for 25 s (longer than its
+    session) while it still reaches the warehouse. It may write rows meanwhile, but its commits
+    fail once it is fenced: the totals stay exact."""
     inner, outer = free_port(), free_port()
     broker = LocalKafka(tmp_path / "kafka", ensure_jars(), port=free_port(), proxied=(inner, outer))
     broker.start(heap="384m")
@@ -302,32 +310,9 @@ async def test_a_worker_cut_off_from_kafka_past_its_session_counts_nothing_twice
                 clickhouse_url=f"{url}/{settings.clickhouse_database}", sink_batch_rows=500, sink_batch_seconds=0.3,
             )  # fmt: skip
             await ensure_topics(real)
-            batches, truth = ab_test(
-                "exp_cut", {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
-                duplicate_rate=0.10, batch_size=100, seed=61,
-            )  # fmt: skip
-            key = sluice(real, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write")
             members = [worker_settings(real, tmp_path, n) for n in range(2)]
             members[0] = Settings.from_env(members[0].to_env(), kafka_bootstrap=f"127.0.0.1:{outer}")
-            logs = [tmp_path / f"worker{n}.log" for n in range(2)]
-            workers = [spawn(member, "worker", log) for member, log in zip(members, logs, strict=True)]
-            try:
-                for member, worker in zip(members, workers, strict=True):
-                    wait_http(f"{member.worker_url}/healthz", 60, worker)
-                with running(real, "gateway", f"{gateway_url(real)}/readyz", tmp_path / "gw.log"):
-                    body = [encode(b) for b in batches]
-
-                    await post_paced(real, key.stdout.strip(), body, PAUSE_SECONDS + 15.0,
-                                     {5.0: proxy.partition, 5.0 + PAUSE_SECONDS: proxy.heal})  # fmt: skip
-                await settles_on_truth(real, truth, within=180)
-                assert all(worker.poll() is None for worker in workers), "a worker died"
-            except BaseException:
-                for log in logs:
-                    sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-4000:])
-                raise
-            finally:
-                for worker in workers:
-                    terminate(worker)
+            await two_workers_through(real, members, tmp_path, "exp_cut", 61, lambda _: (proxy.partition, proxy.heal))
     finally:
         proxy.stop()
         broker.stop()

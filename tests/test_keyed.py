@@ -100,16 +100,8 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     assert lost == {}
 
     # The old owner stalls holding the second half: it processes it and writes its rows...
-    writes = old.processor.begin()
-    from pipeline.processor import Incoming
-    from pipeline.records import decoder
-
-    for partition, offset, value in second_half:
-        for index, item in enumerate(decoder.decode(value)):
-            old.processor.process_one(Incoming(partition, offset, item, index), writes)
-    old.processor.save_state(old._changelog_to)
-    old.processor.finish(writes)
-    await old.sink.write(writes)
+    writes = old.process(second_half)
+    await old.write(writes)
     # ... meanwhile a new owner is assigned its partitions: it fences the old one and redoes the batch
     new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
     await own(new, partitions)
@@ -119,15 +111,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     _, _, lost = await new.run(second_half)
     assert lost == {}
     # the old owner comes back and tries to commit: fenced, dropped
-    lost = {}
-    for partition, last in sorted(writes.last_offset.items()):
-        from pipeline.keyed import Lost
-
-        try:
-            await old._commit(partition, last)
-        except Lost as exc:
-            lost[partition] = exc.fenced
-    assert lost == dict.fromkeys(range(partitions), True)
+    assert await old.commit(writes) == dict.fromkeys(range(partitions), True)
     assert old.state.pending == {} and not old.fencing.producers
 
     # a crash after the rows of a batch, before its commit: the replay (a third owner) redoes it
@@ -136,13 +120,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
                     partitions, first_offset=1000)  # fmt: skip
     crashed = stage(kafka_settings, tmp_path / "crashed", warehouse, letters)
     await own(crashed, partitions)
-    writes = crashed.processor.begin()
-    for partition, offset, value in extra:
-        for index, item in enumerate(decoder.decode(value)):
-            crashed.processor.process_one(Incoming(partition, offset, item, index), writes)
-    crashed.processor.save_state(crashed._changelog_to)
-    crashed.processor.finish(writes)
-    await crashed.sink.write(writes)  # ... and the process dies here
+    await crashed.write(crashed.process(extra))  # ... and the process dies here
     replay = stage(kafka_settings, tmp_path / "replay", warehouse, letters)
     await own(replay, partitions)
     await replay.run(extra)
