@@ -42,7 +42,7 @@ from pipeline.canonical import CanonicalEvent
 from pipeline.keyed import Fencing, KeyedStage, stores_on
 from pipeline.metrics import WorkerMetrics
 from pipeline.normalize import Invalid, normalize
-from pipeline.processor import Processor, letter
+from pipeline.processor import Processor
 from pipeline.records import by_partition
 from pipeline.records import encoder as routed_encoder
 from pipeline.retry import retrying
@@ -382,6 +382,8 @@ def _split(items: list[Any], letters: list[DeadLetter]) -> list[bytes]:
         return [whole]
     if len(items) == 1:
         event = items[0].event
+        from pipeline.processor import letter
+
         letters.append(letter(event, f"event too large after normalizing ({len(whole)} bytes)"))
         return records
     middle = len(items) // 2
