@@ -23,6 +23,22 @@ from services.gateway.sink import MemorySink
 from sluice.registry import Registry, key_record, new_key
 from sluice.settings import Settings
 
+
+def _import_all(package: Any) -> None:
+    """Import every module of ``package`` now. Schemathesis imports many lazily, deep in a
+    generated example's call stack, where CPython 3.11 may fail to compile them ("AST constructor
+    recursion depth mismatch", seen twice in full runs); at the top of this module they compile
+    at a shallow depth."""
+    import contextlib
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        with contextlib.suppress(Exception):
+            importlib.import_module(module.name)
+
+
+_import_all(schemathesis)
 schema = schemathesis.openapi.from_dict(openapi_document())
 
 CHECKS = [
