@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -33,22 +34,30 @@ import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from pipeline.processor import Incoming, Processor, Stores
+from pipeline.canonical import CanonicalEvent
+from pipeline.normalize import Invalid, normalize
+from pipeline.processor import Incoming, Processor, Stores, letter
+from pipeline.records import Routed, by_partition
 from pipeline.records import decoder as routed_decoder
+from pipeline.records import encoder as routed_encoder
 from pipeline.retry import DEFAULT_BACKOFF, Backoff
 from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
-from sluice.envelope import DeadLetter, encoder
+from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
 
 log = logging.getLogger("sluice.worker")
 
+MAX_RECORD_BYTES = 900_000
+"""Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 MAX_STATE_VALUE = 1 << 20
 """Bytes of one state value; a larger one is not written (counted as ``state_value``). The caps in
 ``pipeline.state`` keep real values far below it; this only makes the bound a guarantee."""
 
 T = TypeVar("T")
+Record = tuple[str, int, int, bytes]
+"""(topic, partition, offset, value): a raw or keyed record the consumer handed over."""
 
 
 class KindStore(Generic[T]):
@@ -143,26 +152,34 @@ class KeyedStage:
     sink: WarehouseSink
     fencing: Fencing
     topic: str
+    """The keyed topic (forwarded items)."""
     send_letters: Callable[[list[DeadLetter]], Any]
     """Awaitable: produce dead letters to the DLQ topic (acknowledged before the commit)."""
+    raw_topic: str = ""
+    partitions: int = 1
+    """Of the raw and keyed topics (the same number: partition p of each is one worker's)."""
     retry: Backoff = DEFAULT_BACKOFF
 
-    async def run(self, records: list[tuple[int, int, bytes]]) -> tuple[Writes, dict[str, int], dict[int, bool]]:
-        """Process ``records`` — (partition, offset, value), in offset order per partition — end
-        to end. Returns the writes, the rows written per table and the partitions lost (fenced:
-        their records must not be processed again here until they are assigned anew), each with
+    async def run(self, records: list[Record]) -> tuple[Writes, dict[str, int], dict[int, bool]]:
+        """Process ``records`` — raw and keyed, in offset order per topic partition — end to end.
+        Returns the writes, the rows written per table and the partitions lost (fenced: their
+        records must not be processed again here until they are assigned anew), each with
         whether it was fenced."""
         writes = self.process(records)
         written = await self.write(writes)
         return writes, written, await self.commit(writes)
 
-    def process(self, records: list[tuple[int, int, bytes]]) -> Writes:
-        """The batch's rows and dead letters; its state changes staged for ``commit``."""
+    def process(self, records: list[Record]) -> Writes:
+        """The batch's rows, dead letters and forwarded items; its state changes staged for ``commit``."""
         writes = self.processor.begin()
-        for partition, offset, value in records:
-            if offset <= writes.last_offset.get(partition, -1):
+        forwarding: dict[int, dict[int, list[Routed]]] = {}
+        for topic, partition, offset, value in records:
+            if offset <= writes.last_offset.get((topic, partition), -1):
                 continue  # already in this batch: counting it twice would add to its rollup rows
-            writes.last_offset[partition] = offset
+            writes.last_offset[(topic, partition)] = offset
+            if topic == self.raw_topic:
+                self._raw(partition, offset, value, writes, forwarding.setdefault(partition, {}))
+                continue
             try:
                 items = routed_decoder.decode(value)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -171,7 +188,28 @@ class KeyedStage:
             for index, item in enumerate(items):
                 self.processor.process_one(Incoming(partition, offset, item, index), writes)
         self.processor.save_state(self._changelog_to)
+        for partition, by_destination in forwarding.items():
+            writes.forward[partition] = [
+                (destination, record)
+                for destination, items in sorted(by_destination.items())
+                for record in split(items, writes.letters)
+            ]  # fmt: skip
         return self.processor.finish(writes)
+
+    def _raw(self, partition: int, offset: int, value: bytes, writes: Writes,
+             forwarding: dict[int, list[Routed]]) -> None:  # fmt: skip
+        """A raw batch: its events of this partition's units processed here, every other item
+        forwarded to its partition (committed with this partition's transaction)."""
+        letters, events = normalize_record(value, writes)
+        writes.letters += letters
+        index = 0
+        for destination, items in by_partition(events, self.partitions).items():
+            for item in items:
+                if destination == partition and item.kind == "event":
+                    self.processor.process_one(Incoming(partition, offset, item, index, raw=True), writes)
+                else:  # users and companies always take the keyed topic: their rows' versions are its offsets
+                    forwarding.setdefault(destination, []).append(item)
+                index += 1
 
     async def write(self, writes: Writes) -> dict[str, int]:
         """The rows to the warehouse, the dead letters (rejected rows too) to the DLQ topic."""
@@ -182,12 +220,17 @@ class KeyedStage:
         return written
 
     async def commit(self, writes: Writes) -> dict[int, bool]:
-        """Each partition's state and offset in its own transaction, side by side; returns the
-        partitions lost, each with whether it was fenced."""
-        partitions = sorted(writes.last_offset.items())
-        outcomes = await asyncio.gather(*(self._commit(p, last) for p, last in partitions), return_exceptions=True)
+        """Each partition's state, forwarded items and consumed offsets (raw and keyed) in its own
+        transaction, side by side; returns the partitions lost, each with whether it was fenced."""
+        offsets: dict[int, dict[TopicPartition, int]] = {}
+        for (topic, partition), last in writes.last_offset.items():
+            offsets.setdefault(partition, {})[TopicPartition(topic, partition)] = last + 1
+        partitions = sorted(offsets)
+        outcomes = await asyncio.gather(
+            *(self._commit(p, offsets[p], writes.forward.get(p, [])) for p in partitions), return_exceptions=True
+        )  # fmt: skip
         lost = {}
-        for (partition, _), outcome in zip(partitions, outcomes, strict=True):
+        for partition, outcome in zip(partitions, outcomes, strict=True):
             if isinstance(outcome, Lost):
                 lost[partition] = outcome.fenced
             elif isinstance(outcome, BaseException):
@@ -197,16 +240,20 @@ class KeyedStage:
     def _changelog_to(self, partition: int) -> None:
         self.state.partition = partition  # each key's changelog record goes to the key's partition
 
-    async def _commit(self, partition: int, last: int) -> None:
-        await commit_partition(self.state, self.fencing, self.topic, partition, last, self.retry)
+    async def _commit(self, partition: int, offsets: dict[TopicPartition, int],
+                      forward: list[tuple[int, bytes]]) -> None:  # fmt: skip
+        await commit_partition(self.state, self.fencing, partition, offsets, [(self.topic, q, v) for q, v in forward],
+                               self.retry)  # fmt: skip
 
 
 async def commit_partition(
-    state: StateStore, fencing: Fencing, topic: str, partition: int, last: int, retry: Backoff = DEFAULT_BACKOFF
-) -> None:
-    """Commit the partition's staged state and ``last + 1`` as its consumed offset of ``topic``;
-    wait out an unavailable Kafka; raise :class:`Lost` when the producer was fenced or broke (the
-    staged state is then dropped: the records will be processed again, by whoever owns them)."""
+    state: StateStore, fencing: Fencing, partition: int, offsets: dict[TopicPartition, int],
+    forward: list[tuple[str, int, bytes]] | None = None, retry: Backoff = DEFAULT_BACKOFF,
+) -> None:  # fmt: skip
+    """Commit the partition's staged state, the ``forward`` records (topic, partition, value) and
+    the consumed ``offsets`` (next offset per topic partition); wait out an unavailable Kafka;
+    raise :class:`Lost` when the producer was fenced or broke (the staged state is then dropped:
+    the records will be processed again, by whoever owns them)."""
     delays = retry.delays()
     while True:
         producer = fencing.producers.get(partition)
@@ -214,7 +261,7 @@ async def commit_partition(
             state.discard(partition)
             raise Lost(partition, fenced=False)
         try:
-            await state.commit(producer, partition, TopicPartition(topic, partition), last + 1, fencing.group)
+            await state.commit(producer, partition, offsets, fencing.group, forward or [])
             return
         except ProducerFenced:
             log.warning("partition %s moved to another worker: its batch is dropped here", partition)
@@ -235,8 +282,46 @@ async def _drop(state: StateStore, fencing: Fencing, partition: int) -> None:
     state.revoke({partition})
 
 
-def _undecodable(value: bytes, reason: str) -> DeadLetter:
+def _undecodable(value: bytes, reason: str, received_at: float = 0.0) -> DeadLetter:
     return DeadLetter(
-        family="", route="", org_id="", reason=reason, received_at=0.0, source="worker",
+        family="", route="", org_id="", reason=reason, received_at=received_at, source="worker",
         payload=msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace"))),
     )  # fmt: skip
+
+
+def split(items: list[Routed], letters: list[DeadLetter]) -> list[bytes]:
+    """Items as keyed records of at most ``MAX_RECORD_BYTES``; an item larger than that alone is
+    a dead letter (it could never be produced)."""
+    whole = routed_encoder.encode(items)
+    if len(whole) <= MAX_RECORD_BYTES:
+        return [whole]
+    if len(items) == 1:
+        letters.append(letter(items[0].event, f"event too large after normalizing ({len(whole)} bytes)"))
+        return []
+    middle = len(items) // 2
+    return split(items[:middle], letters) + split(items[middle:], letters)
+
+
+def normalize_record(value: bytes, writes: Writes) -> tuple[list[DeadLetter], list[CanonicalEvent]]:
+    """One raw record → its canonical events, and dead letters for the rest (counted in
+    ``writes.normalized`` by family and outcome)."""
+    try:
+        batch = raw_batch_decoder.decode(value)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        writes.normalized[("", "undecodable")] += 1
+        return [_undecodable(value, f"undecodable raw record: {exc}", time.time())], []
+    letters: list[DeadLetter] = []
+    canonical: list[CanonicalEvent] = []
+    for item in normalize(batch):
+        if isinstance(item, Invalid):
+            letters.append(DeadLetter(
+                family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
+                received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
+                project_id=batch.project_id, env=batch.env, batch=batch.batch,
+                id=f"normalize:{batch.org_id}:{batch.body_digest}:{item.index}",
+            ))  # fmt: skip
+        else:
+            canonical.append(item)
+    writes.normalized[(batch.family, "invalid")] += len(letters)
+    writes.normalized[(batch.family, "in")] += len(canonical)
+    return letters, canonical

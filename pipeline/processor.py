@@ -42,6 +42,7 @@ from pipeline.state import (
     MAX_EXPERIMENTS,
     MAX_ID,
     MAX_PAIRS,
+    RAW_SOURCE,
     CompanyState,
     Seen,
     Source,
@@ -114,7 +115,10 @@ class Incoming(msgspec.Struct):
     offset: int
     record: Routed
     index: int = 0
-    """The item's position in its keyed record (a record holds a list of items)."""
+    """The item's position in its record (a keyed record holds a list of items; a raw batch's
+    items are numbered as ``pipeline.records.by_partition`` lists them)."""
+    raw: bool = False
+    """The record is a raw batch (its source partition is ``RAW_SOURCE + partition``)."""
 
 
 # --- processing ---------------------------------------------------------------------------------
@@ -126,6 +130,7 @@ class Processor:
     topic: str
     dedupe_window: float = 7 * DAY
     value_property: str = "order_total"
+    raw_topic: str = ""
 
     def __post_init__(self) -> None:
         self._seen = WriteBack(self.stores.seen)
@@ -152,8 +157,7 @@ class Processor:
     def process_one(self, item: Incoming, writes: Writes) -> None:
         """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter."""
         partition, offset = item.partition, item.offset
-        writes.last_offset[partition] = max(offset, writes.last_offset.get(partition, -1))
-        source = (partition, offset, item.index)
+        source = (partition + RAW_SOURCE if item.raw else partition, offset, item.index)
         self._partition, self._offset = partition, offset
         kind, event = item.record.kind, item.record.event
         try:
@@ -168,8 +172,8 @@ class Processor:
 
     def finish(self, writes: Writes) -> Writes:
         """Build the unit rows, once per unit and experiment, from its state at the end of the batch."""
-        for (org_id, experiment, unit_key), (event, unit, offset) in writes.touched_units.items():
-            unit_row = _unit_row(event, experiment, unit, offset)
+        for (org_id, experiment, unit_key), (event, unit, _) in writes.touched_units.items():
+            unit_row = _unit_row(event, experiment, unit, unit.version)
             writes.units[(org_id, experiment, unit_row.variant_id, unit_key)] = unit_row
         writes.touched_units.clear()
         return writes
@@ -215,9 +219,10 @@ class Processor:
                     rollup = self._rollup(writes, event, source, "exposure", experiment, variant)
                     rollup.count += 1
                     rollup.units += first
+        unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
-            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit, self._offset)
+            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit, unit.version)
 
     def _tracked(self, unit: UnitState, pairs: list[tuple[str, str]], writes: Writes) -> list[tuple[str, str]]:
         """The pairs the unit tracks or has room for (``MAX_EXPERIMENTS``); the rest are counted."""
@@ -282,9 +287,10 @@ class Processor:
         key = (event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute, source[:2])
         row = writes.rollups.get(key)
         if row is None:  # one row per source record and group: a record counted twice writes it again
+            topic = self.raw_topic if source[0] >= RAW_SOURCE else self.topic
             row = writes.rollups[key] = RollupRow(
                 event.org_id, event.project_id, event.env, kind, experiment, variant, event.event,
-                datetime.fromtimestamp(minute, UTC), source_topic=self.topic, source_partition=source[0],
+                datetime.fromtimestamp(minute, UTC), source_topic=topic, source_partition=source[0],
                 source_offset=source[1],
             )  # fmt: skip
         return row
@@ -330,12 +336,12 @@ def _own_pair(event: CanonicalEvent) -> list[tuple[str, str]]:
     return [(event.experiment_id[:MAX_ID], event.variant_id[:MAX_ID])] if event.experiment_id else []
 
 
-def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState, offset: int) -> UnitRow:
+def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState, version: int) -> UnitRow:
     a = unit.experiments[experiment]
     return UnitRow(
         event.org_id, event.project_id, event.env, experiment, a.variant, event.unit_key,
         _maybe_time(a.assigned_at), _maybe_time(a.first_exposed_at), _maybe_time(a.converted_at),
-        {name: _time(at) for name, (at, _) in sorted(a.conversions.items())}, len(a.variants), offset,
+        {name: _time(at) for name, (at, _) in sorted(a.conversions.items())}, len(a.variants), version,
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""What the normalize stage writes to the keyed topic, and to which partition.
+"""Routing: which partition's state each canonical event touches, and the keyed records that
+carry an item to a partition other than the one its raw batch landed in.
 
 One canonical event fans out to up to three items, each routed by a key so that the state it
 touches is local to one partition (and one worker):
@@ -7,9 +8,13 @@ touches is local to one partition (and one worker):
 - ``user``    routed by ``org␀user:USER``     — first/last seen, traits, company membership;
 - ``company`` routed by ``org␀company:ID``    — company traits (group / companies/identify).
 
-The partition is ``crc32(key) mod partitions``, chosen here rather than by the producer, so that
-one raw batch becomes one keyed record per partition it touches (a list of items): per-record
-costs in Kafka are paid per hundred events, not per event.
+The partition is ``crc32(key) mod partitions``. The gateway puts each event in the partition of
+its unit (:func:`split`: one raw record per partition a request's events fall in, one for a
+client's batch), so the worker processes events where they land, in one hop and in the order
+they came; user and company items (and an event that landed elsewhere, if the topic's partition
+count differs from ``SLUICE_RAW_PARTITIONS``) are forwarded to their partition as keyed records
+(lists of items), in the transaction that commits the raw batch (``pipeline.keyed``). One org's
+traffic spreads over every partition, as its units do.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Literal
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
+from sluice.envelope import RawBatch
 
 Kind = Literal["event", "user", "company"]
 
@@ -31,7 +37,7 @@ class Routed(msgspec.Struct, array_like=True):
 
 def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
     """The keyed records for one canonical event."""
-    out = [(f"{event.org_id}\x00unit:{event.unit_key}".encode(), Routed("event", event))]
+    out = [(unit_route(event.org_id, event.unit_key), Routed("event", event))]
     if event.user_id:
         out.append((f"{event.org_id}\x00user:{event.user_id}".encode(), Routed("user", event)))
     if event.type == "group" and event.group_id:
@@ -44,12 +50,58 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, list[Routed]]:
-    """The items of one raw batch, grouped into one keyed record per partition."""
+    """The items of one raw batch, grouped by partition, in the batch's order.
+
+    A user's items are what changes the user: every ``identify`` and ``group``, and of its other
+    events only the earliest and the latest — touching a user only widens its first/last seen,
+    which the batch's extremes decide alone (a duplicate among them carries the time its first
+    copy already applied). One user item per batch instead of one per event."""
     out: dict[int, list[Routed]] = {}
+    touches: dict[tuple[str, str], tuple[CanonicalEvent, CanonicalEvent]] = {}
     for event in events:
         for key, item in route(event):
+            if item.kind == "user" and event.type not in ("identify", "group"):
+                user = (event.org_id, event.user_id)
+                earliest, latest = touches.get(user, (event, event))
+                touches[user] = (
+                    event if event.timestamp < earliest.timestamp else earliest,
+                    event if event.timestamp > latest.timestamp else latest,
+                )
+                continue
             out.setdefault(partition_of(key, partitions), []).append(item)
+    for (org_id, user_id), (earliest, latest) in touches.items():
+        items = out.setdefault(partition_of(f"{org_id}\x00user:{user_id}".encode(), partitions), [])
+        items += [Routed("user", e) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
     return out
+
+
+def unit_route(org_id: str, unit: str) -> bytes:
+    """The routing key of a unit's events (and of a raw record holding them)."""
+    return f"{org_id}\x00unit:{unit}".encode()
+
+
+def split(batch: RawBatch, units: list[str], partitions: int) -> list[tuple[bytes, RawBatch]]:
+    """``batch`` as raw records keyed for the partitions of its events' units (``units[i]`` is
+    the unit of ``batch.events[i]``, by the rule the family's normalizer applies): one record
+    when they share a partition — a client's batch, the common case — else one per partition.
+    Each event keeps its index in the request, so derived message ids do not change."""
+    first = unit_route(batch.org_id, units[0] if units else "")
+    if all(unit == units[0] for unit in units):
+        return [(first, batch)]
+    positions: dict[int, list[int]] = {}
+    keys: dict[int, bytes] = {}
+    for position, unit in enumerate(units):
+        key = unit_route(batch.org_id, unit)
+        partition = partition_of(key, partitions)
+        positions.setdefault(partition, []).append(position)
+        keys.setdefault(partition, key)
+    if len(positions) == 1:
+        return [(first, batch)]
+    return [
+        (keys[partition], msgspec.structs.replace(
+            batch, events=[batch.events[i] for i in taken], indexes=[batch.indexes[i] for i in taken]))
+        for partition, taken in positions.items()
+    ]  # fmt: skip
 
 
 encoder = msgspec.json.Encoder()

@@ -61,6 +61,7 @@ class UnitRow(msgspec.Struct):
     conversions: dict[str, datetime]
     variants_seen: int
     version: int
+    """The unit's state version (``UnitState.version``)."""
 
 
 class RollupRow(msgspec.Struct):
@@ -100,8 +101,13 @@ class Writes:
     """Items a state cap turned away, by cap (see ``pipeline.state``)."""
     letters: list[DeadLetter] = field(default_factory=list)
     """Items that failed in this stage, with why."""
-    last_offset: dict[int, int] = field(default_factory=dict)
-    """Per source partition: the last offset the batch covered (committed with its state)."""
+    last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per (topic, partition): the last offset the batch covered (committed with its state)."""
+    forward: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+    """Per source partition: keyed records (destination partition, value) that carry its raw
+    batches' items to other partitions, produced in its transaction."""
+    normalized: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Raw events by (family, outcome): ``in``, ``invalid``; undecodable raw records."""
 
     def tables(self) -> list[tuple[str, list[Any]]]:
         """Non-event rows per table, in the order the sink writes them."""

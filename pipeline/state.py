@@ -16,7 +16,11 @@ from typing import Any
 import msgspec
 
 Source = tuple[int, int, int]
-"""(partition, offset, index): an item of a record in the keyed topic."""
+"""(partition, offset, index): an item of a record — of the keyed topic, or of the raw topic with
+``RAW_SOURCE`` added to the partition."""
+RAW_SOURCE = 1 << 16
+"""Added to a raw record's partition in its items' sources (and rollup rows), apart from the
+keyed topic's partitions."""
 
 
 class Seen(msgspec.Struct, array_like=True):
@@ -63,6 +67,10 @@ MAX_ID = 200
 class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
     experiments: dict[str, Assignment] = {}
     decisions: dict[str, list[tuple[str, str]]] = {}
+    version: int = 0
+    """Raised by every event that changes the unit: ``max(version + 1, received_at in µs)``, the
+    version of its ``experiment_units`` rows. Monotonic whichever topic the event came by (its
+    own partition's raw batch, or forwarded), and above the offsets older releases used."""
 
     def decide(self, decision_id: str, pairs: list[tuple[str, str]]) -> None:
         """Remember which (experiment, variant) pairs a decision id stands for, for the tracks that

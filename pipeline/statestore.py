@@ -91,19 +91,21 @@ class StateStore:
         raw = self.db.get(CHECKPOINT + str(partition).encode())
         return None if raw is None else int(raw)
 
-    async def commit(self, producer: AIOKafkaProducer, partition: int, consumed: TopicPartition, next_offset: int,
-                     group: str) -> int:  # fmt: skip
-        """Commit ``partition``'s staged writes and the consumed position ``next_offset`` of
-        ``consumed`` in one Kafka transaction of ``producer`` (the partition's own, see
-        ``pipeline.keyed.Fencing``), then apply the writes locally with the new checkpoint.
+    async def commit(self, producer: AIOKafkaProducer, partition: int, offsets: dict[TopicPartition, int],
+                     group: str, forward: list[tuple[str, int, bytes]] | None = None) -> int:  # fmt: skip
+        """Commit ``partition``'s staged writes, the ``forward`` records (topic, partition, value)
+        and the consumed positions ``offsets`` in one Kafka transaction of ``producer`` (the
+        partition's own, see ``pipeline.keyed.Fencing``), then apply the writes locally with the
+        new checkpoint.
 
         Raises what the transaction raised; the staged writes stay staged for a retry, or are
         dropped with :meth:`discard`. Returns the number of changelog records written."""
         items = self.pending.get(partition, [])
         async with producer.transaction():
             futures = await self._send(producer, partition, items)
-            offsets = {consumed: OffsetAndMetadata(next_offset, "")}
-            await producer.send_offsets_to_transaction(offsets, group)
+            await _send_values(producer, forward or [])
+            committed = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+            await producer.send_offsets_to_transaction(committed, group)
         checkpoint = None
         for count, future in futures:
             metadata = await future
@@ -188,6 +190,22 @@ class StateStore:
         self.ready |= partitions
         log.info("state caught up", extra={"partitions": sorted(partitions), "records": applied})
         return applied
+
+
+async def _send_values(producer: AIOKafkaProducer, records: list[tuple[str, int, bytes]]) -> None:
+    """Produce (topic, partition, value) records as one batch per partition (in a transaction:
+    their acknowledgement is the commit's)."""
+    batches: dict[tuple[str, int], Any] = {}
+    for topic, partition, value in records:
+        batch = batches.get((topic, partition))
+        if batch is None:
+            batch = batches[(topic, partition)] = producer.create_batch()
+        if batch.append(key=None, value=value, timestamp=None) is None:  # full: send it, start another
+            await producer.send_batch(batch, topic, partition=partition)
+            batch = batches[(topic, partition)] = producer.create_batch()
+            batch.append(key=None, value=value, timestamp=None)  # an empty batch takes any record
+    for (topic, partition), batch in batches.items():
+        await producer.send_batch(batch, topic, partition=partition)
 
 
 class SeenPruner:

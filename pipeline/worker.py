@@ -1,12 +1,13 @@
-"""The worker: one consumer-group member running three stages in one loop, and a small web port.
+"""The worker: one consumer-group member running two stages in one loop, and a small web port.
 
-1. ``normalize`` (raw topic → keyed topic): each raw batch becomes canonical events, re-keyed by
-   ``org:unit`` (and ``org:user``, ``org:company``) so that all state is local to a partition;
-   invalid events go to the dead-letter topic with their reason. At least once: a replay
-   re-emits items that the keyed stage then recognizes as duplicates.
-2. ``keyed`` (keyed topic → warehouse): dedupe, users and companies, attribution, rollups and
-   rows, committed per partition in fenced Kafka transactions (``pipeline.keyed``).
-3. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
+1. ``keyed`` (raw and keyed topics → warehouse, ``pipeline.keyed``): each raw batch becomes
+   canonical events (invalid ones go to the dead-letter topic with their reason); the events of
+   this partition's units — a batch lands in the partition of its first event's unit — are
+   deduplicated, attributed and rolled up here, and every other item is forwarded to its own
+   partition through the keyed topic. State, forwarded items and consumed offsets are committed
+   per partition in fenced Kafka transactions. Partition p of the raw topic and of the keyed
+   topic are one unit of work (the range assignor gives both to the same member).
+2. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
 
 **No input stops a stage.** An event, record or row that fails anywhere becomes a dead letter
 with its reason and the stage goes on; a failure of a whole step (a bug, an outage the step did
@@ -15,7 +16,8 @@ are processed again after a pause.
 
 Why not Faust: its consumer commits offsets on its own schedule, apart from any producer
 transaction, so a worker that lost its partitions cannot be fenced; and its per-event stream
-machinery was a quarter of the worker's time. The stages here take batches straight from
+machinery was a quarter of the worker's time. Why one hop: the second (normalize → keyed topic
+→ keyed stage) cost every event an encode, a produce, a fetch and a decode. The stages here take batches straight from
 aiokafka, which also provides the group membership and the transactions. The web port serves
 ``/healthz``, ``/metrics`` and, for the embedded warehouse only this process may open,
 ``POST /query``.
@@ -35,23 +37,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import generate_latest
 
-from pipeline.canonical import CanonicalEvent
-from pipeline.keyed import Fencing, KeyedStage, stores_on
+from pipeline.keyed import Fencing, KeyedStage, Record, stores_on
 from pipeline.metrics import WorkerMetrics
-from pipeline.normalize import Invalid, normalize
 from pipeline.processor import Processor
-from pipeline.records import by_partition
-from pipeline.records import encoder as routed_encoder
 from pipeline.retry import retrying
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.warehouse.formats import output_format
 from pipeline.warehouse.readonly import authorized, query_token, read_only
-from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
+from sluice.envelope import DeadLetter, encoder
 from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
 
@@ -82,14 +82,17 @@ class Worker:
         self.pruner = SeenPruner(self.state, b"seen\x00", settings.dedupe_window_days * 86400.0)
         stores = stores_on(self.state, lambda cap: self.metrics.capped.labels(cap).inc())
         processor = Processor(stores, settings.keyed_topic, settings.dedupe_window_days * 86400.0,
-                              settings.value_property)  # fmt: skip
+                              settings.value_property, settings.raw_topic)  # fmt: skip
         self.fencing = Fencing(settings.kafka_bootstrap, settings.worker_group, security)
-        self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters)
+        self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters,
+                                settings.raw_topic, settings.raw_partitions)  # fmt: skip
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
+            # raw p and keyed p to one member; round robin only while older members share the group
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **security,
         )  # fmt: skip
         self.producer = AIOKafkaProducer(
@@ -99,7 +102,12 @@ class Worker:
         self.lock = asyncio.Lock()
         """Held while a batch is in hand: a revocation waits for it (the batch commits first)."""
         self.owned: set[int] = set()
-        """Keyed partitions fenced, caught up and positioned by this worker since assigned."""
+        """Partitions fenced and caught up by this worker since assigned."""
+        self.positioned: set[TopicPartition] = set()
+        """Raw and keyed partitions of owned partitions, positioned at their committed offsets."""
+        self.positioned_topics = (settings.raw_topic, settings.keyed_topic)
+        self.split_warned: set[int] = set()
+        """Raw partitions assigned without their keyed twin, warned about (once per assignment)."""
         self.fenced_until: dict[int, float] = {}
         """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
         self.stopping = asyncio.Event()
@@ -149,79 +157,38 @@ class Worker:
 
     async def _step(self, records: dict[TopicPartition, list[Any]]) -> None:
         assigned = self.consumer.assignment()
-        by_topic: dict[str, dict[TopicPartition, list[Any]]] = defaultdict(dict)
+        keyed: dict[TopicPartition, list[Any]] = {}
+        letters: dict[TopicPartition, list[Any]] = {}
         for tp, messages in records.items():
             if tp in assigned and messages:
-                by_topic[tp.topic][tp] = messages
-        stages = (
-            ("normalize", self.settings.raw_topic, self._normalize),
-            ("keyed", self.settings.keyed_topic, self._keyed),
-            ("dead_letters", self.settings.dlq_topic, self._dead_letters),
-        )
-        for name, topic, stage in stages:
-            if topic not in by_topic:
+                (letters if tp.topic == self.settings.dlq_topic else keyed)[tp] = messages
+        for name, taken, stage in (("keyed", keyed, self._keyed), ("dead_letters", letters, self._dead_letters)):
+            if not taken:
                 continue
             try:
-                await stage(by_topic[topic])
+                await stage(taken)
                 self.metrics.progress.labels(name).set(time.time())
             except Exception:  # the step failed as a whole: take its records again, after a pause
                 log.exception("the %s stage failed; it goes on with the same records", name)
                 self.metrics.restarts.labels(name).inc()
-                await self._rewind(by_topic[topic])
+                await self._rewind(taken)
                 await asyncio.sleep(RESTART_PAUSE)
 
     async def _rewind(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Put the consumer back at the first record of each partition (nothing was committed)."""
+        lost: set[int] = set()
         for tp, messages in records.items():
-            if tp.topic == self.settings.keyed_topic:
-                await self._lose(tp.partition, rewind_to=messages[0].offset)
-            else:
-                self._seek(tp, messages[0].offset)
-
-    # --- normalize ------------------------------------------------------------------------------
-
-    async def _normalize(self, records: dict[TopicPartition, list[Any]]) -> None:
-        letters: list[DeadLetter] = []
-        keyed: list[tuple[int, bytes]] = []
-        for messages in records.values():
-            for message in messages:
-                record_letters, canonical = _normalize(message.value, self.metrics)
-                letters += record_letters
-                for partition, items in by_partition(canonical, self.settings.raw_partitions).items():
-                    keyed += [(partition, value) for value in _split(items, letters)]
-        await self._send_many(self.settings.keyed_topic, keyed)
-        await self.send_letters(letters)
-        await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
-        for tp, messages in records.items():
-            self.metrics.position(tp, messages[-1].offset)
+            self._seek(tp, messages[0].offset)
+            if tp.topic != self.settings.dlq_topic:
+                lost.add(tp.partition)
+        for partition in lost:
+            await self._lose(partition)
 
     async def _send(self, topic: str, value: bytes, partition: int | None = None) -> None:
         async def send() -> None:
             await self.producer.send_and_wait(topic, value, partition=partition)
 
         await retrying(f"producing to {topic}", send, (KafkaError,))
-
-    async def _send_many(self, topic: str, records: list[tuple[int, bytes]]) -> None:
-        """Produce ``records`` (partition, value) as one batch per partition, acknowledged; the
-        whole set again if any batch fails (the keyed stage takes a repeated item as a duplicate)."""
-
-        async def send() -> None:
-            futures = []
-            by_partition: dict[int, list[bytes]] = defaultdict(list)
-            for partition, value in records:
-                by_partition[partition].append(value)
-            for partition, values in by_partition.items():
-                batch = self.producer.create_batch()
-                for value in values:
-                    if batch.append(key=None, value=value, timestamp=None) is None:  # full: send, start another
-                        futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-                        batch = self.producer.create_batch()
-                        batch.append(key=None, value=value, timestamp=None)  # an empty batch takes any record
-                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*futures)
-
-        if records:
-            await retrying(f"producing to {topic}", send, (KafkaError,))
 
     async def send_letters(self, letters: list[DeadLetter]) -> None:
         """Produce dead letters (acknowledged) and count them by stage and reason."""
@@ -230,8 +197,8 @@ class Worker:
         await asyncio.gather(*(self._send(self.settings.dlq_topic, _bounded(letter)) for letter in letters))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit consumed offsets of the at-least-once stages; a partition that moved meanwhile is
-        the new owner's to replay (its records are duplicates the keyed stage recognizes)."""
+        """Commit consumed offsets of the dead-letter stage (at least once: the ``dlq`` table keeps
+        one row per letter id); a partition that moved meanwhile is the new owner's to replay."""
         try:
             await asyncio.wait_for(self.consumer.commit(offsets), timeout=30)
         except (CommitFailedError, KafkaError, TimeoutError) as exc:
@@ -240,23 +207,35 @@ class Worker:
     # --- keyed ----------------------------------------------------------------------------------
 
     async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
-        batch: list[tuple[int, int, bytes]] = []
-        firsts = {tp.partition: messages[0].offset for tp, messages in records.items()}
-        for tp, messages in sorted(records.items()):
-            if time.monotonic() < self.fenced_until.get(tp.partition, 0.0):
+        batch: list[Record] = []
+        firsts = {tp: messages[0].offset for tp, messages in records.items()}
+        assigned = self.consumer.assignment()
+        # keyed before raw: a partition taken over is positioned for both before either is used
+        for tp, messages in sorted(records.items(), key=lambda item: (item[0].topic != self.settings.keyed_topic,
+                                                                       item[0].partition)):  # fmt: skip
+            partition = tp.partition
+            if time.monotonic() < self.fenced_until.get(partition, 0.0):
                 # Another worker has it: wait for the rebalance rather than fence it back; the
                 # records come again if the partition stays here.
                 self._seek(tp, messages[0].offset)
                 continue
+            if TopicPartition(self.settings.keyed_topic, partition) not in assigned:
+                # Partition p of both topics is one unit of work; the range assignor keeps them
+                # together. Split (another assignor in the group?): leave the records for now.
+                if partition not in self.split_warned:
+                    self.split_warned.add(partition)
+                    log.warning("raw partition %s is assigned without its keyed partition: left for now", partition)
+                self._seek(tp, messages[0].offset)
+                continue
             if await self._own(tp, messages[0].offset):
-                batch += [(tp.partition, m.offset, m.value) for m in messages]
+                batch += [(tp.topic, partition, m.offset, m.value) for m in messages]
         if not batch:
             return
         self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
         started = time.perf_counter()
         writes, written, lost = await self.keyed.run(batch)
         for partition, fenced in lost.items():
-            await self._lose(partition, rewind_to=firsts[partition])
+            await self._lose(partition, rewind={tp: o for tp, o in firsts.items() if tp.partition == partition})
             if fenced:
                 self.metrics.fenced.inc()
                 self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
@@ -264,25 +243,33 @@ class Worker:
             self.metrics.position(tp, messages[-1].offset)
         for cap, count in writes.capped.items():
             self.metrics.capped.labels(cap).inc(count)
+        for (family, outcome), count in writes.normalized.items():
+            if count:
+                self.metrics.events.labels("normalize", outcome, family, "" if outcome == "in" else outcome).inc(count)
         self.metrics.sunk(writes, written, time.perf_counter() - started, time.time())
 
     async def _own(self, tp: TopicPartition, first_offset: int) -> bool:
-        """Make sure this worker may process ``tp``: fence earlier owners, catch the state up, and
-        start from the committed offset. False when these records are not the ones to take now."""
-        if tp.partition in self.owned:
+        """Make sure this worker may process ``tp``: fence earlier owners of its partition, catch
+        the state up, and start from the committed offset. False when these records are not the
+        ones to take now."""
+        partition = tp.partition
+        if partition not in self.owned:
+            if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours to fence
+                return False
+            await self.fencing.acquire(partition)
+            if partition not in self.state.ready:
+                await self.state.recover({partition})
+            self.owned.add(partition)
+            self.positioned -= {TopicPartition(t, partition) for t in self.positioned_topics}
+        if tp in self.positioned:
             return True
-        if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours to fence
-            return False
-        await self.fencing.acquire(tp.partition)
-        if tp.partition not in self.state.ready:
-            await self.state.recover({tp.partition})
         committed = await asyncio.wait_for(self.consumer.committed(tp), timeout=30)
         start = committed if committed is not None else (await self.consumer.beginning_offsets([tp]))[tp]
         if tp not in self.consumer.assignment():
-            await self._lose(tp.partition)
+            await self._lose(partition)
             return False
-        self.owned.add(tp.partition)
-        log.info("took partition %s: committed %s, fetched from %s", tp.partition, start, first_offset)
+        self.positioned.add(tp)
+        log.info("took %s: committed %s, fetched from %s", tp, start, first_offset)
         if start != first_offset:
             self._seek(tp, start)
             return False
@@ -294,13 +281,15 @@ class Worker:
             with contextlib.suppress(KafkaError):  # IllegalStateError: the assignment just changed
                 self.consumer.seek(tp, offset)
 
-    async def _lose(self, partition: int, rewind_to: int | None = None) -> None:
+    async def _lose(self, partition: int, rewind: dict[TopicPartition, int] | None = None) -> None:
         """Stop treating ``partition`` as ours (it is fenced and caught up again before its next
-        use); with ``rewind_to``, its dropped records are fetched again if it stays assigned."""
-        log.info("let partition %s go", partition)
-        if rewind_to is not None:
-            self._seek(TopicPartition(self.settings.keyed_topic, partition), rewind_to)
+        use); with ``rewind``, its dropped records are fetched again if it stays assigned."""
+        for tp, offset in (rewind or {}).items():
+            self._seek(tp, offset)
+        if partition in self.owned:
+            log.info("let partition %s go", partition)
         self.owned.discard(partition)
+        self.positioned -= {TopicPartition(t, partition) for t in self.positioned_topics}
         self.state.discard(partition)
         self.state.revoke({partition})
         await self.fencing.release(partition)
@@ -363,61 +352,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # The batch in hand commits (or fails) first; from then on another worker may own these
         # partitions, so this one fences and catches up again before it takes them back.
         async with self.worker.lock:
-            for tp in revoked:
-                if tp.topic == self.worker.settings.keyed_topic and tp.partition in self.worker.owned:
-                    await self.worker._lose(tp.partition)
+            for partition in sorted({tp.partition for tp in revoked if tp.topic != self.worker.settings.dlq_topic}):
+                if partition in self.worker.owned:
+                    await self.worker._lose(partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self.worker.fenced_until.pop(tp.partition, None)
+        self.worker.split_warned.clear()
         log.info("assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
-
-
-def _split(items: list[Any], letters: list[DeadLetter]) -> list[bytes]:
-    """Items as keyed records of at most ``MAX_RECORD_BYTES``; an item larger than that alone is
-    a dead letter (it could never be produced)."""
-    records: list[bytes] = []
-    whole = routed_encoder.encode(items)
-    if len(whole) <= MAX_RECORD_BYTES:
-        return [whole]
-    if len(items) == 1:
-        event = items[0].event
-        from pipeline.processor import letter
-
-        letters.append(letter(event, f"event too large after normalizing ({len(whole)} bytes)"))
-        return records
-    middle = len(items) // 2
-    return _split(items[:middle], letters) + _split(items[middle:], letters)
-
-
-def _normalize(value: bytes, metrics: WorkerMetrics) -> tuple[list[DeadLetter], list[CanonicalEvent]]:
-    """One raw record → its canonical events, and dead letters for the rest."""
-    try:
-        batch = raw_batch_decoder.decode(value)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        metrics.events.labels("normalize", "invalid", "", "undecodable").inc()
-        as_text = msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace")))
-        letter = DeadLetter(
-            family="", route="", org_id="", reason=f"undecodable raw record: {exc}",
-            received_at=time.time(), payload=as_text, source="worker",
-        )  # fmt: skip
-        return [letter], []
-    letters: list[DeadLetter] = []
-    canonical: list[CanonicalEvent] = []
-    for item in normalize(batch):
-        if isinstance(item, Invalid):
-            letters.append(DeadLetter(
-                family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
-                received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
-                project_id=batch.project_id, env=batch.env, batch=batch.batch,
-                id=f"normalize:{batch.org_id}:{batch.body_digest}:{item.index}",
-            ))  # fmt: skip
-        else:
-            canonical.append(item)
-    if letters:
-        metrics.events.labels("normalize", "invalid", batch.family, "invalid").inc(len(letters))
-    metrics.events.labels("normalize", "in", batch.family, "").inc(len(canonical))
-    return letters, canonical
 
 
 LETTER_PAYLOAD_CUT = 64 << 10

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import build_ops_app
 from services.gateway.errors import error_body
 from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
+from sluice.envelope import RawBatch
 from tests.builders import (
     HALO_EXAMPLE,
     TRAFFICAL_EXAMPLE,
@@ -162,3 +164,43 @@ async def test_with_a_metrics_port_metrics_and_the_spec_leave_the_public_port() 
         async with TestClient(TestServer(build_ops_app(h.gateway))) as ops:
             assert [(await ops.get(p)).status for p in ("/metrics", "/openapi.json")] == [200, 200]
             assert "sluice_registry_healthy 1.0" in await (await ops.get("/metrics")).text()
+
+
+async def test_every_event_lands_in_its_units_partition_with_its_index(gw: Harness) -> None:
+    """The gateway's unit of an event (``sluice/wire``) is the normalizer's: the worker finds the
+    unit's state where the event lands, and a request of many units becomes one record per
+    partition, each event keeping its index (derived message ids do not move)."""
+    from pipeline.canonical import CanonicalEvent
+    from pipeline.normalize import normalize
+    from pipeline.records import partition_of, unit_route
+    from tests.builders import solute_event, traffical_event, xaiku_event
+
+    key = gw.key(scopes=("sdk:write",))
+    bearer = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    units = [f"unit-{n}" for n in range(12)]
+    requests = [
+        ("/api/events", {"batch": [solute_event(userId=u, messageId=None) for u in units]}, {"X-Api-Key": key}, True),
+        ("/api/events", {"batch": [solute_event(userId=None, anonymousId=u) for u in units]}, {"X-Api-Key": key}, True),
+        ("/v1/events/batch", {"events": [traffical_event(unitKey=u) for u in units]}, bearer, True),
+        ("/api/v1/analytics", {"events": [xaiku_event(sessionId=u) for u in units]}, {"X-public-key": key}, True),
+        ("/api/sdk/events", {**HALO_EXAMPLE, "user_id": None, "session_id": "s" * 300}, bearer, False),
+        ("/api/sdk/users/identify", halo_user(user_id="unit-3"), bearer, False),
+        ("/api/sdk/companies/identify", halo_company(), bearer, False),
+    ]  # fmt: skip
+    partitions = gw.gateway.settings.raw_partitions
+    for path, body, headers, many in requests:
+        gw.sink.records.clear()
+        assert (await gw.post(path, body, **headers)).status < 300, path
+        records = [(k, v) for t, k, v in gw.sink.records if t.endswith(".raw")]
+        indexes: list[int] = []
+        for record_key, value in records:
+            batch = msgspec.json.decode(value, type=RawBatch)
+            indexes += batch.indexes
+            for event in normalize(batch):
+                assert isinstance(event, CanonicalEvent), (path, event)
+                assert partition_of(unit_route("acme", event.unit_key), partitions) == partition_of(
+                    record_key, partitions
+                )
+        assert sorted(indexes) == list(range(len(indexes))), path
+        expected = len({partition_of(unit_route("acme", u), partitions) for u in units}) if many else 1
+        assert len(records) == expected > 0, path

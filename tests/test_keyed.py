@@ -5,6 +5,7 @@ undisturbed run."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.keyed import Fencing, KeyedStage, stores_on
+from pipeline.keyed import Fencing, KeyedStage, Record, stores_on
 from pipeline.processor import Processor
-from pipeline.records import by_partition
+from pipeline.records import by_partition, partition_of, unit_route
 from pipeline.records import encoder as routed_encoder
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse
-from sluice.envelope import DeadLetter
+from sluice.envelope import DeadLetter, RawBatch, body_digest, encoder
 from sluice.settings import Settings
+from tests.builders import solute_event
 from tests.test_processor import event, exposure
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -33,12 +35,12 @@ TOTALS = (
 )
 
 
-def records(events: list[CanonicalEvent], partitions: int, first_offset: int = 0) -> list[tuple[int, int, bytes]]:
+def records(events: list[CanonicalEvent], topic: str, partitions: int, first_offset: int = 0) -> list[Record]:
     """One keyed record per event and partition, with offsets as a topic would give them."""
     out, offsets = [], {p: first_offset for p in range(partitions)}
     for e in events:
         for partition, items in by_partition([e], partitions).items():
-            out.append((partition, offsets[partition], routed_encoder.encode(items)))
+            out.append((topic, partition, offsets[partition], routed_encoder.encode(items)))
             offsets[partition] += 1
     return out
 
@@ -60,7 +62,8 @@ def stage(settings: Settings, path: Path, warehouse: Warehouse, letters: list[De
         letters.extend(batch)
 
     fencing = Fencing(settings.kafka_bootstrap, settings.worker_group)
-    return KeyedStage(state, processor, WarehouseSink(warehouse), fencing, settings.keyed_topic, send)
+    return KeyedStage(state, processor, WarehouseSink(warehouse), fencing, settings.keyed_topic, send,
+                      settings.raw_topic, settings.raw_partitions)  # fmt: skip
 
 
 async def own(keyed: KeyedStage, partitions: int) -> None:
@@ -88,9 +91,9 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     kafka_settings: Settings, warehouse: Warehouse, tmp_path: Path
 ) -> None:
     partitions = kafka_settings.raw_partitions
-    batch = records(scripted(), partitions)
-    first_half = [r for r in batch if r[1] < 10]
-    second_half = [r for r in batch if r[1] >= 10]
+    batch = records(scripted(), kafka_settings.keyed_topic, partitions)
+    first_half = [r for r in batch if r[2] < 10]
+    second_half = [r for r in batch if r[2] >= 10]
     letters: list[DeadLetter] = []
 
     old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
@@ -106,7 +109,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
     await own(new, partitions)
     assert (await committed(kafka_settings, partitions)) == {
-        p: max(o for q, o, _ in first_half if q == p) + 1 for p in range(partitions)
+        p: max(o for _, q, o, _ in first_half if q == p) + 1 for p in range(partitions)
     }
     _, _, lost = await new.run(second_half)
     assert lost == {}
@@ -117,7 +120,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     # a crash after the rows of a batch, before its commit: the replay (a third owner) redoes it
     extra = records([exposure("late", "u-late", "exp", "A"), event("tl", unit="u-late", event="buy",
                                                                     properties={"value": 5})],
-                    partitions, first_offset=1000)  # fmt: skip
+                    kafka_settings.keyed_topic, partitions, first_offset=1000)  # fmt: skip
     crashed = stage(kafka_settings, tmp_path / "crashed", warehouse, letters)
     await own(crashed, partitions)
     await crashed.write(crashed.process(extra))  # ... and the process dies here
@@ -136,5 +139,90 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     }
     assert letters == []
     for keyed in (old, new, crashed, replay):
+        await keyed.fencing.close()
+        await keyed.state.stop()
+
+
+def raw_batch(*events: dict[str, Any], digest: bytes) -> RawBatch:
+    return RawBatch(
+        family="solute", route="/api/events", org_id="acme", project_id="web", env="production",
+        received_at=T_RECEIVED, body_digest=body_digest(digest),
+        events=[msgspec.Raw(msgspec.json.encode(e)) for e in events], indexes=list(range(len(events))),
+    )  # fmt: skip
+
+
+T_RECEIVED = datetime(2026, 5, 21, 10, 31, tzinfo=UTC).timestamp()
+
+
+def track(message_id: str, user: str, minute: int) -> dict[str, Any]:
+    return solute_event(messageId=message_id, userId=user, timestamp=f"2026-05-21T10:{minute:02d}:00Z",
+                        properties={"value": 1})  # fmt: skip
+
+
+async def keyed_topic_records(settings: Settings, partitions: int) -> list[Record]:
+    """Every committed record of the keyed topic (aborted transactions' records are not)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.keyed_topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        out: list[Record] = []
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                out += [(tp.topic, tp.partition, m.offset, m.value) for m in messages if m.offset < end[tp]]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_raw_batches_take_one_hop_and_a_fenced_owner_forwards_nothing(
+    kafka_settings: Settings, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    partitions = kafka_settings.raw_partitions
+    batches = [
+        raw_batch(track("a1", "alice", 1), track("a2", "alice", 2), track("a3", "alice", 3), digest=b"1"),
+        # a record of several units, as a gateway that counts partitions differently would write
+        # (the gateway splits by unit): carol's event and the copy of a2 live in another
+        # partition than bob's here, are forwarded, and the copy is a duplicate there
+        raw_batch(track("b1", "bob", 4), track("c1", "carol", 5), track("a2", "alice", 2), digest=b"2"),
+        raw_batch(solute_event(type="identify", messageId="i1", userId="alice", event=None, properties=None,
+                               traits={"plan": "pro"}, timestamp="2026-05-21T10:06:00Z"), digest=b"3"),
+    ]  # fmt: skip
+    offsets: dict[int, int] = {}
+    raw: list[Record] = []
+    for b in batches:
+        partition = partition_of(unit_route("acme", msgspec.json.decode(b.events[0])["userId"]), partitions)
+        raw.append((kafka_settings.raw_topic, partition, offsets.setdefault(partition, 0), encoder.encode(b)))
+        offsets[partition] += 1
+    letters: list[DeadLetter] = []
+
+    # an owner processes the raw batches and writes their rows, then stalls before its commit...
+    old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
+    await own(old, partitions)
+    stalled = old.process(raw)
+    await old.write(stalled)
+    assert sum(len(f) for f in stalled.forward.values()) >= 2  # alice's user items, carol's event, the copy of a2…
+    # ... a new owner fences it and does the batch; the old one's commit (and forwards) are dropped
+    new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
+    await own(new, partitions)
+    _, _, lost = await new.run(raw)
+    assert lost == {}
+    assert await old.commit(stalled) == {p: True for p in offsets}
+    forwarded = await keyed_topic_records(kafka_settings, partitions)
+    assert len(forwarded) == sum(len(f) for f in stalled.forward.values())  # the new owner's alone
+    _, _, lost = await new.run(forwarded)
+    assert lost == {}
+
+    events = warehouse.execute("SELECT message_id, user_id FROM events FINAL ORDER BY message_id", "TSV").decode()
+    assert events.split() == ["a1", "alice", "a2", "alice", "a3", "alice", "b1", "bob", "c1", "carol", "i1", "alice"]
+    assert totals(warehouse)["tracks"] == 5
+    users = warehouse.execute(
+        "SELECT user_id, toMinute(first_seen), toMinute(last_seen), traits FROM users FINAL ORDER BY user_id", "TSV"
+    )  # fmt: skip
+    assert users.decode().splitlines() == ['alice\t1\t6\t{"plan":"pro"}', "bob\t4\t4\t{}", "carol\t5\t5\t{}"]
+    assert letters == []
+    for keyed in (old, new):
         await keyed.fencing.close()
         await keyed.state.stop()

@@ -12,7 +12,7 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.processor import Incoming, Processor, Stores
-from pipeline.records import Routed, route
+from pipeline.records import Routed, by_partition, partition_of, route, split, unit_route
 from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 
@@ -203,6 +203,42 @@ def test_routing_keys_keep_state_local() -> None:
     assert keys == [b"acme\x00unit:anon_1", b"acme\x00user:u1", b"acme\x00company:co"]
     assert [r.kind for _, r in route(event("m"))] == ["event"]
     assert isinstance(route(event("m"))[0][1], Routed)
+
+
+def test_a_batch_sends_each_user_its_changes_and_its_extremes_only() -> None:
+    events = [event(f"m{n}", user_id="u1", timestamp=T0 + timedelta(minutes=(n * 7) % 10)) for n in range(10)]
+    events.insert(4, event("id", "identify", user_id="u1", traits={"plan": "pro"}))
+    items = [item for items in by_partition(events, 1).values() for item in items]
+    users = [(item.event.message_id, item.event.type) for item in items if item.kind == "user"]
+    # the identify, then the earliest (m0, minute 0) and the latest (m7, minute 9) of the others
+    assert users == [("id", "identify"), ("m0", "track"), ("m7", "track")]
+    assert sum(item.kind == "event" for item in items) == 11
+    # the same user state as one item per event
+    one_by_one, collapsed = new_processor(), new_processor()
+    feed = Feed(one_by_one)
+    feed.run(feed.records(*events))
+    process(collapsed, [Incoming(0, 0, item, index) for index, item in enumerate(items)])
+    assert one_by_one.stores.users.get("acme\x00u1") == collapsed.stores.users.get("acme\x00u1")
+
+
+def test_a_request_of_many_units_splits_by_partition_and_keeps_its_message_ids() -> None:
+    from pipeline.normalize import normalize
+    from services.gateway.sink import by_key
+    from tests.builders import solute_event
+    from tests.test_normalize import family_batch
+
+    units = [f"u{n}" for n in range(8)]
+    batch = family_batch("solute", "/api/events", *[solute_event(userId=u, messageId=None) for u in units])
+    parts = split(batch, units, 3)
+    assert len(parts) == len({partition_of(unit_route("acme", u), 3) for u in units}) > 1
+    for key, part in parts:
+        for event in normalize(part):
+            assert isinstance(event, CanonicalEvent)
+            assert partition_of(unit_route("acme", event.unit_key), 3) == by_key(key, [0, 1, 2], [])
+    ids = {e.message_id for _, part in parts for e in normalize(part) if isinstance(e, CanonicalEvent)}
+    assert ids == {e.message_id for e in normalize(batch) if isinstance(e, CanonicalEvent)}
+    assert split(batch, ["u1"] * 8, 3) == [(unit_route("acme", "u1"), batch)]  # one client: one record
+    assert by_key(None, [0, 1, 2], [1]) == 1
 
 
 def test_a_unit_remembers_only_its_newest_decisions() -> None:

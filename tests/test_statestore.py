@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
 from pipeline.keyed import Fencing, commit_partition
 from pipeline.retry import Backoff
@@ -154,7 +155,8 @@ async def commit(store: StateStore, fencing: Fencing, settings: Settings, close:
     try:
         for partition in sorted(store.pending):
             await fencing.acquire(partition)
-            await commit_partition(store, fencing, settings.keyed_topic, partition, 0, Backoff(0.2, 1.0))
+            offsets = {TopicPartition(settings.keyed_topic, partition): 1}
+            await commit_partition(store, fencing, partition, offsets, retry=Backoff(0.2, 1.0))
     finally:
         if close:
             await fencing.close()

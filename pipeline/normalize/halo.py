@@ -24,7 +24,7 @@ from pipeline.normalize.common import (
     text,
 )  # fmt: skip
 from sluice.envelope import RawBatch
-from sluice.wire.halo import FIELD_CAPS
+from sluice.wire.halo import FIELD_CAPS, unit_of
 
 EVENT_FIELDS = ("event_type", "element_selector", "page_url", "metadata", "timestamp")
 USER_FIELDS = ("user_id", "traits", "context", "user_token")
@@ -74,7 +74,7 @@ def _events(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             type="page" if event_type == "page_view" else "track",
             event=event_type,
             user_id=user_id,
-            unit_key=user_id or session_id,
+            unit_key=unit_of(user_id, session_id),
             session_id=session_id,
             page_url=text(fields.get("page_url"), FIELD_CAPS["page_url"]),
             properties=as_json(properties),

@@ -21,7 +21,7 @@ from pipeline.normalize.common import (
     utc,
 )  # fmt: skip
 from sluice.envelope import RawBatch
-from sluice.wire.solute import SoluteEvent, check
+from sluice.wire.solute import SoluteEvent, check, unit_of
 
 FIELDS = SoluteEvent.__struct_fields__
 
@@ -54,7 +54,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             event=event.event or event.name or "",
             user_id=event.userId or "",
             anonymous_id=event.anonymousId or "",
-            unit_key=event.userId or event.anonymousId or "",
+            unit_key=unit_of(event),
             session_id=text(context.get("sessionId"), SESSION_ID_MAX),
             timestamp=timestamp,
             original_timestamp=original,

@@ -25,7 +25,7 @@ from pipeline.normalize.common import (
     text,
 )  # fmt: skip
 from sluice.envelope import RawBatch
-from sluice.wire.traffical import Exposure, Layer, Track, TrafficalEvent, check_event
+from sluice.wire.traffical import Exposure, Layer, Track, TrafficalEvent, check_event, unit_of
 
 CONTEXT_FIELDS = ("sdkName", "sdkVersion", "orgId", "projectId", "env")
 COLUMN_FIELDS = (
@@ -57,7 +57,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             event=event.event if isinstance(event, Track) else fields["type"],
             user_id=event.userId or "",
             anonymous_id=event.anonymousId or "",
-            unit_key=event.unitKey,
+            unit_key=unit_of(event),
             session_id=text(event.sessionId, 200),
             timestamp=(stamped := event_time(event.timestamp, arrived))[0],
             original_timestamp=stamped[1],

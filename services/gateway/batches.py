@@ -19,6 +19,8 @@ class Sorted(msgspec.Struct):
     accepted: list[msgspec.Raw]
     indexes: list[int]
     errors: list[tuple[int, str]]
+    units: list[str] = []
+    """The unit of each accepted event (``pipeline.records.split`` routes by it)."""
 
     def dead_letters(
         self, raws: list[msgspec.Raw], family: str, route: str, key: ApiKey, received_at: float
@@ -43,12 +45,15 @@ def sort_events(
     raws: list[msgspec.Raw],
     decoder: msgspec.json.Decoder[T],
     check: Callable[[T], str | None],
+    unit: Callable[[T], str] | None = None,
 ) -> Sorted:
-    """Decode each event with the family's struct and rule; valid ones keep their bytes."""
-    out = Sorted([], [], [])
+    """Decode each event with the family's struct and rule; valid ones keep their bytes, and
+    their ``unit`` when the family's units are per event."""
+    out = Sorted([], [], [], [])
     for index, raw in enumerate(raws):
         try:
-            reason = check(decoder.decode(raw))
+            event = decoder.decode(raw)
+            reason = check(event)
         except msgspec.ValidationError as exc:
             reason = str(exc)
         except RecursionError:
@@ -56,6 +61,8 @@ def sort_events(
         if reason is None:
             out.accepted.append(raw)
             out.indexes.append(index)
+            if unit is not None:
+                out.units.append(unit(event))
         else:
             out.errors.append((index, reason))
     return out

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pipeline.records import split
 from services.gateway import identity
 from services.gateway.budget import ByteBudget, OverBudget, Reservation
 from services.gateway.encoding import decode_content
@@ -125,11 +126,13 @@ class Gateway:
         org = self.registry.org(key.org_id)
         return identity.refusal(org, key, user_ids, token, self.settings.max_user_token_seconds)
 
-    async def publish(self, batch: RawBatch | None, dead: Sequence[DeadLetter] = ()) -> None:
-        """Make the accepted events and the dead letters durable; 503 if Kafka will not."""
+    async def publish(self, batch: RawBatch | None, units: list[str], dead: Sequence[DeadLetter] = ()) -> None:
+        """Make the accepted events and the dead letters durable; 503 if Kafka will not.
+        ``units`` names each event's unit: the batch goes to its units' partitions."""
         records: list[Record] = [(self.settings.dlq_topic, None, encoder.encode(d)) for d in dead]
         if batch is not None:
-            records.append((self.settings.raw_topic, batch.org_id.encode(), encoder.encode(batch)))
+            for key, part in split(batch, units, self.settings.raw_partitions):
+                records.append((self.settings.raw_topic, key, encoder.encode(part)))
         started = time.perf_counter()
         try:
             await self.sink.send_all(records)

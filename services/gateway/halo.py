@@ -52,7 +52,8 @@ async def events(request: web.Request) -> web.Response:
         gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
         raise GatewayError(400, f"events[{index}]: {reason}")
     fields = {"user_id": json_text(envelope.user_id), "session_id": json_text(envelope.session_id)}
-    await gateway.publish(_batch(gateway, request, key, body, envelope.events, fields))
+    units = [halo.unit_of(envelope.user_id, envelope.session_id)] * len(envelope.events)
+    await gateway.publish(_batch(gateway, request, key, body, envelope.events, fields), units)
     gateway.metrics.accepted(FAMILY, len(envelope.events))
     return json_response(SUCCESS)
 
@@ -88,7 +89,7 @@ async def _identify(
         raise GatewayError(400, f"{id_field} must not be empty")
     _check_traits(payload.traits, payload.context, limit)
     gateway.verify_identity(key, payload.user_id, payload.user_token)
-    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]))
+    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]), [payload.user_id or ""])
     gateway.metrics.accepted(FAMILY, 1)
     return json_response(SUCCESS)
 

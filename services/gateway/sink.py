@@ -9,11 +9,14 @@ later: the client retries, and the worker's dedupe by message id absorbs the sec
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+
+from pipeline.records import partition_of
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
@@ -52,6 +55,7 @@ class KafkaSink:
             compression_type=self.compression,
             max_request_size=MAX_RECORD_BYTES,
             request_timeout_ms=int(self.timeout * 1000),
+            partitioner=by_key,
             **self.security,
         )
         try:
@@ -70,6 +74,14 @@ class KafkaSink:
                 await asyncio.gather(*deliveries)
         except (TimeoutError, KafkaError) as exc:
             raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def by_key(key: bytes | None, partitions: list[int], available: list[int]) -> int:
+    """``crc32(key) mod partitions`` (``pipeline.records.partition_of``: the worker routes state
+    the same way), any available partition for a record without a key."""
+    if key is None:
+        return random.choice(available or partitions)
+    return partitions[partition_of(key, len(partitions))]
 
 
 class MemorySink:

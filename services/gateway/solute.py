@@ -38,7 +38,7 @@ async def handle(request: web.Request) -> web.Response:
         return solute.check(event) or gateway.identity_refusal(key, solute.named_users(event), event.userToken)
 
     received_at = gateway.clock()
-    events = sort_events(envelope.batch, solute.event_decoder, check)
+    events = sort_events(envelope.batch, solute.event_decoder, check, solute.unit_of)
     invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
     raws = _without_tokens(envelope.batch, body)  # dead letters are read by analysts: no credentials
     dead = Sorted([], [], invalid).dead_letters(raws, FAMILY, request.path, key, received_at)
@@ -52,7 +52,7 @@ async def handle(request: web.Request) -> web.Response:
             env=key.env, received_at=received_at, body_digest=body_digest(body),
             events=[raws[i] for i in events.indexes], indexes=events.indexes, sent_at=envelope.sentAt,
         )  # fmt: skip
-    await gateway.publish(batch, dead)
+    await gateway.publish(batch, events.units, dead)
     gateway.metrics.accepted(FAMILY, len(events.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(invalid))
     gateway.metrics.rejected(FAMILY, "unverified", len(events.errors) - len(invalid))

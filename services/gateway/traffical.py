@@ -34,7 +34,8 @@ async def handle(request: web.Request) -> web.Response:
 
     received_at = gateway.clock()
     tenant = TenantMismatches(key)
-    checked = sort_events(envelope.events, traffical.event_decoder, tenant.around(traffical.check_event))
+    checked = sort_events(envelope.events, traffical.event_decoder, tenant.around(traffical.check_event),
+                          traffical.unit_of)  # fmt: skip
     dead = checked.dead_letters(envelope.events, FAMILY, request.path, key, received_at)
     batch = None
     if checked.accepted:
@@ -43,7 +44,7 @@ async def handle(request: web.Request) -> web.Response:
             env=key.env, received_at=received_at, body_digest=body_digest(body),
             events=checked.accepted, indexes=checked.indexes,
         )  # fmt: skip
-    await gateway.publish(batch, dead)
+    await gateway.publish(batch, checked.units, dead)
     gateway.metrics.accepted(FAMILY, len(checked.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(checked.errors))
     gateway.metrics.mismatched(FAMILY, tenant.counts)

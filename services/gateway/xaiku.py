@@ -30,7 +30,7 @@ async def handle(request: web.Request) -> web.Response:
     if not envelope.events:
         raise GatewayError(400, "events must be a non-empty array")
     tenant = TenantMismatches(key)
-    checked = sort_events(envelope.events, xaiku.event_decoder, tenant.around(xaiku.check_event))
+    checked = sort_events(envelope.events, xaiku.event_decoder, tenant.around(xaiku.check_event), xaiku.unit_of)
     if checked.errors:
         index, reason = checked.errors[0]
         gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
@@ -39,7 +39,7 @@ async def handle(request: web.Request) -> web.Response:
         family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
         env=key.env, received_at=gateway.clock(), body_digest=body_digest(body),
         events=envelope.events, indexes=list(range(len(envelope.events))),
-    ))  # fmt: skip
+    ), checked.units)  # fmt: skip
     gateway.metrics.accepted(FAMILY, len(envelope.events))
     gateway.metrics.mismatched(FAMILY, tenant.counts)
     return json_response({"success": True})

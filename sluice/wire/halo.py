@@ -20,6 +20,11 @@ NULL = msgspec.Raw(b"null")
 """An absent or null JSON value (msgspec cannot decode ``Raw | None``)."""
 
 
+def unit_of(user_id: str | None, session_id: str | None) -> str:
+    """The unit of a request's events (one per request): its user, else its session."""
+    return user_id or (session_id or "")[: FIELD_CAPS["session_id"]]
+
+
 class EventsBody(msgspec.Struct, kw_only=True):
     events: list[msgspec.Raw]
     user_id: str | None = None

@@ -40,6 +40,11 @@ class SoluteEvent(msgspec.Struct, kw_only=True):
     identities (identify, group, alias). A credential: the gateway never forwards it."""
 
 
+def unit_of(event: SoluteEvent) -> str:
+    """The unit whose state the event touches (experiments, dedupe): its user, else its anonymous id."""
+    return event.userId or event.anonymousId or ""
+
+
 def named_users(event: SoluteEvent) -> list[str | None]:
     """The users whose traits, company membership or aliases the event changes."""
     if event.type in ("identify", "group"):

@@ -72,6 +72,11 @@ class Track(_Common, tag="track", kw_only=True):
 TrafficalEvent = Exposure | Decision | Track
 
 
+def unit_of(event: TrafficalEvent) -> str:
+    """The unit whose state the event touches: its ``unitKey``."""
+    return event.unitKey
+
+
 def check_event(event: TrafficalEvent) -> str | None:
     """Why the event is invalid, or None. A body ``orgId``/``projectId``/``env`` is never checked
     against the key: the key decides the tenant, the body's values are kept in ``context``."""

@@ -44,6 +44,14 @@ class XaikuEvent(msgspec.Struct, kw_only=True):
     """The SDK's ``orgId`` option, as sent; the key decides the org."""
 
 
+SESSION_ID_MAX = 200
+
+
+def unit_of(event: XaikuEvent) -> str:
+    """The unit whose state the event touches: its session (as the normalizer cuts it)."""
+    return event.sessionId[:SESSION_ID_MAX]
+
+
 def check_event(event: XaikuEvent) -> str | None:
     for name in ("eventName", "experimentId", "sessionId"):
         if not getattr(event, name):
