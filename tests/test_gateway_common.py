@@ -198,6 +198,7 @@ async def test_every_event_lands_in_its_units_partition_with_its_index(gw: Harne
             indexes += batch.indexes
             for event in normalize(batch):
                 assert isinstance(event, CanonicalEvent), (path, event)
+                assert record_key is not None
                 assert partition_of(unit_route("acme", event.unit_key), partitions) == partition_of(
                     record_key, partitions
                 )
