@@ -19,6 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from aiokafka import TopicPartition
+
 from pipeline.keyed import Fencing, commit_partition  # noqa: E402
 from pipeline.state import Seen  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
@@ -45,7 +47,7 @@ async def main(bootstrap: str, topic: str, partitions: int, count: int, path: Pa
 
     async def commit() -> None:  # as the keyed stage does: a transaction per partition
         for partition in sorted(store.pending):
-            await commit_partition(store, fencing, topic, partition, 0)
+            await commit_partition(store, fencing, partition, {TopicPartition(topic, partition): 1})
 
     now = time.time()
     started = time.perf_counter()
