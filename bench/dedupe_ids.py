@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aiokafka import TopicPartition
+from aiokafka import TopicPartition  # noqa: E402
 
 from pipeline.keyed import Fencing, commit_partition  # noqa: E402
 from pipeline.state import Seen  # noqa: E402
