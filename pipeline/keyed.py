@@ -51,6 +51,9 @@ log = logging.getLogger("sluice.worker")
 
 MAX_RECORD_BYTES = 900_000
 """Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
+YIELD_EVERY = 64
+"""Records processed between two yields to the event loop: a step is seconds of CPU, and the
+consumer's heartbeats (a 10 s session) run on the same loop."""
 MAX_STATE_VALUE = 1 << 20
 """Bytes of one state value; a larger one is not written (counted as ``state_value``). The caps in
 ``pipeline.state`` keep real values far below it; this only makes the bound a guarantee."""
@@ -165,15 +168,17 @@ class KeyedStage:
         Returns the writes, the rows written per table and the partitions lost (fenced: their
         records must not be processed again here until they are assigned anew), each with
         whether it was fenced."""
-        writes = self.process(records)
+        writes = await self.process(records)
         written = await self.write(writes)
         return writes, written, await self.commit(writes)
 
-    def process(self, records: list[Record]) -> Writes:
+    async def process(self, records: list[Record]) -> Writes:
         """The batch's rows, dead letters and forwarded items; its state changes staged for ``commit``."""
         writes = self.processor.begin()
         forwarding: dict[int, dict[int, list[Routed]]] = {}
-        for topic, partition, offset, value in records:
+        for position, (topic, partition, offset, value) in enumerate(records):
+            if position % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             if offset <= writes.last_offset.get((topic, partition), -1):
                 continue  # already in this batch: counting it twice would add to its rollup rows
             writes.last_offset[(topic, partition)] = offset

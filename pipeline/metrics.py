@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter as Tally
+from collections.abc import Collection
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -67,18 +68,23 @@ class WorkerMetrics:
     def position(self, tp: Any, offset: int) -> None:
         self._positions[tp] = offset
 
-    def update_lag(self, consumer: Any) -> None:
+    def update_lag(self, consumer: Any, transactional: Collection[str] = ()) -> None:
         """Lag of the partitions assigned now; a partition that moved away loses its gauge (asking
-        the consumer for its highwater would fail)."""
+        the consumer for its highwater would fail). Records of ``transactional`` topics are
+        followed by a commit marker, which takes an offset and is never handed over: their lag is
+        counted to the last stable offset less that marker."""
         assigned = consumer.assignment()
         for tp in [tp for tp in self._positions if tp not in assigned]:
             del self._positions[tp]
             with contextlib.suppress(KeyError):
                 self.lag.remove(tp.topic, str(tp.partition))
         for tp, offset in self._positions.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+            if tp.topic in transactional:
+                end, marker = consumer.last_stable_offset(tp), 1
+            else:
+                end, marker = consumer.highwater(tp), 0
+            if end is not None:
+                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset - 1 - marker))
 
     def sunk(self, writes: Writes, written: dict[str, int], seconds: float, now: float) -> None:
         for table, rows in written.items():

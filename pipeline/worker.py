@@ -61,9 +61,10 @@ MAX_RECORD_BYTES = 900_000
 """Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 FENCED_WAIT = 15.0
 """Seconds a fenced worker leaves the partition alone, waiting to learn of the rebalance."""
-MAX_TAKE_BYTES = 24 << 20
+MAX_TAKE_BYTES = 8 << 20
 """Bytes of records one step takes: a backlog of raw batches (a hundred events each) must not
-become one step of a million events (memory, freshness)."""
+become one step of a million events (memory, freshness, and the heartbeats: see
+``pipeline.keyed.YIELD_EVERY``)."""
 RESTART_PAUSE = 1.0
 """Seconds a stage waits after a failed step before it takes the same records again."""
 
@@ -321,7 +322,7 @@ class Worker:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self.metrics.update_lag(self.consumer)
+        self.metrics.update_lag(self.consumer, transactional={self.settings.keyed_topic})
         return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
     async def _query(self, request: web.Request) -> web.Response:

@@ -103,7 +103,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     assert lost == {}
 
     # The old owner stalls holding the second half: it processes it and writes its rows...
-    writes = old.process(second_half)
+    writes = await old.process(second_half)
     await old.write(writes)
     # ... meanwhile a new owner is assigned its partitions: it fences the old one and redoes the batch
     new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
@@ -123,7 +123,7 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
                     kafka_settings.keyed_topic, partitions, first_offset=1000)  # fmt: skip
     crashed = stage(kafka_settings, tmp_path / "crashed", warehouse, letters)
     await own(crashed, partitions)
-    await crashed.write(crashed.process(extra))  # ... and the process dies here
+    await crashed.write(await crashed.process(extra))  # ... and the process dies here
     replay = stage(kafka_settings, tmp_path / "replay", warehouse, letters)
     await own(replay, partitions)
     await replay.run(extra)
@@ -201,7 +201,7 @@ async def test_raw_batches_take_one_hop_and_a_fenced_owner_forwards_nothing(
     # an owner processes the raw batches and writes their rows, then stalls before its commit...
     old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
     await own(old, partitions)
-    stalled = old.process(raw)
+    stalled = await old.process(raw)
     await old.write(stalled)
     assert sum(len(f) for f in stalled.forward.values()) >= 2  # alice's user items, carol's event, the copy of a2…
     # ... a new owner fences it and does the batch; the old one's commit (and forwards) are dropped
