@@ -139,6 +139,7 @@ class Processor:
         self._companies = WriteBack(self.stores.companies)
         self._partition = 0
         self._offset = 0
+        self._kinds = {"event": self._event, "user": self._user, "company": self._company}
 
     def begin(self) -> Writes:
         return Writes()
@@ -165,7 +166,7 @@ class Processor:
                 if kind == "event":
                     writes.duplicates[event.family] += 1
                 return
-            {"event": self._event, "user": self._user, "company": self._company}[kind](event, source, writes)
+            self._kinds[kind](event, source, writes)
         except Exception as exc:  # a bug or an input nobody foresaw: this item only
             reason = f"worker could not process the {kind}: {type(exc).__name__}: {exc}"
             writes.letters.append(letter(event, reason, f"keyed:{partition}:{offset}:{item.index}"))

@@ -26,9 +26,9 @@ from pipeline.normalize.common import (
 from sluice.envelope import RawBatch
 from sluice.wire.halo import FIELD_CAPS, unit_of
 
-EVENT_FIELDS = ("event_type", "element_selector", "page_url", "metadata", "timestamp")
-USER_FIELDS = ("user_id", "traits", "context", "user_token")
-COMPANY_FIELDS = ("company_id", "traits", "context", "user_id", "user_token")
+EVENT_FIELDS = frozenset(("event_type", "element_selector", "page_url", "metadata", "timestamp"))
+USER_FIELDS = frozenset(("user_id", "traits", "context", "user_token"))
+COMPANY_FIELDS = frozenset(("company_id", "traits", "context", "user_id", "user_token"))
 
 
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
@@ -83,7 +83,7 @@ def _events(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
         yield event
 
 
-def _identify(batch: RawBatch, kind: str, known: tuple[str, ...]) -> Iterator[CanonicalEvent | Invalid]:
+def _identify(batch: RawBatch, kind: str, known: frozenset[str]) -> Iterator[CanonicalEvent | Invalid]:
     for index, payload in zip(batch.indexes, batch.events, strict=True):
         fields = decode_object(payload)
         if isinstance(fields, str):

@@ -23,7 +23,7 @@ from pipeline.normalize.common import (
 from sluice.envelope import RawBatch
 from sluice.wire.solute import SoluteEvent, check, unit_of
 
-FIELDS = SoluteEvent.__struct_fields__
+FIELDS = frozenset(SoluteEvent.__struct_fields__)
 
 
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:

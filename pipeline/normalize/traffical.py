@@ -33,6 +33,9 @@ COLUMN_FIELDS = (
 )  # fmt: skip
 
 
+KNOWN = frozenset(COLUMN_FIELDS + CONTEXT_FIELDS)
+
+
 def first_allocated(layers: list[Layer], exposure: bool) -> Layer | None:
     """The layer the row names. An exposure never names a layer js-client marks
     ``attributionOnly`` (it lists every layer, but the page saw none of that one's parameters)."""
@@ -48,7 +51,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             continue
         fields, event = decoded
         properties = dict(event.properties) if isinstance(event, Track) else {}
-        properties.update(extras(fields, COLUMN_FIELDS + CONTEXT_FIELDS))
+        properties.update(extras(fields, KNOWN))
         layer = None if isinstance(event, Track) else first_allocated(event.layers, isinstance(event, Exposure))
         yield CanonicalEvent(
             org_id=batch.org_id, project_id=batch.project_id, env=batch.env,
