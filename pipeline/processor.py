@@ -200,7 +200,9 @@ class Processor:
         if event.type not in ("exposure", "decision", "track"):
             return
         key = f"{event.org_id}\x00{event.unit_key}"
-        unit = self._units.get(key) or UnitState()
+        unit = self._units.get(key)
+        before = b"" if unit is None else _state_encoder.encode(unit)
+        unit = unit or UnitState()
         at = event.timestamp.timestamp()
         properties = _properties(event)
         if event.type == "track":
@@ -220,6 +222,8 @@ class Processor:
                     rollup = self._rollup(writes, event, source, "exposure", experiment, variant)
                     rollup.count += 1
                     rollup.units += first
+        if _state_encoder.encode(unit) == before:
+            return  # a unit exposed again, a track it already converted on: no state to write, no row
         unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
@@ -387,3 +391,4 @@ def letter(event: CanonicalEvent, reason: str, letter_id: str = "") -> DeadLette
 
 
 _any_encoder = msgspec.json.Encoder()
+_state_encoder = msgspec.json.Encoder()
