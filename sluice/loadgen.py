@@ -4,6 +4,9 @@ Every request is built from a deterministic seed; every acknowledged event's mes
 own, or the id the pipeline derives from org, body digest and index) goes to the truth file, so a
 run can be compared with the warehouse afterwards. Duplicates re-send an earlier event with its
 id (as an SDK retry would); invalid events are malformed on purpose and must not be counted.
+
+Units (10,000 per run) are drawn as the SDKs send them: a browser SDK's request (Halo, Xaiku,
+Traffical) carries one visitor's events; a Solute request is a server-side batch of many users.
 """
 
 from __future__ import annotations
@@ -83,9 +86,10 @@ class Generator:
         self.counter = itertools.count()
         self.sent: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}  # earlier events, to resend
 
-    def _event(self, family: str) -> dict[str, Any]:
+    def _event(self, family: str, unit: str) -> dict[str, Any]:
         n = next(self.counter)
-        unit = f"u{self.rng.randrange(10_000)}"
+        if family == "solute":  # a server-side batch: each event its own user
+            unit = f"u{self.rng.randrange(10_000)}"
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if family == "halo":
             return {"event_type": "click", "page_url": "/pricing", "metadata": {"n": n}, "element_selector": "#buy"}
@@ -107,6 +111,7 @@ class Generator:
         family = self.rng.choices(list(self.o.mix), weights=list(self.o.mix.values()))[0]
         events = []
         has_own_ids = family in ("solute", "traffical")
+        visitor = f"u{self.rng.randrange(10_000)}"  # a browser SDK's request: one visitor
         for _ in range(self.o.batch_size):
             roll = self.rng.random()
             if roll < self.o.duplicate_rate and has_own_ids and self.sent[family]:
@@ -114,10 +119,10 @@ class Generator:
             elif roll < self.o.duplicate_rate + self.o.invalid_rate and family in ("solute", "traffical"):
                 events.append(self._invalid(family))
             else:
-                events.append(self._event(family))
+                events.append(self._event(family, visitor))
         body: dict[str, Any] = {"batch": events, "sentAt": _now()} if family == "solute" else {"events": events}
         if family == "halo":
-            body["user_id"] = f"user{self.rng.randrange(1000)}"
+            body["user_id"] = visitor
         raw = msgspec.json.encode(body)
         digest = body_digest(raw)
 
