@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
@@ -272,6 +272,12 @@ async def commit_partition(
             log.warning("partition %s moved to another worker: its batch is dropped here", partition)
             await _drop(state, fencing, partition)
             raise Lost(partition, fenced=True) from None
+        except IllegalOperation as exc:  # aiokafka's word for a send after the transaction failed
+            fenced = _fenced(producer)
+            log.warning("partition %s: its transaction failed (%s): the batch is dropped here", partition,
+                        "fenced by another worker" if fenced else exc)  # fmt: skip
+            await _drop(state, fencing, partition)
+            raise Lost(partition, fenced=fenced) from exc
         except KafkaError as exc:
             if not exc.retriable:  # the producer is unusable: start again with a fresh one
                 await _drop(state, fencing, partition)
@@ -279,6 +285,16 @@ async def commit_partition(
             delay = delays.next()
             log.warning("committing partition %s failed, retrying in %.1fs: %s", partition, delay, exc)
             await asyncio.sleep(delay)
+
+
+def _fenced(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transaction failed because a newer owner fenced it. A fence found
+    out while records are still being sent surfaces as ``IllegalOperation`` on the next send; the
+    cause is kept by aiokafka's transaction manager (no public accessor: read defensively)."""
+    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
+    if waiter is None or not waiter.done() or waiter.cancelled():
+        return False
+    return isinstance(waiter.exception(), ProducerFenced)
 
 
 async def _drop(state: StateStore, fencing: Fencing, partition: int) -> None:

@@ -158,24 +158,34 @@ class ChdbWarehouse:
     def _run(self, sql: str, fmt: str) -> bytes:
         cls = type(self)
         try:
-            if cls._current_db != self.database:
-                cls._session.query(f"USE {self.database}")
-                cls._current_db = self.database
+            self._use()
             result = cls._session.query(sql, fmt)
         except RuntimeError as exc:  # chDB raises RuntimeError subclasses (two ChdbError classes)
             raise classify(str(exc)) from exc
         return bytes(result.bytes())
+
+    def _use(self) -> None:
+        cls = type(self)
+        if cls._current_db != self.database:
+            cls._session.query(f"USE {self.database}")
+            cls._current_db = self.database
 
     def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
         with self._lock:
             return self._run(sql, fmt)
 
     def insert_json(self, table: str, rows: bytes) -> None:
-        try:
-            text = rows.decode()
-        except UnicodeDecodeError as exc:  # chDB takes the statement as text
-            raise WarehouseError(f"rows are not valid UTF-8: {exc}") from exc
-        self.execute(f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS} FORMAT JSONEachRow {text}", "TSV")
+        """The rows as a streamed insert: the bytes go to the engine as they are, not inside the
+        statement's text (twice the rate: the SQL parser never sees them)."""
+        cls = type(self)
+        with self._lock:
+            try:
+                self._use()
+                with cls._session.send_insert(f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS}", "JSONEachRow") as ins:
+                    ins.append(rows)
+                    ins.finish()
+            except RuntimeError as exc:
+                raise classify(str(exc)) from exc
 
     def close(self) -> None:
         """The session lives as long as the process: chDB cannot reopen another path anyway."""
