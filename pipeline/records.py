@@ -57,18 +57,28 @@ def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, lis
     which the batch's extremes decide alone (a duplicate among them carries the time its first
     copy already applied). One user item per batch instead of one per event."""
     out: dict[int, list[Routed]] = {}
+    units: dict[tuple[str, str], list[Routed]] = {}  # a batch is mostly one unit's: route it once
     touches: dict[tuple[str, str], tuple[CanonicalEvent, CanonicalEvent]] = {}
     for event in events:
-        for key, item in route(event):
-            if item.kind == "user" and event.type not in ("identify", "group"):
+        unit = (event.org_id, event.unit_key)
+        items = units.get(unit)
+        if items is None:
+            items = units[unit] = out.setdefault(partition_of(unit_route(*unit), partitions), [])
+        items.append(Routed("event", event))
+        if event.user_id:
+            if event.type in ("identify", "group"):
+                key = f"{event.org_id}\x00user:{event.user_id}".encode()
+                out.setdefault(partition_of(key, partitions), []).append(Routed("user", event))
+            else:
                 user = (event.org_id, event.user_id)
                 earliest, latest = touches.get(user, (event, event))
                 touches[user] = (
                     event if event.timestamp < earliest.timestamp else earliest,
                     event if event.timestamp > latest.timestamp else latest,
                 )
-                continue
-            out.setdefault(partition_of(key, partitions), []).append(item)
+        if event.type == "group" and event.group_id:
+            key = f"{event.org_id}\x00company:{event.group_id}".encode()
+            out.setdefault(partition_of(key, partitions), []).append(Routed("company", event))
     for (org_id, user_id), (earliest, latest) in touches.items():
         items = out.setdefault(partition_of(f"{org_id}\x00user:{user_id}".encode(), partitions), [])
         items += [Routed("user", e) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
