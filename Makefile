@@ -36,6 +36,7 @@ soak: $(STAMP) jars
 	SLUICE_SOAK=1 $(BIN)/pytest tests/test_faults_workers.py tests/test_crash.py tests/test_faults.py tests/test_gateway_kafka.py tests/test_worker_fuzz.py
 
 bench: $(STAMP) jars
+	@command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk  # the C load generator
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)

@@ -142,6 +142,49 @@ def kafka_reference(broker: LocalKafka, libs: Path) -> list[tuple[int, float, fl
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b:03d}" if b < 32 or b in (34, 92) or b > 126 else chr(b) for b in data) + '"'
+
+
+def wrk_peak(settings: Settings, key: str, gateway_pid: int, kafka_pid: int, work: Path) -> dict[str, float]:
+    """One gateway process at full load from wrk (a C load generator: it leaves the cores to the
+    gateway and Kafka), 2 threads, 64 connections, batches of 100 of the four families' mix.
+    Returns events/s, p50/p99 ms and the CPU-µs per event of the gateway and of Kafka."""
+    from sluice.loadgen import Generator, _headers
+
+    generator = Generator(Options(url="", key=key, org="bench", batch_size=100, rate=0.0, duration=0,
+                                  connections=1, seed=77, progress=False))  # fmt: skip
+    entries = []
+    for _ in range(400):
+        family, path, body, _ids = generator.request()
+        headers = ", ".join(
+            f"[{lua_string(k.encode())}] = {lua_string(v.encode())}" for k, v in _headers(family, key).items()
+        )
+        entries.append(f"{{{lua_string(path.encode())}, {{{headers}}}, {lua_string(body)}}}")
+    requests = work / "wrk-requests.lua"
+    requests.write_text("return {\n" + ",\n".join(entries) + "\n}\n")
+    before = cpu_seconds(gateway_pid), cpu_seconds(kafka_pid)
+    done = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{max(SECONDS, 10):.0f}s", "-s", str(REPO / "bench" / "wrk.lua"),
+         f"http://127.0.0.1:{settings.gateway_port}"],
+        capture_output=True, text=True, check=True, env={**os.environ, "SLUICE_WRK_REQUESTS": str(requests)},
+    )  # fmt: skip
+    gateway_cpu, kafka_cpu = cpu_seconds(gateway_pid) - before[0], cpu_seconds(kafka_pid) - before[1]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("SLUICE "))
+    total, status_errors, socket_errors, timeouts, p50, p99, seconds = (float(x) for x in line.split()[1:])
+    events = (total - status_errors - socket_errors - timeouts) * 100
+    return {
+        "events_per_s": events / seconds, "p50_ms": p50, "p99_ms": p99, "errors": status_errors + socket_errors,
+        "gateway_cpu_us": 1e6 * gateway_cpu / max(events, 1), "kafka_cpu_us": 1e6 * kafka_cpu / max(events, 1),
+    }  # fmt: skip
+
+
 def chdb_reference(path: Path) -> float:
     """Rows/s of JSONEachRow inserts of canonical events into chDB, 10k rows at a time."""
     warehouse = ChdbWarehouse(path, "bench")
@@ -263,6 +306,139 @@ def count(settings: Settings, sql: str) -> float:
     return float(sluice(settings, "query", sql).splitlines()[-1] or 0)
 
 
+def records_per_partition(settings: Settings) -> list[int]:
+    """Records in each partition of the raw topic (one org's load: how it spread)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def ends() -> list[int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(settings.raw_topic, p) for p in range(settings.raw_partitions)]
+            offsets = await consumer.end_offsets(tps)
+            return [offsets[tp] for tp in tps]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ends())
+
+
+def assigned_partitions(settings: Settings) -> list[int]:
+    """The raw partitions a worker holds now (its lag gauges)."""
+    text = urllib.request.urlopen(f"{settings.worker_url}/metrics", timeout=10).read().decode()
+    found = re.findall(
+        rf'sluice_worker_consumer_lag{{partition="(\d+)",topic="{re.escape(settings.raw_topic)}"}}', text
+    )
+    return sorted(int(p) for p in found)
+
+
+def two_workers(base: Settings, work: Path, events: int) -> dict[str, Any]:
+    """``sluice worker --processes 2`` on a shared warehouse (``sluice warehouse``: chDB behind
+    ClickHouse's HTTP interface), under a new group: the same preloaded topic from the start.
+    Returns each process's partitions and events, and the rate of the two together."""
+    import secrets
+
+    password = secrets.token_urlsafe(16)
+    served = Settings.from_env({}, home=str(work / "warehouse"), warehouse_port=free_port(),
+                               warehouse_password=password)  # fmt: skip
+    url = f"http://{served.warehouse_user}:{password}@127.0.0.1:{served.warehouse_port}"
+    port = free_port()
+    while free_port() == port + 1:  # the second process takes the next port
+        port = free_port()
+    share = Settings.from_env(
+        base.to_env(), home=str(work / "two"), worker_group="bench-two", worker_port=port,
+        worker_url=f"http://127.0.0.1:{port}", clickhouse_url=f"{url}/bench_two", worker_processes=2,
+    )  # fmt: skip
+    each = [msgspec.structs.replace(share, worker_url=f"http://127.0.0.1:{port + n}") for n in (0, 1)]
+    warehouse = start(served, "warehouse", work / "warehouse.log")
+    try:
+        wait_http(f"http://127.0.0.1:{served.warehouse_port}/ping")
+        started = time.monotonic()
+        workers = start(share, "worker", work / "two.log")
+        try:
+            for one in each:
+                wait_http(f"{one.worker_url}/healthz", 120)
+            last = (started, -1)
+            while True:
+                time.sleep(1.0)
+                rows = int(count(share, "SELECT count() FROM events"))
+                if rows != last[1]:
+                    last = (time.monotonic(), rows)
+                elif time.monotonic() - last[0] >= 5 and not any(_lag(one) for one in each):
+                    break
+            seconds = last[0] - started
+            return {
+                "partitions": [assigned_partitions(one) for one in each], "events": [events_out(one) for one in each],
+                "rows": last[1], "seconds": seconds, "events_per_s": events / seconds,
+            }  # fmt: skip
+        finally:
+            stop(workers)
+    finally:
+        stop(warehouse)
+
+
+def events_out(settings: Settings) -> int:
+    """Events a worker process wrote (its own metrics)."""
+    text = urllib.request.urlopen(f"{settings.worker_url}/metrics", timeout=10).read().decode()
+    found = re.findall(r'sluice_worker_events_total\{[^}]*outcome="out"[^}]*stage="keyed"\} ([\d.e+]+)', text)
+    return int(sum(float(v) for v in found))
+
+
+SUSTAIN_SECONDS = float(os.environ.get("BENCH_SUSTAIN_SECONDS", "300"))
+PROBE_SECONDS = 30.0
+
+
+def sustained(settings: Settings, key: str, rates: list[float]) -> dict[str, Any]:
+    """The whole system on this machine (Kafka, gateway, worker, load generator): the highest of
+    ``rates`` (events/s) that holds with the worker keeping up (lag at the end under 3 s of load)
+    and freshness p99 ≤ 3 s, probed for 30 s each, then run for ``SUSTAIN_SECONDS``."""
+
+    def attempt(rate: float, seconds: float) -> dict[str, Any]:
+        began = sluice(settings, "query", "SELECT now64(3)").splitlines()[-1]
+        lags: list[float] = []
+
+        async def load() -> Any:
+            task = asyncio.create_task(run(Options(
+                url=f"http://127.0.0.1:{settings.gateway_port}", key=key, org="bench", batch_size=100, rate=rate,
+                duration=seconds, connections=16, seed=int(rate), progress=False, duplicate_rate=0.05,
+            )))  # fmt: skip
+            while not task.done():
+                await asyncio.sleep(min(10.0, seconds / 6))
+                lags.append(await asyncio.to_thread(_lag, settings))
+            return (await task).summary()
+
+        summary = asyncio.run(load())
+        end_lag = _lag(settings)
+        q = sluice(settings, "query", "SELECT quantiles(0.5, 0.99)(toFloat64(inserted_at) - toFloat64(received_at)) "
+                   f"FROM events WHERE received_at >= toDateTime64('{began}', 3, 'UTC')")  # fmt: skip
+        p50, p99 = (float(x) for x in q.splitlines()[-1].strip("[]").split(","))
+        backlog_ok = end_lag * 100 <= 3 * rate  # lag counts raw records, about 100 events each here
+        return {
+            "rate": rate, "accepted_per_s": summary["events_per_second"], "seconds": seconds, "lag_samples": lags,
+            "end_lag_records": end_lag, "freshness_p50": p50, "freshness_p99": p99,
+            "held": backlog_ok and p99 <= 3.0 and summary["events_per_second"] >= 0.95 * rate,
+        }  # fmt: skip
+
+    probes = []
+    best = None
+    for rate in rates:
+        probe = attempt(rate, PROBE_SECONDS)
+        probes.append(probe)
+        print(f"  probe {rate:,.0f}/s: {probe}", flush=True)
+        if not probe["held"]:
+            break
+        best = rate
+        time.sleep(10)  # let the worker drain what the probe left
+    confirmed = None
+    for rate in [r for r in rates if best is not None and r <= best][::-1]:
+        confirmed = attempt(rate, SUSTAIN_SECONDS)
+        print(f"  {SUSTAIN_SECONDS:.0f} s at {rate:,.0f}/s: {confirmed}", flush=True)
+        if confirmed["held"]:
+            break
+        time.sleep(30)
+    return {"probes": probes, "confirmed": confirmed}
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     libs = ensure_jars()
@@ -288,6 +464,10 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{base.gateway_port}/readyz")
         print("gateway throughput and latency …", flush=True)
         results["gateway"] = asyncio.run(gateway_points(base, key))
+        print("gateway peak from wrk …", flush=True)
+        assert broker.process is not None
+        results["wrk"] = wrk_peak(base, key, gateway.pid, broker.process.pid, work)
+        print(f"  {results['wrk']}", flush=True)
         results["gateway_rss"] = peak_rss_mb(gateway.pid)
         stop(gateway)
 
@@ -313,6 +493,7 @@ def main() -> None:
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{mine.gateway_port}/readyz")
         filled = asyncio.run(fill(mine, key, WORKER_EVENTS, duplicate_rate=0.05))
+        results["spread"] = records_per_partition(mine)  # one org ("bench"): how its load spread
         stop(gateway)  # the worker alone on the machine with Kafka
         started = time.monotonic()
         worker = start(mine, "worker", work / "worker.log")
@@ -324,6 +505,14 @@ def main() -> None:
         results["worker_steady"] = steady
         spy.wait(timeout=120)
         results["worker_profile"] = profile_top(work / "worker.prof")
+        results["worker_partitions"] = assigned_partitions(mine)
+        results["worker_rss"] = peak_rss_mb(worker.pid)
+        stop(worker)
+        print("two worker processes, one group …", flush=True)
+        results["two_workers"] = two_workers(mine, work, filled)
+        worker = start(mine, "worker", work / "worker.log")
+        processes.append(worker)
+        wait_http(f"{mine.worker_url}/healthz", 120)
         gateway = start(mine, "gateway", work / "gateway2.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{mine.gateway_port}/readyz")
@@ -338,7 +527,9 @@ def main() -> None:
         q = sluice(mine, "query", "SELECT quantiles(0.5, 0.99)(toFloat64(inserted_at) - toFloat64(received_at)) "
                    "FROM events WHERE received_at > now() - INTERVAL 40 SECOND")  # fmt: skip
         results["freshness"] = [float(x) for x in q.splitlines()[-1].strip("[]").split(",")]
-        results["worker_rss"] = peak_rss_mb(worker.pid)
+        print("the whole system, sustained …", flush=True)
+        results["sustained"] = sustained(mine, key, [10_000, 15_000, 20_000, 25_000, 30_000, 40_000])
+        results["worker_rss"] = max(results["worker_rss"], peak_rss_mb(worker.pid))
         results["gateway2_rss"] = peak_rss_mb(gateway.pid)
         print(f"state store with {DEDUPE_IDS:,} dedupe ids …", flush=True)
         results["dedupe"] = dedupe_ids(broker.bootstrap, work / "dedupe")
@@ -379,6 +570,12 @@ def write_report(r: dict[str, Any]) -> None:
     def met(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    spread = r["spread"]
+    two = r["two_workers"]
+    held = r["sustained"]["confirmed"]
+    held_rate = held["rate"] if held and held["held"] else 0.0
+    two_ok = all(two["events"]) and not set(two["partitions"][0]) & set(two["partitions"][1])
+
     lines = [
         "# Benchmarks",
         "",
@@ -401,6 +598,14 @@ def write_report(r: dict[str, Any]) -> None:
         "| worker rows/s, steady (first row to last; duplicates make no row) | ≥100,000 (issue 13: ≥50,000) "
         f"| {r['worker_steady']:,.0f} "
         f"| {met(r['worker_steady'] >= 100_000)} |",
+        f"| whole system on this machine (Kafka, gateway, worker, load generator), highest rate held "
+        f"{SUSTAIN_SECONDS:.0f} s with the worker keeping up and freshness p99 ≤3 s | ≥20,000 | "
+        f"{held_rate:,.0f} | {met(held_rate >= 20_000)} |",
+        f"| one org's load over the raw topic's partitions (records per partition) | every partition | "
+        f"{spread} | {met(min(spread) > 0)} |",
+        f"| one org's load over two worker processes (partitions; events written) | both, disjoint | "
+        f"{two['partitions'][0]} / {two['partitions'][1]}; {two['events'][0]:,} / {two['events'][1]:,} | "
+        f"{met(two_ok)} |",
         f"| freshness, 2xx → row, p50 / p99 at half the worker's rate | p99 ≤3 s | "
         f"{r['freshness'][0]:.2f} s / {r['freshness'][1]:.2f} s | {met(r['freshness'][1] <= 3)} |",
         f"| gateway peak RSS | ≤200 MB | {rss:.0f} MB | {met(rss <= 200)} |",
@@ -430,6 +635,25 @@ def write_report(r: dict[str, Any]) -> None:
         "users, attribution, rollups, fenced transactions): "
         f"{r['worker'][1]:.1f} s from start (including start-up and state recovery) to the last row, "
         f"{r['worker'][2]:,.0f} events/s; {r['worker_steady']:,.0f} rows/s from the first row to the last.",
+        "",
+        "The same topic again, under a new group: `sluice worker --processes 2` on a shared warehouse "
+        f"(`sluice warehouse`): {two['seconds']:.1f} s, {two['events_per_s']:,.0f} events/s together, on the same "
+        f"2 cores as Kafka and the warehouse server; partitions {two['partitions'][0]} and {two['partitions'][1]}, "
+        f"events written {two['events'][0]:,} and {two['events'][1]:,}, {two['rows']:,} rows. All the load is one "
+        "org's (`bench`); the gateway puts each event in its unit's partition.",
+        "",
+        f"## The whole system, sustained ({SUSTAIN_SECONDS:.0f} s)",
+        "The load generator (16 connections, batches of 100, 5 % duplicates) at a fixed rate, beside Kafka, "
+        "the gateway and one worker on this machine; freshness is `inserted_at − received_at` of the run's "
+        "events. Probes of 30 s find the rate, then the highest one that held is run for the full time.",
+        "",
+        "| run | offered events/s | accepted events/s | worker lag at the end (records) | freshness p50 / p99 | held |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {a['seconds']:.0f} s | {a['rate']:,.0f} | {a['accepted_per_s']:,.0f} | {a['end_lag_records']:.0f} | "
+            f"{a['freshness_p50']:.2f} s / {a['freshness_p99']:.2f} s | {'yes' if a['held'] else 'no'} |"
+            for a in [*r["sustained"]["probes"], *([held] if held else [])]
+        ],
         "",
         f"State store (`pipeline/statestore.py`, bench/dedupe_ids.py): {r['dedupe']['ids']:,.0f} dedupe ids written "
         f"through the real changelog at {r['dedupe']['writes_per_s']:,.0f} ids/s, looked up at "

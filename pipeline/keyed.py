@@ -183,7 +183,12 @@ class KeyedStage:
                 continue  # already in this batch: counting it twice would add to its rollup rows
             writes.last_offset[(topic, partition)] = offset
             if topic == self.raw_topic:
-                self._raw(partition, offset, value, writes, forwarding.setdefault(partition, {}))
+                try:
+                    self._raw(partition, offset, value, writes, forwarding.setdefault(partition, {}))
+                except Exception as exc:  # a bug, an input nobody foresaw: this record only, never the stage
+                    log.exception("a raw record at %s:%s could not be processed", partition, offset)
+                    reason = f"worker could not process the raw record: {type(exc).__name__}: {exc}"
+                    writes.letters.append(_undecodable(value, reason, time.time()))
                 continue
             try:
                 items = routed_decoder.decode(value)

@@ -95,7 +95,9 @@ def split(batch: RawBatch, units: list[str], partitions: int) -> list[tuple[byte
     the unit of ``batch.events[i]``, by the rule the family's normalizer applies): one record
     when they share a partition — a client's batch, the common case — else one per partition.
     Each event keeps its index in the request, so derived message ids do not change."""
-    first = unit_route(batch.org_id, units[0] if units else "")
+    if len(units) != len(batch.events) or not units:  # not named event by event: one record
+        return [(unit_route(batch.org_id, units[0] if units else ""), batch)]
+    first = unit_route(batch.org_id, units[0])
     if all(unit == units[0] for unit in units):
         return [(first, batch)]
     positions: dict[int, list[int]] = {}

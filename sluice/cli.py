@@ -55,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.set_defaults(run=cmd_gateway)
     worker = sub.add_parser("worker", help="run a stream-processing worker")
     worker.add_argument(
-        "--processes", type=int, default=1,
+        "--processes", type=int,
         help="worker processes, each a member of the group (needs SLUICE_CLICKHOUSE_URL when more than one); "
-        "process N serves health and metrics on SLUICE_WORKER_PORT + N",
+        "process N serves health and metrics on SLUICE_WORKER_PORT + N; default SLUICE_WORKER_PROCESSES or 1",
     )  # fmt: skip
     worker.set_defaults(run=cmd_worker)
     sub.add_parser(
@@ -187,13 +187,14 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.worker import run_worker, run_worker_processes
 
-    if args.processes > 1 and not settings.clickhouse_url:
+    processes = args.processes or settings.worker_processes
+    if processes > 1 and not settings.clickhouse_url:
         print("--processes above 1 needs SLUICE_CLICKHOUSE_URL: the embedded warehouse has one owner "
               "(run `sluice warehouse` and point the workers at it)", file=sys.stderr)  # fmt: skip
         return 2
     asyncio.run(ensure_topics(settings))
-    if args.processes > 1:
-        run_worker_processes(settings, args.processes)
+    if processes > 1:
+        run_worker_processes(settings, processes)
     else:
         run_worker(settings)
     return 0

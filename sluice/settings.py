@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_processes: int = 1
     """Gateway processes sharing the port (SO_REUSEPORT) in one ``sluice gateway``; the rate limit
     is divided among them. On Kubernetes prefer one per pod and more replicas."""
+    worker_processes: int = 1
+    """Worker processes in one ``sluice worker`` (each a member of the group, port
+    ``worker_port + n``); more than one needs ``clickhouse_url``."""
     produce_timeout: float = 5.0
     """Seconds the gateway waits for Kafka's acknowledgement before answering 503."""
     max_body_bytes: int = 1_048_576

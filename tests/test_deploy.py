@@ -117,7 +117,12 @@ def test_partitions_keda_and_hpa_agree(overlay: str) -> None:
     config = one(overlay, "ConfigMap", "sluice-config")["data"]
     partitions = int(config["SLUICE_RAW_PARTITIONS"])
     scaled = one(overlay, "ScaledObject")["spec"]
-    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= partitions
+    processes = int(config["SLUICE_WORKER_PROCESSES"])
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    assert scaled["maxReplicaCount"] * processes <= partitions  # a process per partition at most
+    [worker_pod] = [one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]]
+    ports = [p["containerPort"] for p in worker_pod["containers"][0]["ports"]]
+    assert ports[:processes] == [int(config["SLUICE_WORKER_PORT"]) + n for n in range(processes)]
     trigger = scaled["triggers"][0]["metadata"]
     [worker] = one(overlay, "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
     worker_env = {e["name"]: e.get("value") for e in worker.get("env", [])}
