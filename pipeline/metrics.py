@@ -65,27 +65,45 @@ class WorkerMetrics:
             ["stage"], registry=self.registry,
         )  # fmt: skip
         self._positions: dict[Any, int] = {}
+        self._gauged: set[Any] = set()
 
     def position(self, tp: Any, offset: int) -> None:
         self._positions[tp] = offset
 
-    def update_lag(self, consumer: Any, transactional: Collection[str] = ()) -> None:
-        """Lag of the partitions assigned now; a partition that moved away loses its gauge (asking
-        the consumer for its highwater would fail). Records of ``transactional`` topics are
-        followed by a commit marker, which takes an offset and is never handed over: their lag is
-        counted to the last stable offset less that marker."""
+    def update_lag(
+        self, consumer: Any, fetched: dict[Any, int] | None = None, transactional: Collection[str] = ()
+    ) -> None:
+        """Lag of every partition assigned now; a partition that moved away loses its gauge.
+
+        ``fetched`` is the consumer's position per partition. Records of ``transactional`` topics
+        are followed by commit markers (one per transaction that wrote to the partition), which
+        take offsets and are never handed over: once the consumer has fetched to the last stable
+        offset, what lies between the last record processed and it is markers, and the lag is 0.
+        Otherwise lag is the end less the last record processed (or, before any, less the
+        position)."""
+        fetched = fetched or {}
         assigned = consumer.assignment()
-        for tp in [tp for tp in self._positions if tp not in assigned]:
-            del self._positions[tp]
+        for tp in [tp for tp in self._gauged if tp not in assigned]:
+            self._gauged.discard(tp)
+            self._positions.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.lag.remove(tp.topic, str(tp.partition))
-        for tp, offset in self._positions.items():
-            if tp.topic in transactional:
-                end, marker = consumer.last_stable_offset(tp), 1
+        for tp in assigned:
+            marked = tp.topic in transactional
+            end = consumer.last_stable_offset(tp) if marked else consumer.highwater(tp)
+            processed, position = self._positions.get(tp), fetched.get(tp)
+            if end is None:
+                continue
+            if marked and position is not None and position >= end:
+                lag = 0
+            elif processed is not None:
+                lag = end - processed - 1
+            elif position is not None:
+                lag = end - position
             else:
-                end, marker = consumer.highwater(tp), 0
-            if end is not None:
-                self.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - offset - 1 - marker))
+                continue
+            self._gauged.add(tp)
+            self.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
 
     def sunk(self, writes: Writes, written: dict[str, int], seconds: float, now: float) -> None:
         for table, rows in written.items():

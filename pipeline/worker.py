@@ -322,7 +322,11 @@ class Worker:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self.metrics.update_lag(self.consumer, transactional={self.settings.keyed_topic})
+        fetched = {}
+        for tp in self.consumer.assignment():
+            with contextlib.suppress(KafkaError, TimeoutError):  # moving, or being reset: no figure now
+                fetched[tp] = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+        self.metrics.update_lag(self.consumer, fetched, transactional={self.settings.keyed_topic})
         return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
     async def _query(self, request: web.Request) -> web.Response:

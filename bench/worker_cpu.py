@@ -1,0 +1,97 @@
+"""The worker's own CPU per event, without Kafka or the warehouse: normalize, route, dedupe,
+state, attribution, rollups, rows — the keyed stage's batch body (``KeyedStage.process``) on a
+real RocksDB state store, fed raw records made by the gateway in-process from the load
+generator's mix (5 % duplicates). Commits are replaced by applying the staged state locally.
+
+Usage: ``python bench/worker_cpu.py [REQUESTS] [--profile]`` (default 2,000 requests of 100
+events). Prints records, events, seconds and µs per event; ``--profile`` adds cProfile's top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import msgspec  # noqa: E402
+from rocksdict import WriteBatch  # noqa: E402
+
+from pipeline.canonical import to_rows  # noqa: E402
+from pipeline.keyed import KeyedStage, Record, stores_on  # noqa: E402
+from pipeline.processor import Processor  # noqa: E402
+from pipeline.statestore import StateStore  # noqa: E402
+from services.gateway.sink import by_key  # noqa: E402
+from sluice.loadgen import Generator, Options, _headers  # noqa: E402
+from sluice.settings import Settings  # noqa: E402
+from tests.gateway_harness import harness  # noqa: E402
+
+STEP = 400
+"""Raw records per batch (about what a step of the worker takes)."""
+
+
+async def raw_records(requests: int) -> tuple[list[Record], Settings]:
+    """The raw topic's records for ``requests`` requests, with the partitions the gateway chose."""
+    async with harness() as gw:
+        key = gw.key(scopes=("sdk:write",))
+        generator = Generator(Options(url="", key=key, org="acme", batch_size=100, rate=0.0, duration=0,
+                                      connections=1, seed=7, progress=False, duplicate_rate=0.05))  # fmt: skip
+        for _ in range(requests):
+            family, path, body, _ids = generator.request()
+            await gw.post(path, body, **_headers(family, key))
+        settings = gw.gateway.settings
+        partitions = list(range(settings.raw_partitions))
+        offsets: dict[int, int] = {}
+        out: list[Record] = []
+        for topic, key_bytes, value in gw.sink.records:
+            if topic == settings.raw_topic:
+                partition = by_key(key_bytes, partitions, partitions)
+                out.append((topic, partition, offsets.setdefault(partition, 0), value))
+                offsets[partition] += 1
+        return out, settings
+
+
+async def main(requests: int, profile: bool) -> None:
+    records, settings = await raw_records(requests)
+    events = sum(len(msgspec.json.decode(value)["events"]) for *_, value in records)
+    state = StateStore(Path(tempfile.mkdtemp()) / "state", settings.state_topic, settings.kafka_bootstrap)
+    state.ready = set(range(settings.raw_partitions))
+    processor = Processor(stores_on(state, lambda cap: None), settings.keyed_topic, raw_topic=settings.raw_topic)
+    stage = KeyedStage(state, processor, None, None, settings.keyed_topic, None, settings.raw_topic,  # type: ignore[arg-type]
+                       settings.raw_partitions)  # fmt: skip
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    for first in range(0, len(records), STEP):
+        if profiler:
+            profiler.enable()
+        writes = await stage.process(records[first : first + STEP])
+        to_rows(writes.events)
+        for _, rows in writes.tables():
+            msgspec.json.encode(rows)
+        for items in state.pending.values():  # what a commit applies locally
+            batch = WriteBatch(raw_mode=True)
+            for key, value in items:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            state.db.write(batch)
+        state.pending.clear()
+        if profiler:
+            profiler.disable()
+    seconds = time.perf_counter() - started
+    print(f"{len(records):,} raw records, {events:,} events: {seconds:.2f} s, {events / seconds:,.0f} events/s, "
+          f"{1e6 * seconds / events:.1f} µs per event")  # fmt: skip
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
+if __name__ == "__main__":
+    numbers = [int(a) for a in sys.argv[1:] if a.isdigit()]
+    asyncio.run(main(numbers[0] if numbers else 2000, "--profile" in sys.argv))
