@@ -134,8 +134,10 @@ class Worker:
             await self.state.stop()
 
     async def _take(self) -> dict[TopicPartition, list[Any]]:
-        """Records for about ``sink_batch_seconds``, ``sink_batch_rows`` records or ``MAX_TAKE_BYTES``,
-        whichever comes first."""
+        """The records the consumer has now — once there are any, and up to ``sink_batch_rows``
+        records or ``MAX_TAKE_BYTES`` — or whatever comes within ``sink_batch_seconds``. Batches
+        size themselves: under a backlog a step takes the most it may (fixed costs per step:
+        commits, inserts), under a live load what arrived while the last step ran (freshness)."""
         deadline = time.monotonic() + self.settings.sink_batch_seconds
         taken: dict[TopicPartition, list[Any]] = defaultdict(list)
         count = size = 0
@@ -143,7 +145,10 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0 or count >= self.settings.sink_batch_rows or size >= MAX_TAKE_BYTES:
                 break
-            fetched = await self.consumer.getmany(timeout_ms=int(left * 1000), max_records=2000)
+            wait = 0 if count else int(left * 1000)
+            fetched = await self.consumer.getmany(timeout_ms=wait, max_records=2000)
+            if count and not fetched:
+                break  # caught up with what the consumer holds: go
             for tp, messages in fetched.items():
                 if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
                     # The position moved back (a rebalance reset it to the committed offset): the
