@@ -445,13 +445,15 @@ def sustained(settings: Settings, key: str, rates: list[float]) -> dict[str, Any
         best = rate
         time.sleep(10)  # let the worker drain what the probe left
     confirmed = None
+    runs = []
     for rate in [r for r in rates if best is not None and r <= best][::-1]:
         confirmed = steady_run(settings, key, rate, SUSTAIN_SECONDS)
+        runs.append(confirmed)
         print(f"  {SUSTAIN_SECONDS:.0f} s at {rate:,.0f}/s: {confirmed}", flush=True)
         if confirmed["held"]:
             break
         time.sleep(30)
-    return {"probes": probes, "confirmed": confirmed}
+    return {"probes": probes, "runs": runs, "confirmed": confirmed}
 
 
 def main() -> None:
@@ -676,7 +678,7 @@ def write_report(r: dict[str, Any]) -> None:
         *[
             f"| {a['seconds']:.0f} s | {a['rate']:,.0f} | {a['accepted_per_s']:,.0f} | {a['end_lag_records']:.0f} | "
             f"{a['freshness_p50']:.2f} s / {a['freshness_p99']:.2f} s | {'yes' if a['held'] else 'no'} |"
-            for a in [*r["sustained"]["probes"], *([held] if held else [])]
+            for a in [*r["sustained"]["probes"], *r["sustained"]["runs"]]
         ],
         "",
         f"State store (`pipeline/statestore.py`, bench/dedupe_ids.py): {r['dedupe']['ids']:,.0f} dedupe ids written "
