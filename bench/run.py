@@ -87,6 +87,20 @@ def peak_rss_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status)[1]) / 1024  # type: ignore[index]
 
 
+def bench_settings(work: Path, bootstrap: str, prefix: str) -> Settings:
+    """A gateway and a worker on free ports, homed in ``work``, on topics under ``prefix``."""
+    worker_port = free_port()
+    return Settings.from_env(
+        {}, home=str(work / "home"), kafka_bootstrap=bootstrap, gateway_port=free_port(), worker_port=worker_port,
+        worker_url=f"http://127.0.0.1:{worker_port}", rate_limit=0, topic_prefix=prefix, log_level="warning",
+    )  # fmt: skip
+
+
+def bench_key(settings: Settings) -> str:
+    """A publishable key of the org ``bench``."""
+    return sluice(settings, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+
+
 def sluice(settings: Settings, *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "sluice.cli", *args], env={**os.environ, **settings.to_env()},
@@ -470,12 +484,8 @@ def main() -> None:
         print("chdb insert rate …", flush=True)
         results["chdb"] = chdb_reference(work / "chdb")
 
-        base = Settings.from_env(
-            {}, home=str(work / "home"), kafka_bootstrap=broker.bootstrap, gateway_port=free_port(),
-            worker_port=(wp := free_port()), worker_url=f"http://127.0.0.1:{wp}", rate_limit=0,
-            topic_prefix="gw.", log_level="warning",
-        )  # fmt: skip
-        key = sluice(base, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+        base = bench_settings(work, broker.bootstrap, "gw.")
+        key = bench_key(base)
         gateway = start(base, "gateway", work / "gateway.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{base.gateway_port}/readyz")
@@ -500,7 +510,7 @@ def main() -> None:
 
         print("worker throughput …", flush=True)
         mine = Settings.from_env(base.to_env(), topic_prefix="wk.", gateway_port=free_port())
-        key = sluice(mine, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+        key = bench_key(mine)
         gateway = start(mine, "gateway", work / "gateway2.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{mine.gateway_port}/readyz")

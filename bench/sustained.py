@@ -15,10 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import sluice, start, stop, sustained, wait_http  # noqa: E402
+from run import bench_key, bench_settings, start, stop, sustained, wait_http  # noqa: E402
 
 from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
-from sluice.settings import Settings  # noqa: E402
 
 
 def main(rates: list[float]) -> dict[str, object]:
@@ -28,12 +27,8 @@ def main(rates: list[float]) -> dict[str, object]:
     broker.wait_ready()
     processes = []
     try:
-        settings = Settings.from_env(
-            {}, home=str(work / "home"), kafka_bootstrap=broker.bootstrap, gateway_port=free_port(),
-            worker_port=(port := free_port()), worker_url=f"http://127.0.0.1:{port}", rate_limit=0,
-            topic_prefix="wk.", log_level="warning",
-        )  # fmt: skip
-        key = sluice(settings, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+        settings = bench_settings(work, broker.bootstrap, "wk.")
+        key = bench_key(settings)
         processes.append(start(settings, "gateway", work / "gateway.log"))
         wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
         processes.append(start(settings, "worker", work / "worker.log"))

@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import msgspec  # noqa: E402
-from rocksdict import WriteBatch  # noqa: E402
 
 from pipeline.canonical import to_rows  # noqa: E402
 from pipeline.keyed import KeyedStage, Record, stores_on  # noqa: E402
@@ -75,13 +74,7 @@ async def main(requests: int, profile: bool) -> None:
         for _, rows in writes.tables():
             msgspec.json.encode(rows)
         for items in state.pending.values():  # what a commit applies locally
-            batch = WriteBatch(raw_mode=True)
-            for key, value in items:
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-            state.db.write(batch)
+            state.apply(items, {})
         state.pending.clear()
         if profiler:
             profiler.disable()

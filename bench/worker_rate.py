@@ -24,10 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import drain, fill, sluice, start, stop, wait_http  # noqa: E402
+from run import bench_key, bench_settings, drain, fill, start, stop, wait_http  # noqa: E402
 
 from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
-from sluice.settings import Settings  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
 
@@ -52,12 +51,8 @@ def main(profile: bool) -> dict[str, object]:
     broker.wait_ready()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        settings = Settings.from_env(
-            {}, home=str(work / "home"), kafka_bootstrap=broker.bootstrap, gateway_port=free_port(),
-            worker_port=(wp := free_port()), worker_url=f"http://127.0.0.1:{wp}", rate_limit=0,
-            topic_prefix="wk.", log_level="warning",
-        )  # fmt: skip
-        key = sluice(settings, "keys", "create", "--org", "bench", "--kind", "publishable", "--scope", "sdk:write")
+        settings = bench_settings(work, broker.bootstrap, "wk.")
+        key = bench_key(settings)
         gateway = start(settings, "gateway", work / "gateway.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")

@@ -173,7 +173,7 @@ class Processor:
 
     def finish(self, writes: Writes) -> Writes:
         """Build the unit rows, once per unit and experiment, from its state at the end of the batch."""
-        for (org_id, experiment, unit_key), (event, unit, _) in writes.touched_units.items():
+        for (org_id, experiment, unit_key), (event, unit) in writes.touched_units.items():
             unit_row = _unit_row(event, experiment, unit, unit.version)
             writes.units[(org_id, experiment, unit_row.variant_id, unit_key)] = unit_row
         writes.touched_units.clear()
@@ -227,7 +227,7 @@ class Processor:
         unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
-            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit, unit.version)
+            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit)
 
     def _tracked(self, unit: UnitState, pairs: list[tuple[str, str]], writes: Writes) -> list[tuple[str, str]]:
         """The pairs the unit tracks or has room for (``MAX_EXPERIMENTS``); the rest are counted."""

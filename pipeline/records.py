@@ -39,9 +39,9 @@ def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
     """The keyed records for one canonical event."""
     out = [(unit_route(event.org_id, event.unit_key), Routed("event", event))]
     if event.user_id:
-        out.append((f"{event.org_id}\x00user:{event.user_id}".encode(), Routed("user", event)))
+        out.append((user_route(event.org_id, event.user_id), Routed("user", event)))
     if event.type == "group" and event.group_id:
-        out.append((f"{event.org_id}\x00company:{event.group_id}".encode(), Routed("company", event)))
+        out.append((company_route(event.org_id, event.group_id), Routed("company", event)))
     return out
 
 
@@ -67,7 +67,7 @@ def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, lis
         items.append(Routed("event", event))
         if event.user_id:
             if event.type in ("identify", "group"):
-                key = f"{event.org_id}\x00user:{event.user_id}".encode()
+                key = user_route(event.org_id, event.user_id)
                 out.setdefault(partition_of(key, partitions), []).append(Routed("user", event))
             else:
                 user = (event.org_id, event.user_id)
@@ -77,10 +77,10 @@ def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, lis
                     event if event.timestamp > latest.timestamp else latest,
                 )
         if event.type == "group" and event.group_id:
-            key = f"{event.org_id}\x00company:{event.group_id}".encode()
+            key = company_route(event.org_id, event.group_id)
             out.setdefault(partition_of(key, partitions), []).append(Routed("company", event))
     for (org_id, user_id), (earliest, latest) in touches.items():
-        items = out.setdefault(partition_of(f"{org_id}\x00user:{user_id}".encode(), partitions), [])
+        items = out.setdefault(partition_of(user_route(org_id, user_id), partitions), [])
         items += [Routed("user", e) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
     return out
 
@@ -88,6 +88,14 @@ def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, lis
 def unit_route(org_id: str, unit: str) -> bytes:
     """The routing key of a unit's events (and of a raw record holding them)."""
     return f"{org_id}\x00unit:{unit}".encode()
+
+
+def user_route(org_id: str, user_id: str) -> bytes:
+    return f"{org_id}\x00user:{user_id}".encode()
+
+
+def company_route(org_id: str, company_id: str) -> bytes:
+    return f"{org_id}\x00company:{company_id}".encode()
 
 
 def split(batch: RawBatch, units: list[str], partitions: int) -> list[tuple[bytes, RawBatch]]:

@@ -92,9 +92,8 @@ class Writes:
     users: dict[tuple[str, str], UserRow] = field(default_factory=dict)
     companies: dict[tuple[str, str], CompanyRow] = field(default_factory=dict)
     units: dict[tuple[str, str, str, str], UnitRow] = field(default_factory=dict)
-    touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState, int]] = field(default_factory=dict)
-    """(org, experiment, unit) → the batch's last event for it, the unit and that event's offset:
-    rows built in ``finish``."""
+    touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState]] = field(default_factory=dict)
+    """(org, experiment, unit) → the batch's last event for it and the unit: rows built in ``finish``."""
     rollups: dict[tuple[Any, ...], RollupRow] = field(default_factory=dict)
     duplicates: Counter[str] = field(default_factory=Counter)
     capped: Counter[str] = field(default_factory=Counter)

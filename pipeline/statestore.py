@@ -110,8 +110,15 @@ class StateStore:
         for count, future in futures:
             metadata = await future
             checkpoint = metadata.offset + count - 1
+        self.apply(items, {partition: checkpoint} if checkpoint is not None else {})
+        self.pending.pop(partition, None)
+        return len(items)
+
+    def apply(self, items: list[tuple[bytes, bytes | None]], checkpoints: dict[int, int]) -> None:
+        """Write committed (key, value) pairs locally (None deletes) with the partitions' new
+        changelog checkpoints, in one RocksDB write."""
         writes = WriteBatch(raw_mode=True)
-        if checkpoint is not None:
+        for partition, checkpoint in checkpoints.items():
             writes.put(CHECKPOINT + str(partition).encode(), str(checkpoint).encode())
         for key, value in items:
             if value is None:
@@ -119,8 +126,6 @@ class StateStore:
             else:
                 writes.put(key, value)
         self.db.write(writes)
-        self.pending.pop(partition, None)
-        return len(items)
 
     def discard(self, partition: int) -> None:
         """Forget ``partition``'s staged writes (its transaction failed for good)."""
