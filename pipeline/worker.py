@@ -38,7 +38,6 @@ import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import generate_latest
 
@@ -87,15 +86,7 @@ class Worker:
         self.fencing = Fencing(settings.kafka_bootstrap, settings.worker_group, security)
         self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters,
                                 settings.raw_topic, settings.raw_partitions)  # fmt: skip
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
-            session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
-            # raw p and keyed p to one member; round robin only while older members share the group
-            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
-            max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **security,
-        )  # fmt: skip
+        self.consumer = group_consumer(settings, security)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
             max_request_size=4 << 20, max_batch_size=1 << 20, linger_ms=5, **security,
@@ -352,6 +343,22 @@ class Worker:
         except (WarehouseError, UnicodeDecodeError) as exc:
             return web.Response(text=str(exc) + "\n", status=400)
         return web.Response(body=out, content_type="text/plain")
+
+
+def group_consumer(settings: Settings, security: dict[str, Any]) -> AIOKafkaConsumer:
+    """The worker's member of its consumer group (subscribed by ``Worker.run``)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
+        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+        # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
+        session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
+        # Raw p and keyed p to one member. One assignor only: aiokafka (0.14) sends a JoinGroup per
+        # assignor it is given, the second with changed metadata, and a member that rejoins with
+        # changed metadata starts another rebalance: a group of several members can rebalance
+        # for minutes without assigning anything.
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **security,
+    )  # fmt: skip
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
