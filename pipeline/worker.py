@@ -103,6 +103,7 @@ class Worker:
         self.fenced_until: dict[int, float] = {}
         """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
         self.stopping = asyncio.Event()
+        self.intake = Intake(self.consumer, settings.sink_batch_rows, settings.sink_batch_seconds, self.stopping)
         self.query_token = query_token(settings.query_token, settings.home, create=not settings.clickhouse_url)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class Worker:
         await self.consumer.start()
         try:
             while not self.stopping.is_set():
-                records = await self._take()
+                records = await self.intake.take()
                 async with self.lock:
                     await self._step(records)
         finally:  # no batch is in hand here; leaving the group calls the revocation listener
@@ -123,34 +124,6 @@ class Worker:
             await self.fencing.close()
             await self.producer.stop()
             await self.state.stop()
-
-    async def _take(self) -> dict[TopicPartition, list[Any]]:
-        """The records the consumer has now — once there are any, and up to ``sink_batch_rows``
-        records or ``MAX_TAKE_BYTES`` — or whatever comes within ``sink_batch_seconds``. Batches
-        size themselves: under a backlog a step takes the most it may (fixed costs per step:
-        commits, inserts), under a live load what arrived while the last step ran (freshness)."""
-        deadline = time.monotonic() + self.settings.sink_batch_seconds
-        taken: dict[TopicPartition, list[Any]] = defaultdict(list)
-        count = size = 0
-        while not self.stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0 or count >= self.settings.sink_batch_rows or size >= MAX_TAKE_BYTES:
-                break
-            wait = 0 if count else int(left * 1000)
-            fetched = await self.consumer.getmany(timeout_ms=wait, max_records=2000)
-            if count and not fetched:
-                break  # caught up with what the consumer holds: go
-            for tp, messages in fetched.items():
-                if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
-                    # The position moved back (a rebalance reset it to the committed offset): the
-                    # records taken so far come again; a batch must never hold a record twice.
-                    count -= len(taken[tp])
-                    size -= sum(len(m.value or b"") for m in taken[tp])
-                    taken[tp] = []
-                taken[tp] += messages
-                count += len(messages)
-                size += sum(len(m.value or b"") for m in messages)
-        return taken
 
     async def _step(self, records: dict[TopicPartition, list[Any]]) -> None:
         assigned = self.consumer.assignment()
@@ -343,6 +316,55 @@ class Worker:
         except (WarehouseError, UnicodeDecodeError) as exc:
             return web.Response(text=str(exc) + "\n", status=400)
         return web.Response(body=out, content_type="text/plain")
+
+
+class Intake:
+    """The consumer's records, a step's worth at a time (``take``)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, rows: int, period: float, stopping: asyncio.Event) -> None:
+        self.consumer = consumer
+        self.rows = rows
+        """Records a step takes at most (``sink_batch_rows``)."""
+        self.period = period
+        """Seconds between steps under a live load (``sink_batch_seconds``)."""
+        self.stopping = stopping
+        self.taken_at = 0.0
+        """When the last step's records were taken."""
+
+    async def take(self) -> dict[TopicPartition, list[Any]]:
+        """The records for the next step: up to ``rows`` records or ``MAX_TAKE_BYTES``,
+        and under a live load what arrives until ``period`` after the last step was
+        taken (or at once, if that has passed); with nothing to take, whatever comes within
+        ``period``. Batches size themselves: under a backlog a step takes the most it
+        may; under a live load steps come at most once per ``period``, so their
+        fixed costs — a transaction per partition, an insert per table, the parts ClickHouse
+        then merges — stay per period, not per request, and freshness stays within a period of
+        the step's own time."""
+        now = time.monotonic()
+        fill_until = self.taken_at + self.period
+        idle_until = now + self.period
+        taken: dict[TopicPartition, list[Any]] = defaultdict(list)
+        count = size = 0
+        while not self.stopping.is_set():
+            if count >= self.rows or size >= MAX_TAKE_BYTES:
+                break
+            until = fill_until if count else idle_until
+            wait = max(0.0, until - time.monotonic())
+            fetched = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=2000)
+            if not fetched and (count or wait == 0):
+                break  # the period is over and the consumer holds nothing more: go
+            for tp, messages in fetched.items():
+                if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
+                    # The position moved back (a rebalance reset it to the committed offset): the
+                    # records taken so far come again; a batch must never hold a record twice.
+                    count -= len(taken[tp])
+                    size -= sum(len(m.value or b"") for m in taken[tp])
+                    taken[tp] = []
+                taken[tp] += messages
+                count += len(messages)
+                size += sum(len(m.value or b"") for m in messages)
+        self.taken_at = time.monotonic()
+        return taken
 
 
 def group_consumer(settings: Settings, security: dict[str, Any]) -> AIOKafkaConsumer:

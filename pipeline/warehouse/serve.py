@@ -35,6 +35,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from sluice.sql import literal
+
 log = logging.getLogger("sluice.warehouse")
 
 # Query-string parameters of the HTTP interface that are not settings.
@@ -65,17 +67,13 @@ class Engine:
             for name in self.applied - settings.keys():
                 self.session.query(f"SET {name} = DEFAULT")
             for name, value in settings.items():
-                self.session.query(f"SET {name} = {_quote(value)}")
+                self.session.query(f"SET {name} = {literal(value)}")
             self.applied = set(settings)
             return bytes(self.session.query(sql, fmt).bytes())
 
 
 def _identifier(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def credentials(request: web.Request) -> tuple[str, str]:

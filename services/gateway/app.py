@@ -15,11 +15,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.gateway import config, halo, solute, traffical, xaiku
 from services.gateway.context import GATEWAY, Gateway, budget_middleware, gateway_of
-from services.gateway.errors import cors_middleware, error_middleware, json_response
+from services.gateway.errors import FAMILY_OF, cors_middleware, error_middleware, json_response
 from services.gateway.openapi import openapi_document
-from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY
+from services.gateway.routes import CONFIG_ROUTES, ROUTE_FAMILY, ROUTES, family_of
 from services.gateway.sink import KafkaSink
 from sluice.children import supervise
 from sluice.kafkaconf import kafka_security
@@ -31,29 +30,13 @@ from sluice.topics import ensure_topics
 
 log = logging.getLogger("sluice.gateway")
 
-HANDLERS = {
-    "/api/sdk/events": halo.events,
-    "/api/sdk/users/identify": halo.identify_user,
-    "/api/sdk/companies/identify": halo.identify_company,
-    "/api/v1/analytics": xaiku.handle,
-    "/api/events": solute.handle,
-    "/v1/events": traffical.handle,
-    "/v1/events/batch": traffical.handle,
-}
-assert HANDLERS.keys() == ROUTE_FAMILY.keys()
-CONFIG_HANDLERS = {
-    "/v1/config/{projectId}": config.traffical_config,
-    "/api/v1/experiments": config.xaiku_experiments,
-}
-assert CONFIG_HANDLERS.keys() == CONFIG_ROUTES.keys()
-
 
 def route_label(request: web.Request) -> str:
     """The route for metrics: an ingest path, a config route's pattern, else ``other``."""
-    if request.path in HANDLERS:
+    if request.path in ROUTE_FAMILY:
         return request.path
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None and resource.canonical in CONFIG_HANDLERS else "other"
+    return resource.canonical if resource is not None and resource.canonical in CONFIG_ROUTES else "other"
 
 
 @web.middleware
@@ -89,10 +72,9 @@ def build_app(gateway: Gateway) -> web.Application:
         handler_args={"auto_decompress": False},  # bodies are decoded, bounded, by read_body
     )
     app[GATEWAY] = gateway
-    for path, handler in HANDLERS.items():
-        app.router.add_post(path, handler)
-    for path, getter in CONFIG_HANDLERS.items():
-        app.router.add_get(path, getter)
+    app[FAMILY_OF] = family_of
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if not gateway.settings.metrics_port:

@@ -21,7 +21,7 @@ from services.gateway.errors import GatewayError, unavailable
 from services.gateway.limits import RateLimiter
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.sink import Record, RecordSink, SinkUnavailable
-from sluice.envelope import DeadLetter, RawBatch, encoder
+from sluice.envelope import DeadLetter, Family, RawBatch, body_digest, encoder
 from sluice.registry import ApiKey, KeyKind, Registry
 from sluice.settings import Settings
 
@@ -125,6 +125,21 @@ class Gateway:
         """Why an event naming ``user_ids`` may not change them, or None."""
         org = self.registry.org(key.org_id)
         return identity.refusal(org, key, user_ids, token, self.settings.max_user_token_seconds)
+
+    def raw_batch(
+        self, request: web.Request, family: Family, key: ApiKey, body: bytes, events: list[msgspec.Raw],
+        indexes: list[int] | None = None, received_at: float | None = None, sent_at: str | None = None,
+        fields: dict[str, msgspec.Raw] | None = None,
+    ) -> RawBatch:  # fmt: skip
+        """A request's record for the raw topic: its accepted ``events`` (``indexes``: their places
+        in the body, which derived message ids are made from; every event by default), the key's
+        org, project and env, and the request's batch-level ``fields``."""
+        return RawBatch(
+            family=family, route=request.path, org_id=key.org_id, project_id=key.project_id, env=key.env,
+            received_at=self.clock() if received_at is None else received_at, body_digest=body_digest(body),
+            events=events, indexes=list(range(len(events))) if indexes is None else indexes, sent_at=sent_at,
+            batch=fields or {},
+        )  # fmt: skip
 
     async def publish(self, batch: RawBatch | None, units: list[str], dead: Sequence[DeadLetter] = ()) -> None:
         """Make the accepted events and the dead letters durable; 503 if Kafka will not.

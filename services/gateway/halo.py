@@ -15,7 +15,7 @@ from aiohttp import web
 from services.gateway.batches import decode_body, sort_events
 from services.gateway.context import PUBLISHABLE, Gateway, bearer, gateway_of, json_text
 from services.gateway.errors import GatewayError, json_response
-from sluice.envelope import Family, RawBatch, body_digest
+from sluice.envelope import Family
 from sluice.registry import ApiKey
 from sluice.wire import halo
 
@@ -27,17 +27,6 @@ async def _start(request: web.Request) -> tuple[Gateway, ApiKey, bytes]:
     gateway = gateway_of(request)
     key = gateway.authenticate(request, bearer(request), kinds=PUBLISHABLE)
     return gateway, key, await gateway.read_body(request, FAMILY)
-
-
-def _batch(
-    gateway: Gateway, request: web.Request, key: ApiKey, body: bytes, events: list[msgspec.Raw],
-    fields: dict[str, msgspec.Raw] | None = None,
-) -> RawBatch:  # fmt: skip
-    return RawBatch(
-        family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
-        env=key.env, received_at=gateway.clock(), body_digest=body_digest(body), events=events,
-        indexes=list(range(len(events))), batch=fields or {},
-    )  # fmt: skip
 
 
 async def events(request: web.Request) -> web.Response:
@@ -53,7 +42,7 @@ async def events(request: web.Request) -> web.Response:
         raise GatewayError(400, f"events[{index}]: {reason}")
     fields = {"user_id": json_text(envelope.user_id), "session_id": json_text(envelope.session_id)}
     units = [halo.unit_of(envelope.user_id, envelope.session_id)] * len(envelope.events)
-    await gateway.publish(_batch(gateway, request, key, body, envelope.events, fields), units)
+    await gateway.publish(gateway.raw_batch(request, FAMILY, key, body, envelope.events, fields=fields), units)
     gateway.metrics.accepted(FAMILY, len(envelope.events))
     return json_response(SUCCESS)
 
@@ -89,7 +78,9 @@ async def _identify(
         raise GatewayError(400, f"{id_field} must not be empty")
     _check_traits(payload.traits, payload.context, limit)
     gateway.verify_identity(key, payload.user_id, payload.user_token)
-    await gateway.publish(_batch(gateway, request, key, body, [_without_token(body)]), [payload.user_id or ""])
+    await gateway.publish(
+        gateway.raw_batch(request, FAMILY, key, body, [_without_token(body)]), [payload.user_id or ""]
+    )
     gateway.metrics.accepted(FAMILY, 1)
     return json_response(SUCCESS)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from services.gateway.routes import ROUTES
 from sluice.configs import Variant
 from sluice.wire import halo, solute, traffical, xaiku
 
@@ -127,7 +128,7 @@ def _fetch(
     }
 
 
-def _config_paths() -> dict[str, JsonSchema]:
+def _config_operations() -> dict[str, JsonSchema]:
     bundle = {**OBJECT, "description": "A Traffical config bundle (sdk-spec config-bundle.schema.json)"}
     experiments = {
         "type": "object",
@@ -137,14 +138,14 @@ def _config_paths() -> dict[str, JsonSchema]:
         },
     }
     return {
-        "/v1/config/{projectId}": _fetch(
+        "traffical.config": _fetch(
             "Traffical config bundle (loaded with `sluice config put`)", "bearer",
             [{"name": "projectId", "in": "path", "required": True, "schema": {"type": "string"}},
              {"name": "env", "in": "query", "required": False, "schema": {"type": "string"},
               "description": "default: the key's env"}],
             bundle, TRAFFICAL_ERROR,
         ),
-        "/api/v1/experiments": _fetch(
+        "xaiku.experiments": _fetch(
             "Xaiku experiments (loaded with `sluice experiments put`)", "publicKey",
             [_header("X-experiment-ids", "comma-separated ids; empty: all of the org's"),
              _header("X-xaiku-test", "`true` in the SDK's test mode: the answer is not cached")],
@@ -193,39 +194,32 @@ def openapi_document() -> JsonSchema:
         "Exposure, track and decision events (key with scope sdk:write)", "bearer", traffical_body,
         TRAFFICAL_RESULT, TRAFFICAL_ERROR,
     )  # fmt: skip
+    operations = {
+        "halo.events": _operation("Behavioural events (Halo)", "bearer", halo_events, SUCCESS, ERROR, forbidden),
+        "halo.identify_user": _operation(
+            "Create or update a user (Halo)", "bearer", identify_user, SUCCESS, ERROR, forbidden
+        ),
+        "halo.identify_company": _operation(
+            "Create or update a company (Halo)", "bearer", identify_company, SUCCESS, ERROR, forbidden
+        ),
+        "xaiku.analytics": _operation(
+            "Analytics events (Xaiku); the key may be `pkey` in a sendBeacon body", "publicKey", analytics,
+            SUCCESS, ERROR, content_types=("application/json", "text/plain"),
+        ),
+        "solute.batch": _operation(
+            "Segment-style batch (Solute)", "apiKey", solute_body, SOLUTE_REPORT, {"anyOf": [ERROR, SOLUTE_REPORT]},
+            {"403": {"anyOf": [ERROR, SOLUTE_REPORT]}},  # every event refused by identity verification
+        ),
+        "traffical.events": traffical_op,
+        **_config_operations(),
+    }  # fmt: skip
+    paths: dict[str, JsonSchema] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {}).update(operations[route.operation])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sluice gateway", "version": "1"},
-        "paths": {
-            "/api/sdk/events": _operation(
-                "Behavioural events (Halo)", "bearer", halo_events, SUCCESS, ERROR, forbidden
-            ),
-            "/api/sdk/users/identify": _operation(
-                "Create or update a user (Halo)", "bearer", identify_user, SUCCESS, ERROR, forbidden
-            ),
-            "/api/sdk/companies/identify": _operation(
-                "Create or update a company (Halo)", "bearer", identify_company, SUCCESS, ERROR, forbidden
-            ),
-            "/api/v1/analytics": _operation(
-                "Analytics events (Xaiku); the key may be `pkey` in a sendBeacon body",
-                "publicKey",
-                analytics,
-                SUCCESS,
-                ERROR,
-                content_types=("application/json", "text/plain"),
-            ),
-            "/api/events": _operation(
-                "Segment-style batch (Solute)",
-                "apiKey",
-                solute_body,
-                SOLUTE_REPORT,
-                {"anyOf": [ERROR, SOLUTE_REPORT]},
-                {"403": {"anyOf": [ERROR, SOLUTE_REPORT]}},  # every event refused by identity verification
-            ),
-            "/v1/events": traffical_op,
-            "/v1/events/batch": traffical_op,
-            **_config_paths(),
-        },
+        "paths": paths,
         "components": {
             "schemas": components,
             "securitySchemes": {

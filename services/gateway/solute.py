@@ -19,7 +19,7 @@ from services.gateway.batches import Sorted, decode_body, sort_events
 from services.gateway.context import gateway_of
 from services.gateway.errors import GatewayError, json_response
 from services.gateway.identity import FAILED
-from sluice.envelope import Family, RawBatch, body_digest
+from sluice.envelope import Family
 from sluice.wire import solute
 
 FAMILY: Family = "solute"
@@ -47,11 +47,9 @@ async def handle(request: web.Request) -> web.Response:
         report["errors"] = [{"index": i, "error": reason} for i, reason in events.errors]
     batch = None
     if events.accepted:
-        batch = RawBatch(
-            family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
-            env=key.env, received_at=received_at, body_digest=body_digest(body),
-            events=[raws[i] for i in events.indexes], indexes=events.indexes, sent_at=envelope.sentAt,
-        )  # fmt: skip
+        batch = gateway.raw_batch(
+            request, FAMILY, key, body, [raws[i] for i in events.indexes], events.indexes, received_at, envelope.sentAt
+        )
     await gateway.publish(batch, events.units, dead)
     gateway.metrics.accepted(FAMILY, len(events.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(invalid))

@@ -14,7 +14,7 @@ from aiohttp import web
 from services.gateway.batches import TenantMismatches, sort_events
 from services.gateway.context import bearer, gateway_of
 from services.gateway.errors import GatewayError, json_response
-from sluice.envelope import Family, RawBatch, body_digest
+from sluice.envelope import Family
 from sluice.wire import traffical
 
 FAMILY: Family = "traffical"
@@ -39,11 +39,7 @@ async def handle(request: web.Request) -> web.Response:
     dead = checked.dead_letters(envelope.events, FAMILY, request.path, key, received_at)
     batch = None
     if checked.accepted:
-        batch = RawBatch(
-            family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
-            env=key.env, received_at=received_at, body_digest=body_digest(body),
-            events=checked.accepted, indexes=checked.indexes,
-        )  # fmt: skip
+        batch = gateway.raw_batch(request, FAMILY, key, body, checked.accepted, checked.indexes, received_at)
     await gateway.publish(batch, checked.units, dead)
     gateway.metrics.accepted(FAMILY, len(checked.accepted))
     gateway.metrics.rejected(FAMILY, "invalid", len(checked.errors))

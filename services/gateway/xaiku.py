@@ -12,7 +12,7 @@ from aiohttp import web
 from services.gateway.batches import TenantMismatches, decode_body, sort_events
 from services.gateway.context import PUBLISHABLE, gateway_of
 from services.gateway.errors import GatewayError, json_response
-from sluice.envelope import Family, RawBatch, body_digest
+from sluice.envelope import Family
 from sluice.wire import xaiku
 
 FAMILY: Family = "xaiku"
@@ -35,11 +35,7 @@ async def handle(request: web.Request) -> web.Response:
         index, reason = checked.errors[0]
         gateway.metrics.rejected(FAMILY, "invalid", len(envelope.events))
         raise GatewayError(400, f"events[{index}]: {reason}")
-    await gateway.publish(RawBatch(
-        family=FAMILY, route=request.path, org_id=key.org_id, project_id=key.project_id,
-        env=key.env, received_at=gateway.clock(), body_digest=body_digest(body),
-        events=envelope.events, indexes=list(range(len(envelope.events))),
-    ), checked.units)  # fmt: skip
+    await gateway.publish(gateway.raw_batch(request, FAMILY, key, body, envelope.events), checked.units)
     gateway.metrics.accepted(FAMILY, len(envelope.events))
     gateway.metrics.mismatched(FAMILY, tenant.counts)
     return json_response({"success": True})
