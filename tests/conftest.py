@@ -7,6 +7,7 @@ accident.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,15 @@ from tests.gateway_harness import Harness, harness
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
     if request.node.get_closest_marker(marker) is None:
         pytest.fail(f"{request.node.nodeid} uses a real service; mark it @pytest.mark.{marker}")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage as each test ends, so that a socket or transport a test left open is
+    reported (an unraisable ResourceWarning, an error here) in the test that left it, not in
+    whichever later test the collector happens to run in."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
