@@ -45,7 +45,7 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
     return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
 
 
-def family_of(request: web.Request) -> str:
+def _family(request: web.Request) -> str:
     lookup = request.app.get(FAMILY_OF)
     return lookup(request.path) if lookup is not None else ""
 
@@ -56,17 +56,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        response = json_response(error_body(family_of(request), exc.status, exc.message), exc.status, headers)
+        response = json_response(error_body(_family(request), exc.status, exc.message), exc.status, headers)
         if exc.close:
             response.force_close()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_response(error_body(family_of(request), exc.status, exc.reason), exc.status)
+        return json_response(error_body(_family(request), exc.status, exc.reason), exc.status)
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
-        return json_response(error_body(family_of(request), 500, "Internal server error"), 500)
+        return json_response(error_body(_family(request), 500, "Internal server error"), 500)
 
 
 SDK_HEADERS = (
