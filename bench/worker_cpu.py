@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from pipeline.canonical import to_rows  # noqa: E402
 from pipeline.keyed import KeyedStage, Record, stores_on  # noqa: E402
 from pipeline.processor import Processor  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
+from pipeline.worker import GC_THRESHOLD  # noqa: E402
 from services.gateway.sink import by_key  # noqa: E402
 from sluice.loadgen import Generator, Options, _headers  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
@@ -58,6 +60,7 @@ async def raw_records(requests: int) -> tuple[list[Record], Settings]:
 
 async def main(requests: int, profile: bool) -> None:
     records, settings = await raw_records(requests)
+    gc.set_threshold(*GC_THRESHOLD)  # as a worker process has it
     events = sum(len(msgspec.json.decode(value)["events"]) for *_, value in records)
     state = StateStore(Path(tempfile.mkdtemp()) / "state", settings.state_topic, settings.kafka_bootstrap)
     state.ready = set(range(settings.raw_partitions))

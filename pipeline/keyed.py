@@ -42,7 +42,7 @@ from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
 from pipeline.retry import DEFAULT_BACKOFF, Backoff
 from pipeline.rows import Writes
-from pipeline.sink import WarehouseSink
+from pipeline.sink import EventRows, WarehouseSink
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
 from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
@@ -54,6 +54,9 @@ MAX_RECORD_BYTES = 900_000
 YIELD_EVERY = 64
 """Records processed between two yields to the event loop: a step is seconds of CPU, and the
 consumer's heartbeats (a 10 s session) run on the same loop."""
+EARLY_ROWS = 8192
+"""Event rows a step hands to the warehouse at a time while it processes the rest
+(``pipeline.sink.EventRows``)."""
 MAX_STATE_VALUE = 1 << 20
 """Bytes of one state value; a larger one is not written (counted as ``state_value``). The caps in
 ``pipeline.state`` keep real values far below it; this only makes the bound a guarantee."""
@@ -168,16 +171,27 @@ class KeyedStage:
         Returns the writes, the rows written per table and the partitions lost (fenced: their
         records must not be processed again here until they are assigned anew), each with
         whether it was fenced."""
-        writes = await self.process(records)
-        written = await self.write(writes)
+        writes = self.processor.begin()
+        early = EventRows(self.sink, writes.events, EARLY_ROWS)
+        try:
+            await self.process(records, writes, early)
+            written = await self.write(writes, early)
+        except BaseException:
+            await early.abandon()
+            raise
         return writes, written, await self.commit(writes)
 
-    async def process(self, records: list[Record]) -> Writes:
-        """The batch's rows, dead letters and forwarded items; its state changes staged for ``commit``."""
-        writes = self.processor.begin()
+    async def process(self, records: list[Record], writes: Writes | None = None,
+                      early: EventRows | None = None) -> Writes:  # fmt: skip
+        """The batch's rows, dead letters and forwarded items (into ``writes``, or new ones); its
+        state changes staged for ``commit``. With ``early``, event rows go to the warehouse as
+        they are made."""
+        writes = writes if writes is not None else self.processor.begin()
         forwarding: dict[int, dict[int, list[Routed]]] = {}
         for position, (topic, partition, offset, value) in enumerate(records):
             if position % YIELD_EVERY == YIELD_EVERY - 1:
+                if early is not None:
+                    early.poll()
                 await asyncio.sleep(0)
             if offset <= writes.last_offset.get((topic, partition), -1):
                 continue  # already in this batch: counting it twice would add to its rollup rows
@@ -221,9 +235,10 @@ class KeyedStage:
                     forwarding.setdefault(destination, []).append(item)
                 index += 1
 
-    async def write(self, writes: Writes) -> dict[str, int]:
-        """The rows to the warehouse, the dead letters (rejected rows too) to the DLQ topic."""
-        written, rejected = await self.sink.write(writes)
+    async def write(self, writes: Writes, early: EventRows | None = None) -> dict[str, int]:
+        """The rows to the warehouse (those ``early`` has not written), the dead letters
+        (rejected rows too) to the DLQ topic."""
+        written, rejected = await self.sink.write(writes, early)
         letters = writes.letters + rejected
         if letters:
             await self.send_letters(letters)

@@ -110,7 +110,7 @@ class WriteBack(Generic[T]):
         self.dirty.clear()
 
 
-class Incoming(msgspec.Struct):
+class Incoming(msgspec.Struct, gc=False):
     partition: int
     offset: int
     record: Routed

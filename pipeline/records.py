@@ -30,7 +30,7 @@ from sluice.envelope import RawBatch
 Kind = Literal["event", "user", "company"]
 
 
-class Routed(msgspec.Struct, array_like=True):
+class Routed(msgspec.Struct, array_like=True, gc=False):
     kind: Kind
     event: CanonicalEvent
 

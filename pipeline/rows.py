@@ -21,7 +21,7 @@ from pipeline.state import UnitState
 from sluice.envelope import DeadLetter
 
 
-class UserRow(msgspec.Struct):
+class UserRow(msgspec.Struct, gc=False):
     org_id: str
     user_id: str
     first_seen: datetime
@@ -31,7 +31,7 @@ class UserRow(msgspec.Struct):
     version: int
 
 
-class CompanyRow(msgspec.Struct):
+class CompanyRow(msgspec.Struct, gc=False):
     org_id: str
     company_id: str
     first_seen: datetime
@@ -40,7 +40,7 @@ class CompanyRow(msgspec.Struct):
     version: int
 
 
-class AliasRow(msgspec.Struct):
+class AliasRow(msgspec.Struct, gc=False):
     org_id: str
     previous_id: str
     user_id: str
@@ -48,7 +48,7 @@ class AliasRow(msgspec.Struct):
     message_id: str
 
 
-class UnitRow(msgspec.Struct):
+class UnitRow(msgspec.Struct, gc=False):
     org_id: str
     project_id: str
     env: str
@@ -64,7 +64,7 @@ class UnitRow(msgspec.Struct):
     """The unit's state version (``UnitState.version``)."""
 
 
-class RollupRow(msgspec.Struct):
+class RollupRow(msgspec.Struct, gc=False):
     """Counts of one keyed record for one group (kind, experiment, variant, event, minute)."""
 
     org_id: str

@@ -23,7 +23,7 @@ RAW_SOURCE = 1 << 16
 keyed topic's partitions."""
 
 
-class Seen(msgspec.Struct, array_like=True):
+class Seen(msgspec.Struct, array_like=True, gc=False):
     """A message id's first sighting (dedupe)."""
 
     source: Source

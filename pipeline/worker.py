@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -66,6 +67,11 @@ become one step of a million events (memory, freshness, and the heartbeats: see
 ``pipeline.keyed.YIELD_EVERY``)."""
 RESTART_PAUSE = 1.0
 """Seconds a stage waits after a failed step before it takes the same records again."""
+GC_THRESHOLD = (50_000, 20, 100)
+"""The cyclic collector's thresholds in a worker process (Python's are 700, 10, 10). A step
+allocates millions of objects that die young and form no cycles; at the default the collector
+ran every few hundred events and took a fifth of the worker's CPU (bench/worker_cpu.py: 20.6 →
+17.0 µs an event). Cycles are still collected, every 50,000 allocations instead of 700."""
 
 
 class Worker:
@@ -509,5 +515,7 @@ def run_worker(settings: Settings) -> None:
     from sluice.logs import configure_logging
 
     configure_logging(settings.log_level)
+    gc.set_threshold(*GC_THRESHOLD)
+    gc.freeze()  # what start-up made lives as long as the process: never scan it again
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

@@ -16,7 +16,7 @@ import msgspec
 Family = Literal["halo", "xaiku", "solute", "traffical"]
 
 
-class RawBatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RawBatch(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     v: int = 1
     family: Family
     route: str
