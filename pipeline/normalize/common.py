@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,15 +113,25 @@ def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
 
 
 def decode_event(
-    payload: msgspec.Raw, kind: Any, check: Callable[[Any], str | None]
+    payload: msgspec.Raw, kind: Any, check: Callable[[Any], str | None], decoder: msgspec.json.Decoder[Any] | None = None
 ) -> tuple[dict[str, Any], Any] | str:
     """The event as its raw fields and as the family's struct, or why it is invalid — the same
-    rules the gateway applied, so an event the gateway let through normally passes here too."""
+    rules the gateway applied, so an event the gateway let through normally passes here too.
+
+    With ``decoder`` (the family's typed decoder), the struct is decoded from the bytes rather
+    than converted from the fields: the same rules, several times faster for a tagged union
+    (Traffical's: 0.44 µs against 3.0). Whatever it refuses is converted as before, which gives
+    the reason."""
     fields = decode_object(payload)
     if isinstance(fields, str):
         return fields
-    try:
-        event = msgspec.convert(fields, kind)
-    except msgspec.ValidationError as exc:
-        return str(exc)
+    event = None
+    if decoder is not None:
+        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+            event = decoder.decode(payload)
+    if event is None:
+        try:
+            event = msgspec.convert(fields, kind)
+        except msgspec.ValidationError as exc:
+            return str(exc)
     return check(event) or (fields, event)

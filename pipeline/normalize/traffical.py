@@ -25,7 +25,7 @@ from pipeline.normalize.common import (
     text,
 )  # fmt: skip
 from sluice.envelope import RawBatch
-from sluice.wire.traffical import Exposure, Layer, Track, TrafficalEvent, check_event, unit_of
+from sluice.wire.traffical import Exposure, Layer, Track, TrafficalEvent, check_event, event_decoder, unit_of
 
 CONTEXT_FIELDS = ("sdkName", "sdkVersion", "orgId", "projectId", "env")
 COLUMN_FIELDS = (
@@ -45,7 +45,7 @@ def first_allocated(layers: list[Layer], exposure: bool) -> Layer | None:
 def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
     arrived = received(batch)
     for index, payload in zip(batch.indexes, batch.events, strict=True):
-        decoded = decode_event(payload, TrafficalEvent, check_event)
+        decoded = decode_event(payload, TrafficalEvent, check_event, event_decoder)
         if isinstance(decoded, str):
             yield Invalid(index, decoded, payload)
             continue
