@@ -113,7 +113,10 @@ def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
 
 
 def decode_event(
-    payload: msgspec.Raw, kind: Any, check: Callable[[Any], str | None], decoder: msgspec.json.Decoder[Any] | None = None
+    payload: msgspec.Raw,
+    kind: Any,
+    check: Callable[[Any], str | None],
+    decoder: msgspec.json.Decoder[Any] | None = None,
 ) -> tuple[dict[str, Any], Any] | str:
     """The event as its raw fields and as the family's struct, or why it is invalid — the same
     rules the gateway applied, so an event the gateway let through normally passes here too.
