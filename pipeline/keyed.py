@@ -76,15 +76,21 @@ class KindStore(Generic[T]):
         self.refused = refused
 
     def get(self, key: str) -> T | None:
-        value = self.state.get(self.prefix + key.encode())
+        value = self.state.db.get(self.prefix + key.encode())
         return None if value is None else self.decoder.decode(value)
 
-    def set(self, key: str, value: T) -> None:
-        encoded = encoder.encode(value)
-        if len(encoded) > MAX_STATE_VALUE:
-            self.refused("state_value")
-            return
-        self.state.put(self.prefix + key.encode(), encoded)
+    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
+        """Stage the values for the commit, each in its key's partition (``StateStore.pending``)."""
+        pending, prefix, encode = self.state.pending, self.prefix, encoder.encode
+        for key, (value, partition) in values.items():
+            encoded = encode(value)
+            if len(encoded) > MAX_STATE_VALUE:
+                self.refused("state_value")
+                continue
+            staged = pending.get(partition)
+            if staged is None:
+                staged = pending[partition] = []
+            staged.append((prefix + key.encode(), encoded))
 
 
 def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:
@@ -211,7 +217,7 @@ class KeyedStage:
                 continue
             for index, item in enumerate(items):
                 self.processor.process_one(Incoming(partition, offset, item, index), writes)
-        self.processor.save_state(self._changelog_to)
+        self.processor.save_state()
         for partition, by_destination in forwarding.items():
             writes.forward[partition] = [
                 (destination, record)
@@ -261,9 +267,6 @@ class KeyedStage:
             elif isinstance(outcome, BaseException):
                 raise outcome
         return lost
-
-    def _changelog_to(self, partition: int) -> None:
-        self.state.partition = partition  # each key's changelog record goes to the key's partition
 
     async def _commit(self, partition: int, offsets: dict[TopicPartition, int],
                       forward: list[tuple[int, bytes]]) -> None:  # fmt: skip

@@ -62,7 +62,8 @@ class Store(Protocol, Generic[T]):
 
     def get(self, key: str) -> T | None: ...
 
-    def set(self, key: str, value: T) -> None: ...
+    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
+        """Write a batch's values, each with its key's partition (where its changelog record goes)."""
 
 
 class DictStore(Generic[T]):
@@ -72,8 +73,8 @@ class DictStore(Generic[T]):
     def get(self, key: str) -> T | None:
         return self.data.get(key)
 
-    def set(self, key: str, value: T) -> None:
-        self.data[key] = value
+    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
+        self.data.update((key, value) for key, (value, _) in values.items())
 
 
 @dataclass
@@ -103,10 +104,8 @@ class WriteBack(Generic[T]):
     def put(self, key: str, value: T, partition: int) -> None:
         self.dirty[key] = (value, partition)
 
-    def flush(self, before: Callable[[int], None]) -> None:
-        for key, (value, partition) in self.dirty.items():
-            before(partition)
-            self.store.set(key, value)
+    def flush(self) -> None:
+        self.store.set_all(self.dirty)
         self.dirty.clear()
 
 
@@ -144,11 +143,11 @@ class Processor:
     def begin(self) -> Writes:
         return Writes()
 
-    def save_state(self, before: Callable[[int], None] = lambda partition: None) -> None:
-        """Write the batch's state changes to the stores; ``before(partition)`` runs ahead of each
-        write (the state store sends each key's changelog record to the key's partition)."""
+    def save_state(self) -> None:
+        """Write the batch's state changes to the stores (the state store stages each key's
+        changelog record for the key's partition)."""
         for cache in (self._seen, self._units, self._users, self._companies):
-            cache.flush(before)
+            cache.flush()
 
     def discard_state(self) -> None:
         """Forget the batch's state changes (its commit failed: it will be processed again)."""
