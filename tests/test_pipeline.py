@@ -15,12 +15,14 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from pipeline.records import partition_of, unit_route
 from pipeline.scorecard import two_proportion_p
 from sluice.envelope import DeadLetter, encoder
 from sluice.settings import Settings
 from tests.builders import encode, solute_body, solute_event, traffical_event
 from tests.load import ab_test
 from tests.processes import gateway_url, running, sluice
+from tests.test_keyed import keyed_topic_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -91,6 +93,21 @@ async def test_duplicates_are_counted_once_inside_across_batches_and_families(
             await asyncio.sleep(0.5)
         assert all(line in text for line in wanted), text
         assert s.rows(sql) == expected  # and nothing more arrived
+
+
+async def test_events_are_processed_in_the_partition_they_land_in(kafka_settings: Settings, tmp_path: Path) -> None:
+    """One hop: the gateway puts a request's events in their unit's partition and the worker
+    processes them there, forwarding nothing through the keyed topic. (A worker that labelled a
+    record with the wrong partition would still count right — by forwarding every event, a
+    second hop for all — so only the keyed topic shows it.)"""
+    async with system(kafka_settings, tmp_path) as s:
+        units = [f"unit-{n}" for n in range(12)]  # over every partition: the test would be idle on one
+        assert len({partition_of(unit_route("acme", u), kafka_settings.raw_partitions) for u in units}) > 1
+        for n, unit in enumerate(units):
+            event = traffical_event(1, id=f"e{n}", unitKey=unit, userId=None, orgId=None)
+            await s.post("/v1/events", encode({"events": [event]}))
+        assert s.wait("SELECT count() AS n FROM events", [{"n": len(units)}]) == [{"n": len(units)}]
+    assert await keyed_topic_records(kafka_settings, kafka_settings.raw_partitions) == []
 
 
 async def test_identify_alias_and_group_shape_users_and_companies(kafka_settings: Settings, tmp_path: Path) -> None:
