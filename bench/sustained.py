@@ -31,9 +31,11 @@ def main(rates: list[float]) -> dict[str, object]:
         key = bench_key(settings)
         processes.append(start(settings, "gateway", work / "gateway.log"))
         wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
-        processes.append(start(settings, "worker", work / "worker.log"))
+        worker = start(settings, "worker", work / "worker.log")
+        processes.append(worker)
         wait_http(f"{settings.worker_url}/healthz", 120)
-        return sustained(settings, key, rates)
+        assert broker.process is not None
+        return sustained(settings, key, rates, [worker.pid, broker.process.pid])
     finally:
         for process in processes:
             stop(process)
