@@ -121,13 +121,21 @@ class EventRows:
         return self.sent, self.rejected
 
     async def abandon(self) -> None:
-        """The batch failed: stop waiting for the insert in flight (its rows are written again
-        with the batch's next try, and are the same rows)."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):  # its outcome no longer matters
-                await self.task
-            self.task = None
+        """The batch failed: wait for the insert in flight to end, whatever its outcome — its rows
+        are written again with the batch's next try, and are the same rows. Not cancelled: its
+        thread would go on regardless, and the next try's insert would overlap it (a ClickHouse
+        server refuses a second query in a busy session). A cancellation of the step itself
+        still goes through."""
+        task, self.task = self.task, None
+        if task is not None:
+            task.add_done_callback(_outcome_seen)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+
+def _outcome_seen(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the batch failed anyway, and goes again
 
 
 def _encode_events(rows: Sequence[Any]) -> bytes:

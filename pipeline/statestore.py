@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
-from pipeline.state import Seen
+from pipeline.state import RAW_SOURCE, Seen
 
 log = logging.getLogger("sluice.worker")
 
@@ -268,7 +268,7 @@ class SeenPruner:
         removed = 0
         for key, value in items:
             seen = _seen_decoder.decode(value)
-            partition = seen.source[0]
+            partition = seen.source[0] % RAW_SOURCE  # a raw record's source is RAW_SOURCE + its partition
             if now - seen.at > self.window + self.margin and partition in self.state.ready:
                 self.state.partition = partition
                 self.state.delete(key)

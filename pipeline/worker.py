@@ -232,7 +232,8 @@ class Worker:
         """Fence the earlier owners of the partitions not owned yet, and catch their state up,
         all at once: one after another (``_own``), a worker taking on six partitions spent
         seconds of its start on round trips. ``_own`` then finds them ready."""
-        fresh = sorted(partitions - self.owned)
+        assigned = self.consumer.assignment()
+        fresh = sorted(p for p in partitions - self.owned if TopicPartition(self.settings.keyed_topic, p) in assigned)
         if not fresh:
             return
         outcomes = await asyncio.gather(*(self.fencing.acquire(p) for p in fresh), return_exceptions=True)
@@ -249,7 +250,8 @@ class Worker:
         ones to take now."""
         partition = tp.partition
         if partition not in self.owned:
-            if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours to fence
+            if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours
+                await self._lose(partition)  # let go of what _take_on fenced and caught up for it
                 return False
             await self.fencing.acquire(partition)
             if partition not in self.state.ready:

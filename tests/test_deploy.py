@@ -72,6 +72,15 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
             }},
         },
     },
+    "TriggerAuthentication": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {"type": "object", "additionalProperties": False, "properties": {
+            ref: {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["parameter", "name", "key"], "additionalProperties": False,
+                "properties": {"parameter": _STRING, "name": _STRING, "key": _STRING}}}
+            for ref in ("secretTargetRef", "configMapTargetRef")
+        }}},
+    },
     "KafkaNodePool": {"type": "object", "required": ["spec"],
                       "properties": {"spec": {"type": "object", "required": ["replicas", "roles", "storage"]}}},
     "ClickHouseInstallation": {
@@ -228,12 +237,8 @@ def test_prod_kafka_authenticates_and_each_component_has_least_privilege() -> No
     kafka = one("prod", "Kafka")["spec"]["kafka"]
     assert kafka["authorization"]["type"] == "simple"
     for listener in kafka["listeners"]:
-        if "authentication" in listener:
-            assert listener["tls"] is True and listener["authentication"]["type"] == "scram-sha-512"
-        else:  # KEDA's transitional plaintext listener: reachable by KEDA only
-            assert listener["networkPolicyPeers"] == [
-                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}},
-            ]
+        assert listener["tls"] is True and listener["authentication"]["type"] == "scram-sha-512", listener
+    assert "superUsers" not in kafka["authorization"]
     [worker] = one("prod", "StatefulSet", "sluice-worker")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in worker["env"]}
     assert env["SLUICE_KAFKA_USERNAME"]["value"] == "sluice-worker"
@@ -255,9 +260,26 @@ def test_prod_kafka_authenticates_and_each_component_has_least_privilege() -> No
         name for name, rules in acls.items() if {("topic", "sluice.registry", o) for o in ("Write", "All")} & rules
     }
     assert writers == {"sluice-admin"}
+    assert acls["sluice-keda"] == {("topic", "sluice.raw", "Describe"), ("group", "sluice-worker", "Describe")}
     config = one("prod", "ConfigMap", "sluice-config")["data"]
     assert (
         config["SLUICE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         and config["SLUICE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     )
     assert config["SLUICE_KAFKA_BOOTSTRAP"].endswith(":9093")
+
+
+def test_keda_reads_the_lag_over_tls_as_its_read_only_user() -> None:
+    [trigger] = one("prod", "ScaledObject")["spec"]["triggers"]
+    [listener] = one("prod", "Kafka")["spec"]["kafka"]["listeners"]
+    assert trigger["metadata"]["bootstrapServers"].endswith(f":{listener['port']}")
+    auth = one("prod", "TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    secrets = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["secretTargetRef"]}
+    assert secrets == {
+        "password": ("sluice-keda", "password"),  # Strimzi writes the KafkaUser's password there
+        "ca": ("sluice-kafka-cluster-ca-cert", "ca.crt"),
+    }
+    plain = {ref["parameter"]: one("prod", "ConfigMap", ref["name"])["data"][ref["key"]]
+             for ref in auth["configMapTargetRef"]}  # fmt: skip
+    assert plain == {"username": "sluice-keda", "sasl": "scram_sha512", "tls": "enable"}
+    one("prod", "KafkaUser", "sluice-keda")

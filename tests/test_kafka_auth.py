@@ -21,7 +21,7 @@ from tests.processes import local_broker
 from tests.tlscerts import make_certificates
 
 pytestmark = pytest.mark.kafka
-PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger", "worker")}
+PASSWORDS = {name: secrets.token_urlsafe(12) for name in ("admin", "gateway", "stranger", "worker", "keda")}
 
 
 @pytest.fixture
@@ -152,7 +152,58 @@ async def test_the_worker_runs_with_only_its_prod_acls(secured: LocalKafka, tmp_
             assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
             await asyncio.sleep(0.5)
         assert query_rows(worker, "SELECT message_id FROM events FINAL") == [{"message_id": "secured-1"}]
+
+        # KEDA's user of the prod overlay (sluice-keda): it reads the group's lag, and no record.
+        keda = as_user(secured, "keda")
+        secured.add_acls("--allow-principal", "User:keda", "--operation", "Describe", "--topic", admin.raw_topic)
+        secured.add_acls("--allow-principal", "User:keda", "--operation", "Describe", "--group", worker.worker_group)
+        while (lag := await group_lag(keda, worker.worker_group, admin.raw_topic)) != 0:
+            assert time.monotonic() < deadline + 30, f"lag {lag}"  # the commit follows the row
+            await asyncio.sleep(0.5)
+        with pytest.raises(KafkaError):
+            await read_one(keda, admin.raw_topic)
     finally:
         from sluice.devrun import terminate
 
         terminate(process)
+
+
+async def group_lag(settings: Settings, group: str, topic: str) -> int:
+    """What KEDA's Kafka scaler reads: the group's committed offsets (OffsetFetch) against the
+    topic's end offsets (ListOffsets); a partition with no committed offset counts from 0."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    security = kafka_security(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert tps, described
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **security)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+
+
+async def read_one(settings: Settings, topic: str) -> None:
+    """Fetch from ``topic`` (raises when the user may not read it)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                                **kafka_security(settings))  # fmt: skip
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        for _ in range(10):
+            if await consumer.getmany(timeout_ms=500):
+                return
+    finally:
+        await consumer.stop()

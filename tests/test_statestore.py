@@ -74,7 +74,7 @@ async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_sett
 
 
 async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settings: Settings, tmp_path: Path) -> None:
-    from pipeline.state import Seen
+    from pipeline.state import RAW_SOURCE, Seen
     from pipeline.statestore import SeenPruner
     from sluice.envelope import encoder
 
@@ -86,7 +86,9 @@ async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settin
         ages = {"a-fresh": 1 * day, "b-expired": 9 * day, "c-in-margin": 7.5 * day, "d-ancient": 400 * day}
         for n, (name, age) in enumerate(ages.items()):
             store.partition = n % 2
-            store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((n % 2, n, 0), now - age)))
+            # d-ancient was first seen in a raw record (most ids are): its source is RAW_SOURCE + 1
+            source = n % 2 + (RAW_SOURCE if name == "d-ancient" else 0)
+            store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((source, n, 0), now - age)))
         store.put(b"unit\x00not-a-seen-entry", b"{}")
         await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
 
