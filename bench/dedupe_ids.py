@@ -52,8 +52,7 @@ async def main(bootstrap: str, topic: str, partitions: int, count: int, path: Pa
     now = time.time()
     started = time.perf_counter()
     for n in range(count):
-        store.partition = n % partitions
-        store.put(key(n), encoder.encode(Seen((n % partitions, n, 0), now)))
+        store.put(key(n), encoder.encode(Seen((n % partitions, n, 0), now)), n % partitions)
         if (n + 1) % COMMIT_EVERY == 0:
             await commit()
     await commit()

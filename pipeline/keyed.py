@@ -76,21 +76,17 @@ class KindStore(Generic[T]):
         self.refused = refused
 
     def get(self, key: str) -> T | None:
-        value = self.state.db.get(self.prefix + key.encode())
+        value = self.state.get(self.prefix + key.encode())
         return None if value is None else self.decoder.decode(value)
 
     def set_all(self, values: dict[str, tuple[T, int]]) -> None:
-        """Stage the values for the commit, each in its key's partition (``StateStore.pending``)."""
-        pending, prefix, encode = self.state.pending, self.prefix, encoder.encode
+        """Stage the values for the commit, each in its key's partition."""
         for key, (value, partition) in values.items():
-            encoded = encode(value)
+            encoded = encoder.encode(value)
             if len(encoded) > MAX_STATE_VALUE:
                 self.refused("state_value")
                 continue
-            staged = pending.get(partition)
-            if staged is None:
-                staged = pending[partition] = []
-            staged.append((prefix + key.encode(), encoded))
+            self.state.put(self.prefix + key.encode(), encoded, partition)
 
 
 def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:

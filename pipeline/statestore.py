@@ -74,8 +74,6 @@ class StateStore:
         self.bootstrap = bootstrap
         self.ready: set[int] = set()
         """Partitions whose local state is caught up with the changelog since they were assigned."""
-        self.partition = 0
-        """The partition that ``put`` writes to (the worker points it at each key's partition)."""
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
 
     async def stop(self) -> None:
@@ -85,13 +83,14 @@ class StateStore:
         value: bytes | None = self.db.get(key)
         return value
 
-    def put(self, key: bytes, value: bytes) -> None:
-        """Stage a write for ``commit``; readers see it only after the commit."""
-        self.pending.setdefault(self.partition, []).append((key, value))
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Stage a write for ``partition``'s commit (the key's partition: its changelog record
+        goes there); readers see it only after the commit."""
+        self.pending.setdefault(partition, []).append((key, value))
 
-    def delete(self, key: bytes) -> None:
+    def delete(self, key: bytes, partition: int) -> None:
         """Stage a delete (a tombstone in the changelog, which compaction then drops)."""
-        self.pending.setdefault(self.partition, []).append((key, None))
+        self.pending.setdefault(partition, []).append((key, None))
 
     def scan(self, prefix: bytes, start: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
         """Up to ``limit`` committed (key, value) pairs under ``prefix``, from ``start`` on; and the
@@ -270,8 +269,7 @@ class SeenPruner:
             seen = _seen_decoder.decode(value)
             partition = seen.source[0] % RAW_SOURCE  # a raw record's source is RAW_SOURCE + its partition
             if now - seen.at > self.window + self.margin and partition in self.state.ready:
-                self.state.partition = partition
-                self.state.delete(key)
+                self.state.delete(key, partition)
                 removed += 1
         if self.cursor is None:
             self.next_pass = now + self.interval

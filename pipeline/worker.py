@@ -230,10 +230,10 @@ class Worker:
 
     async def _take_on(self, partitions: set[int]) -> None:
         """Fence the earlier owners of the partitions not owned yet, and catch their state up,
-        all at once: one after another (``_own``), a worker taking on six partitions spent
-        seconds of its start on round trips. ``_own`` then finds them ready."""
-        assigned = self.consumer.assignment()
-        fresh = sorted(p for p in partitions - self.owned if TopicPartition(self.settings.keyed_topic, p) in assigned)
+        all at once: one after another, a worker taking on six partitions spent seconds of its
+        start on round trips. ``_own`` then finds them ready (and lets go of one that moved away
+        meanwhile)."""
+        fresh = sorted(partitions - self.owned)
         if not fresh:
             return
         outcomes = await asyncio.gather(*(self.fencing.acquire(p) for p in fresh), return_exceptions=True)
@@ -253,9 +253,7 @@ class Worker:
             if tp not in self.consumer.assignment():  # moved away meanwhile (a rebalance): not ours
                 await self._lose(partition)  # let go of what _take_on fenced and caught up for it
                 return False
-            await self.fencing.acquire(partition)
-            if partition not in self.state.ready:
-                await self.state.recover({partition})
+            await self._take_on({partition})  # a no-op when this step's _take_on did it
             self.owned.add(partition)
             self.positioned -= {TopicPartition(t, partition) for t in self.positioned_topics}
         if tp in self.positioned:

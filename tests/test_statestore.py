@@ -24,9 +24,8 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
     await first.recover({0, 1})  # an empty topic: ready at once
     try:
         for partition in (0, 1):
-            first.partition = partition
             for n in range(300):
-                first.put(f"k{partition}-{n}".encode(), f"v{n}".encode())
+                first.put(f"k{partition}-{n}".encode(), f"v{n}".encode(), partition)
         assert first.get(b"k0-1") is None  # staged, not yet committed
         assert await commit(first, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings) == 600
         assert first.get(b"k0-1") == b"v1" and first.get(b"k1-299") == b"v299"
@@ -40,8 +39,7 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
             assert second.get(b"k0-7") is None  # partition 0 is not its own
 
             # It owns partition 1 for a while and changes a key ...
-            second.partition = 1
-            second.put(b"k1-7", b"changed")
+            second.put(b"k1-7", b"changed", 1)
             await commit(second, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
         finally:
             await second.stop()
@@ -59,9 +57,9 @@ async def test_committed_state_survives_into_another_store(kafka_settings: Setti
 async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_settings: Settings, tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
     try:
-        store.put(b"small", b"x")
-        store.put(b"huge", b"x" * 1_200_000)
-        store.put(b"after", b"y")
+        store.put(b"small", b"x", 0)
+        store.put(b"huge", b"x" * 1_200_000, 0)
+        store.put(b"after", b"y", 0)
         assert await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings) == 3
         again = StateStore(tmp_path / "t", kafka_settings.state_topic, kafka_settings.kafka_bootstrap)
         try:
@@ -85,11 +83,10 @@ async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settin
     try:
         ages = {"a-fresh": 1 * day, "b-expired": 9 * day, "c-in-margin": 7.5 * day, "d-ancient": 400 * day}
         for n, (name, age) in enumerate(ages.items()):
-            store.partition = n % 2
             # d-ancient was first seen in a raw record (most ids are): its source is RAW_SOURCE + 1
             source = n % 2 + (RAW_SOURCE if name == "d-ancient" else 0)
-            store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((source, n, 0), now - age)))
-        store.put(b"unit\x00not-a-seen-entry", b"{}")
+            store.put(f"seen\x00{name}".encode(), encoder.encode(Seen((source, n, 0), now - age)), n % 2)
+        store.put(b"unit\x00not-a-seen-entry", b"{}", 1)
         await commit(store, Fencing(kafka_settings.kafka_bootstrap, "g"), kafka_settings)
 
         pruner = SeenPruner(store, b"seen\x00", 7 * day, per_call=2, clock=lambda: now)
@@ -129,11 +126,11 @@ async def test_commit_waits_out_a_kafka_outage(
         await ensure_topics(mine)
         store = StateStore(tmp_path / "s", mine.state_topic, mine.kafka_bootstrap)
         await store.recover({0, 1})
-        store.put(b"before", b"1")
+        store.put(b"before", b"1", 0)
         fencing = Fencing(mine.kafka_bootstrap, "outage-test")
         await commit(store, fencing, mine, close=False)  # the producer is up before the outage
         await asyncio.to_thread(broker.stop)
-        store.put(b"during", b"2")
+        store.put(b"during", b"2", 0)
         commit_task = asyncio.create_task(commit(store, fencing, mine))
         await asyncio.sleep(4)
         assert not commit_task.done() and store.get(b"during") is None  # waiting, not failed, not applied
