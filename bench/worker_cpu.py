@@ -1,7 +1,8 @@
 """The worker's own CPU per event, without Kafka or the warehouse: normalize, route, dedupe,
-state, attribution, rollups, rows — the keyed stage's batch body (``KeyedStage.process``) on a
-real RocksDB state store, fed raw records made by the gateway in-process from the load
-generator's mix (5 % duplicates). Commits are replaced by applying the staged state locally.
+state, attribution, rollups, rows — the keyed stage's batch body (``KeyedStage.prepare`` and
+``process``) on a real RocksDB state store, fed raw records made by the gateway in-process from
+the load generator's mix (5 % duplicates), then the keyed records they forward (users and
+companies). Commits are replaced by applying the staged state locally.
 
 Usage: ``python bench/worker_cpu.py [REQUESTS] [--profile]`` (default 2,000 requests of 100
 events). Prints records, events, seconds and µs per event; ``--profile`` adds cProfile's top.
@@ -62,6 +63,7 @@ async def main(requests: int, profile: bool) -> None:
     records, settings = await raw_records(requests)
     gc.set_threshold(*GC_THRESHOLD)  # as a worker process has it
     events = sum(len(msgspec.json.decode(value)["events"]) for *_, value in records)
+    raw = len(records)
     state = StateStore(Path(tempfile.mkdtemp()) / "state", settings.state_topic, settings.kafka_bootstrap)
     state.ready = set(range(settings.raw_partitions))
     processor = Processor(stores_on(state, lambda cap: None), settings.keyed_topic, raw_topic=settings.raw_topic)
@@ -69,10 +71,17 @@ async def main(requests: int, profile: bool) -> None:
                        settings.raw_partitions)  # fmt: skip
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
-    for first in range(0, len(records), STEP):
+    keyed_offsets: dict[int, int] = {}
+    position = 0
+    while position < len(records):  # the raw records, and the keyed records they forward, in turn
         if profiler:
             profiler.enable()
-        writes = await stage.process(records[first : first + STEP])
+        step = records[position : position + STEP]
+        position += STEP
+        writes = await stage.process(step, prepared=await stage.prepare(step))
+        for destination, value in (item for forwarded in writes.forward.values() for item in forwarded):
+            offset = keyed_offsets[destination] = keyed_offsets.get(destination, -1) + 1
+            records.append((settings.keyed_topic, destination, offset, value))
         to_rows(writes.events)
         for _, rows in writes.tables():
             msgspec.json.encode(rows)
@@ -82,8 +91,8 @@ async def main(requests: int, profile: bool) -> None:
         if profiler:
             profiler.disable()
     seconds = time.perf_counter() - started
-    print(f"{len(records):,} raw records, {events:,} events: {seconds:.2f} s, {events / seconds:,.0f} events/s, "
-          f"{1e6 * seconds / events:.1f} µs per event")  # fmt: skip
+    print(f"{raw:,} raw records and {len(records) - raw:,} keyed, {events:,} events: {seconds:.2f} s, "
+          f"{events / seconds:,.0f} events/s, {1e6 * seconds / events:.1f} µs per event")  # fmt: skip
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 

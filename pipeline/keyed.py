@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -37,7 +38,7 @@ from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
 from pipeline.processor import Incoming, Processor, Stores, letter
-from pipeline.records import Routed, by_partition
+from pipeline.records import Routed, events_by_partition, people
 from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
 from pipeline.retry import DEFAULT_BACKOFF, Backoff
@@ -81,12 +82,17 @@ class KindStore(Generic[T]):
 
     def set_all(self, values: dict[str, tuple[T, int]]) -> None:
         """Stage the values for the commit, each in its key's partition."""
+        encode, prefix, pending = encoder.encode, self.prefix, self.state.pending  # a batch's every new id
+        staged: list[tuple[bytes, bytes | None]] = []
+        staged_partition = -1
         for key, (value, partition) in values.items():
-            encoded = encoder.encode(value)
+            encoded = encode(value)
             if len(encoded) > MAX_STATE_VALUE:
                 self.refused("state_value")
                 continue
-            self.state.put(self.prefix + key.encode(), encoded, partition)
+            if partition != staged_partition:
+                staged, staged_partition = pending.setdefault(partition, []), partition
+            staged.append((prefix + key.encode(), encoded))  # StateStore.put, without a call per key
 
 
 def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:
@@ -173,22 +179,58 @@ class KeyedStage:
         Returns the writes, the rows written per table and the partitions lost (fenced: their
         records must not be processed again here until they are assigned anew), each with
         whether it was fenced."""
-        writes = self.processor.begin()
-        early = EventRows(self.sink, writes.events, EARLY_ROWS)
+        writes, early = self.begin()
         try:
             await self.process(records, writes, early)
+        except BaseException:
+            await early.abandon()
+            raise
+        written, lost = await self.conclude(writes, early)
+        return writes, written, lost
+
+    def begin(self) -> tuple[Writes, EventRows]:
+        """A batch's writes, and its event rows' early writer."""
+        writes = self.processor.begin()
+        return writes, EventRows(self.sink, writes.events, EARLY_ROWS)
+
+    async def conclude(self, writes: Writes, early: EventRows) -> tuple[dict[str, int], dict[int, bool]]:
+        """A processed batch's rows and dead letters written, then its commit (see ``run``)."""
+        try:
             written = await self.write(writes, early)
         except BaseException:
             await early.abandon()
             raise
-        return writes, written, await self.commit(writes)
+        return written, await self.commit(writes)
 
-    async def process(self, records: list[Record], writes: Writes | None = None,
-                      early: EventRows | None = None) -> Writes:  # fmt: skip
+    async def prepare(self, records: list[Record]) -> dict[tuple[str, int, int], Decoded]:
+        """What the records are without any state: raw batches normalized, keyed records decoded.
+        Pure, so a worker runs it while the previous batch's write and commit are in flight
+        (``pipeline.worker``); ``process`` then takes these instead of decoding again."""
+        out: dict[tuple[str, int, int], Decoded] = {}
+        for position, (topic, partition, offset, value) in enumerate(records):
+            if position % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            try:
+                out[(topic, partition, offset)] = self._decode(topic, value)
+            except Exception:  # processing decodes it again, and makes a dead letter of it
+                log.exception("a record at %s:%s:%s could not be decoded", topic, partition, offset)
+        return out
+
+    def _decode(self, topic: str, value: bytes) -> Decoded:
+        if topic == self.raw_topic:
+            return decode_raw(value)
+        try:
+            return Decoded([], [], routed_decoder.decode(value), Counter())
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return Decoded([_undecodable(value, f"undecodable keyed record: {exc}")], [], [], Counter())
+
+    async def process(self, records: list[Record], writes: Writes | None = None, early: EventRows | None = None,
+                      prepared: dict[tuple[str, int, int], Decoded] | None = None) -> Writes:  # fmt: skip
         """The batch's rows, dead letters and forwarded items (into ``writes``, or new ones); its
         state changes staged for ``commit``. With ``early``, event rows go to the warehouse as
-        they are made."""
+        they are made; with ``prepared`` (``prepare``'s), records are not decoded again."""
         writes = writes if writes is not None else self.processor.begin()
+        prepared = prepared or {}
         forwarding: dict[int, dict[int, list[Routed]]] = {}
         for position, (topic, partition, offset, value) in enumerate(records):
             if position % YIELD_EVERY == YIELD_EVERY - 1:
@@ -198,20 +240,19 @@ class KeyedStage:
             if offset <= writes.last_offset.get((topic, partition), -1):
                 continue  # already in this batch: counting it twice would add to its rollup rows
             writes.last_offset[(topic, partition)] = offset
+            decoded = prepared.get((topic, partition, offset))
             if topic == self.raw_topic:
                 try:
-                    self._raw(partition, offset, value, writes, forwarding.setdefault(partition, {}))
+                    self._raw(partition, offset, decoded or decode_raw(value), writes,
+                              forwarding.setdefault(partition, {}))  # fmt: skip
                 except Exception as exc:  # a bug, an input nobody foresaw: this record only, never the stage
                     log.exception("a raw record at %s:%s could not be processed", partition, offset)
                     reason = f"worker could not process the raw record: {type(exc).__name__}: {exc}"
                     writes.letters.append(_undecodable(value, reason, time.time()))
                 continue
-            try:
-                items = routed_decoder.decode(value)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                writes.letters.append(_undecodable(value, f"undecodable keyed record: {exc}"))
-                continue
-            for index, item in enumerate(items):
+            decoded = decoded or self._decode(topic, value)
+            writes.letters += decoded.letters
+            for index, item in enumerate(decoded.items):
                 self.processor.process_one(Incoming(partition, offset, item, index), writes)
         self.processor.save_state()
         for partition, by_destination in forwarding.items():
@@ -222,20 +263,28 @@ class KeyedStage:
             ]  # fmt: skip
         return self.processor.finish(writes)
 
-    def _raw(self, partition: int, offset: int, value: bytes, writes: Writes,
+    def _raw(self, partition: int, offset: int, decoded: Decoded, writes: Writes,
              forwarding: dict[int, list[Routed]]) -> None:  # fmt: skip
         """A raw batch: its events of this partition's units processed here, every other item
-        forwarded to its partition (committed with this partition's transaction)."""
-        letters, events = normalize_record(value, writes)
-        writes.letters += letters
+        forwarded to its partition (committed with this partition's transaction). The user and
+        company items of the events processed here go only for those that were new, ``checked``."""
+        writes.letters += decoded.letters
+        for key, count in decoded.normalized.items():
+            writes.normalized[key] += count
+        here: list[CanonicalEvent] = []
+        elsewhere: list[CanonicalEvent] = []
         index = 0
-        for destination, items in by_partition(events, self.partitions).items():
+        for destination, items in events_by_partition(decoded.events, self.partitions).items():
             for item in items:
-                if destination == partition and item.kind == "event":
-                    self.processor.process_one(Incoming(partition, offset, item, index, raw=True), writes)
-                else:  # users and companies always take the keyed topic: their rows' versions are its offsets
+                if destination != partition:  # the topic's partitions differ from the gateway's count
                     forwarding.setdefault(destination, []).append(item)
+                    elsewhere.append(item.event)
+                elif self.processor.process_one(Incoming(partition, offset, item, index, raw=True), writes):
+                    here.append(item.event)
                 index += 1
+        for checked, events in ((True, here), (False, elsewhere)):
+            for destination, items in people(events, self.partitions, checked).items():
+                forwarding.setdefault(destination, []).extend(items)
 
     async def write(self, writes: Writes, early: EventRows | None = None) -> dict[str, int]:
         """The rows to the warehouse (those ``early`` has not written), the dead letters
@@ -342,14 +391,23 @@ def split(items: list[Routed], letters: list[DeadLetter]) -> list[bytes]:
     return split(items[:middle], letters) + split(items[middle:], letters)
 
 
-def normalize_record(value: bytes, writes: Writes) -> tuple[list[DeadLetter], list[CanonicalEvent]]:
-    """One raw record → its canonical events, and dead letters for the rest (counted in
-    ``writes.normalized`` by family and outcome)."""
+class Decoded(NamedTuple):
+    """A record decoded (``KeyedStage.prepare``): a raw batch's dead letters, canonical events and
+    counts by (family, outcome); or a keyed record's items."""
+
+    letters: list[DeadLetter]
+    events: list[CanonicalEvent]
+    items: list[Routed]
+    normalized: Counter[tuple[str, str]]
+
+
+def decode_raw(value: bytes) -> Decoded:
+    """One raw record → its canonical events, and dead letters for the rest."""
     try:
         batch = raw_batch_decoder.decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        writes.normalized[("", "undecodable")] += 1
-        return [_undecodable(value, f"undecodable raw record: {exc}", time.time())], []
+        return Decoded([_undecodable(value, f"undecodable raw record: {exc}", time.time())], [], [],
+                       Counter({("", "undecodable"): 1}))  # fmt: skip
     letters: list[DeadLetter] = []
     canonical: list[CanonicalEvent] = []
     for item in normalize(batch):
@@ -362,6 +420,7 @@ def normalize_record(value: bytes, writes: Writes) -> tuple[list[DeadLetter], li
             ))  # fmt: skip
         else:
             canonical.append(item)
-    writes.normalized[(batch.family, "invalid")] += len(letters)
-    writes.normalized[(batch.family, "in")] += len(canonical)
-    return letters, canonical
+    counts: Counter[tuple[str, str]] = Counter(
+        {(batch.family, "invalid"): len(letters), (batch.family, "in"): len(canonical)}
+    )
+    return Decoded(letters, canonical, [], counts)

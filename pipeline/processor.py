@@ -13,7 +13,9 @@ Effectively once, in three rules:
    the records, so writing them twice writes the same rows (``pipeline.rows``).
 2. **Dedupe by message id** (per org and record kind), remembering the (partition, offset) that
    first carried the id: the same record replayed is not a duplicate, any other copy is —
-   client retries, SDK double sends, the normalize stage re-emitting after a crash.
+   client retries, SDK double sends, the normalize stage re-emitting after a crash. A user or
+   company item of an event deduplicated where it was processed is ``checked`` and needs no
+   entry of its own (``pipeline.records.people``).
 3. **Idempotent state** (``pipeline.state``): replaying an event changes nothing, and "first
    exposure / first conversion" is decided by the record that was first, not by whoever comes.
 
@@ -115,7 +117,7 @@ class Incoming(msgspec.Struct, gc=False):
     record: Routed
     index: int = 0
     """The item's position in its record (a keyed record holds a list of items; a raw batch's
-    items are numbered as ``pipeline.records.by_partition`` lists them)."""
+    events are numbered as ``pipeline.records.events_by_partition`` lists them)."""
     raw: bool = False
     """The record is a raw batch (its source partition is ``RAW_SOURCE + partition``)."""
 
@@ -154,28 +156,44 @@ class Processor:
         for cache in (self._seen, self._units, self._users, self._companies):
             cache.dirty.clear()
 
-    def process_one(self, item: Incoming, writes: Writes) -> None:
-        """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter."""
+    def process_one(self, item: Incoming, writes: Writes) -> bool:
+        """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter.
+        False when the item is a duplicate (and changed nothing). A ``checked`` item was
+        deduplicated as an event already (``pipeline.records.people``)."""
         partition, offset = item.partition, item.offset
         source = (partition + RAW_SOURCE if item.raw else partition, offset, item.index)
         self._partition, self._offset = partition, offset
         kind, event = item.record.kind, item.record.event
         try:
-            if self._duplicate(kind, event, source):
+            if not item.record.checked and self._duplicate(kind, event, source):
                 if kind == "event":
                     writes.duplicates[event.family] += 1
-                return
+                return False
             self._kinds[kind](event, source, writes)
         except Exception as exc:  # a bug or an input nobody foresaw: this item only
             reason = f"worker could not process the {kind}: {type(exc).__name__}: {exc}"
             writes.letters.append(letter(event, reason, f"keyed:{partition}:{offset}:{item.index}"))
+        return True
 
     def finish(self, writes: Writes) -> Writes:
-        """Build the unit rows, once per unit and experiment, from its state at the end of the batch."""
+        """Build the unit, user and company rows, once per unit and experiment, user or company,
+        from its state at the end of the batch (a user's version: the offset of its last item)."""
         for (org_id, experiment, unit_key), (event, unit) in writes.touched_units.items():
             unit_row = _unit_row(event, experiment, unit, unit.version)
             writes.units[(org_id, experiment, unit_row.variant_id, unit_key)] = unit_row
+        for (org_id, user_id), (user, offset) in writes.touched_users.items():
+            writes.users[(org_id, user_id)] = UserRow(
+                org_id, user_id, _time(user.first_seen), _time(user.last_seen), _encode(plain_traits(user.traits)),
+                list(user.companies), offset,
+            )  # fmt: skip
+        for (org_id, company_id), (company, offset) in writes.touched_companies.items():
+            writes.companies[(org_id, company_id)] = CompanyRow(
+                org_id, company_id, _time(company.first_seen), _time(company.last_seen),
+                _encode(plain_traits(company.traits)), offset,
+            )  # fmt: skip
         writes.touched_units.clear()
+        writes.touched_users.clear()
+        writes.touched_companies.clear()
         return writes
 
     def _duplicate(self, kind: str, event: CanonicalEvent, source: Source) -> bool:
@@ -267,10 +285,7 @@ class Processor:
         if event.type == "group":
             user.join(event.group_id)
         self._users.put(key, user, self._partition)
-        writes.users[(event.org_id, event.user_id)] = UserRow(
-            event.org_id, event.user_id, _time(user.first_seen), _time(user.last_seen),
-            _encode(plain_traits(user.traits)), list(user.companies), self._offset,
-        )  # fmt: skip
+        writes.touched_users[(event.org_id, event.user_id)] = (user, self._offset)
 
     def _company(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
         key = f"{event.org_id}\x00{event.group_id}"
@@ -279,10 +294,7 @@ class Processor:
         company.touch(at)
         writes.capped["traits"] += merge_traits(company.traits, _object(event.traits), at)
         self._companies.put(key, company, self._partition)
-        writes.companies[(event.org_id, event.group_id)] = CompanyRow(
-            event.org_id, event.group_id, _time(company.first_seen), _time(company.last_seen),
-            _encode(plain_traits(company.traits)), self._offset,
-        )  # fmt: skip
+        writes.touched_companies[(event.org_id, event.group_id)] = (company, self._offset)
 
     def _rollup(
         self, writes: Writes, event: CanonicalEvent, source: Source, kind: str, experiment: str, variant: str

@@ -33,6 +33,9 @@ Kind = Literal["event", "user", "company"]
 class Routed(msgspec.Struct, array_like=True, gc=False):
     kind: Kind
     event: CanonicalEvent
+    checked: bool = False
+    """A user or company item of an event its own partition has already deduplicated: it is
+    applied without a dedupe lookup of its own (see :func:`people`)."""
 
 
 def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
@@ -50,25 +53,46 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, list[Routed]]:
-    """The items of one raw batch, grouped by partition, in the batch's order.
+    """Every item of ``events`` (a raw batch's), grouped by partition: the events, in the
+    batch's order, then the users' and companies' items (:func:`people`)."""
+    out = events_by_partition(events, partitions)
+    for partition, items in people(events, partitions).items():
+        out.setdefault(partition, []).extend(items)
+    return out
 
-    A user's items are what changes the user: every ``identify`` and ``group``, and of its other
-    events only the earliest and the latest — touching a user only widens its first/last seen,
-    which the batch's extremes decide alone (a duplicate among them carries the time its first
-    copy already applied). One user item per batch instead of one per event."""
+
+def events_by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, list[Routed]]:
+    """The events' items grouped by their units' partitions, in the batch's order."""
     out: dict[int, list[Routed]] = {}
     units: dict[tuple[str, str], list[Routed]] = {}  # a batch is mostly one unit's: route it once
-    touches: dict[tuple[str, str], tuple[CanonicalEvent, CanonicalEvent]] = {}
     for event in events:
         unit = (event.org_id, event.unit_key)
         items = units.get(unit)
         if items is None:
             items = units[unit] = out.setdefault(partition_of(unit_route(*unit), partitions), [])
         items.append(Routed("event", event))
+    return out
+
+
+def people(events: list[CanonicalEvent], partitions: int, checked: bool = False) -> dict[int, list[Routed]]:
+    """The user and company items of ``events``, grouped by partition.
+
+    A user's items are what changes the user: every ``identify`` and ``group``, and of its other
+    events only the earliest and the latest — touching a user only widens its first/last seen,
+    which the batch's extremes decide alone. One user item per batch instead of one per event.
+
+    ``checked``: the events are new, deduplicated where they were processed. Every rule a user or
+    company item applies is idempotent and independent of order (first/last seen, traits by
+    time, company membership), and a keyed record is applied exactly once (its offset commits
+    with the state), so such items need no dedupe entry of their own at their destination: a
+    duplicate event never sends one. Items of events forwarded unprocessed are not checked."""
+    out: dict[int, list[Routed]] = {}
+    touches: dict[tuple[str, str], tuple[CanonicalEvent, CanonicalEvent]] = {}
+    for event in events:
         if event.user_id:
             if event.type in ("identify", "group"):
                 key = user_route(event.org_id, event.user_id)
-                out.setdefault(partition_of(key, partitions), []).append(Routed("user", event))
+                out.setdefault(partition_of(key, partitions), []).append(Routed("user", event, checked))
             else:
                 user = (event.org_id, event.user_id)
                 earliest, latest = touches.get(user, (event, event))
@@ -78,10 +102,10 @@ def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, lis
                 )
         if event.type == "group" and event.group_id:
             key = company_route(event.org_id, event.group_id)
-            out.setdefault(partition_of(key, partitions), []).append(Routed("company", event))
+            out.setdefault(partition_of(key, partitions), []).append(Routed("company", event, checked))
     for (org_id, user_id), (earliest, latest) in touches.items():
         items = out.setdefault(partition_of(user_route(org_id, user_id), partitions), [])
-        items += [Routed("user", e) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
+        items += [Routed("user", e, checked) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.state import UnitState
+from pipeline.state import CompanyState, UnitState, UserState
 from sluice.envelope import DeadLetter
 
 
@@ -94,6 +94,9 @@ class Writes:
     units: dict[tuple[str, str, str, str], UnitRow] = field(default_factory=dict)
     touched_units: dict[tuple[str, str, str], tuple[CanonicalEvent, UnitState]] = field(default_factory=dict)
     """(org, experiment, unit) → the batch's last event for it and the unit: rows built in ``finish``."""
+    touched_users: dict[tuple[str, str], tuple[UserState, int]] = field(default_factory=dict)
+    """(org, user) → the user and the offset of the batch's last item for it (its row's version)."""
+    touched_companies: dict[tuple[str, str], tuple[CompanyState, int]] = field(default_factory=dict)
     rollups: dict[tuple[Any, ...], RollupRow] = field(default_factory=dict)
     duplicates: Counter[str] = field(default_factory=Counter)
     capped: Counter[str] = field(default_factory=Counter)

@@ -6,7 +6,8 @@
    deduplicated, attributed and rolled up here, and every other item is forwarded to its own
    partition through the keyed topic. State, forwarded items and consumed offsets are committed
    per partition in fenced Kafka transactions. Partition p of the raw topic and of the keyed
-   topic are one unit of work (the range assignor gives both to the same member).
+   topic are one unit of work (the range assignor gives both to the same member). A batch's
+   write and commit run while the next batch is decoded (``Worker._keyed``).
 2. ``dead_letters`` (DLQ topic → ``dlq`` table), for ``sluice dlq list`` and ``replay``.
 
 **No input stops a stage.** An event, record or row that fails anywhere becomes a dead letter
@@ -33,7 +34,7 @@ import signal
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -46,6 +47,7 @@ from pipeline.keyed import Fencing, KeyedStage, Record, stores_on
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.retry import retrying
+from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
@@ -108,6 +110,8 @@ class Worker:
         """Raw partitions assigned without their keyed twin, warned about (once per assignment)."""
         self.fenced_until: dict[int, float] = {}
         """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
+        self.tail: Tail | None = None
+        """The last batch's write and commit, in flight while the next batch is decoded."""
         self.stopping = asyncio.Event()
         self.intake = Intake(self.consumer, settings.sink_batch_rows, settings.sink_batch_seconds, self.stopping)
         self.query_token = query_token(settings.query_token, settings.home, create=not settings.clickhouse_url)
@@ -124,8 +128,16 @@ class Worker:
             while not self.stopping.is_set():
                 records = await self.intake.take()
                 async with self.lock:
+                    if self.tail is not None and (self.tail.task.done() or not any(records.values())):
+                        await self._settle()  # its outcome and figures, not left for the next batch
                     await self._step(records)
+            async with self.lock:
+                await self._settle()  # the last batch commits before this worker leaves the group
         finally:  # no batch is in hand here; leaving the group calls the revocation listener
+            if self.tail is not None:  # stopped midway: whatever it did not commit goes again
+                self.tail.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.tail.task
             await self.consumer.stop()
             await self.fencing.close()
             await self.producer.stop()
@@ -152,6 +164,7 @@ class Worker:
 
     async def _rewind(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Put the consumer back at the first record of each partition (nothing was committed)."""
+        await self._settle()  # the batch before, still committing, first
         lost: set[int] = set()
         for tp, messages in records.items():
             self._seek(tp, messages[0].offset)
@@ -183,8 +196,21 @@ class Worker:
     # --- keyed ----------------------------------------------------------------------------------
 
     async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """A batch of the keyed stage, in two halves that overlap those of the batches beside it:
+
+        1. decode it (``KeyedStage.prepare``: no state) while the previous batch's rows are
+           written and its transactions committed (``self.tail``); wait for those, then take their
+           outcome (partitions lost, a failure: ``_settle``);
+        2. make sure of each partition (fencing, catching up, positions), process the batch
+           against the state the previous one committed, and start its own write and commit.
+
+        State is never read before the batch that changed it has committed, so a commit that fails
+        leaves nothing behind: its partition's records are taken again, as before."""
+        prepared = await self.keyed.prepare(
+            [(tp.topic, tp.partition, m.offset, m.value) for tp, messages in records.items() for m in messages]
+        )  # fmt: skip
+        await self._settle()
         batch: list[Record] = []
-        firsts = {tp: messages[0].offset for tp, messages in records.items()}
         assigned = self.consumer.assignment()
         takeable: list[tuple[TopicPartition, list[Any]]] = []
         # keyed before raw: a partition taken over is positioned for both before either is used
@@ -213,20 +239,43 @@ class Worker:
             return
         self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
         started = time.perf_counter()
-        writes, written, lost = await self.keyed.run(batch)
+        writes, early = self.keyed.begin()
+        try:
+            await self.keyed.process(batch, writes, early, prepared)
+        except BaseException:
+            await early.abandon()
+            raise
+        self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, started)
+
+    async def _settle(self) -> None:
+        """Wait for the last batch's write and commit, and take their outcome: partitions lost are
+        let go (their records fetched again if they stay here); a failure is a failed step."""
+        tail, self.tail = self.tail, None
+        if tail is None:
+            return
+        try:
+            written, lost = await tail.task
+        except Exception:
+            log.exception("the keyed stage failed; it goes on with the same records")
+            self.metrics.restarts.labels("keyed").inc()
+            await self._rewind(tail.records)
+            await asyncio.sleep(RESTART_PAUSE)
+            return
+        firsts = {tp: messages[0].offset for tp, messages in tail.records.items()}
         for partition, fenced in lost.items():
             await self._lose(partition, rewind={tp: o for tp, o in firsts.items() if tp.partition == partition})
             if fenced:
                 self.metrics.fenced.inc()
                 self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
-        for tp, messages in records.items():
+        for tp, messages in tail.records.items():
             self.metrics.position(tp, messages[-1].offset)
+        writes = tail.writes
         for cap, count in writes.capped.items():
             self.metrics.capped.labels(cap).inc(count)
         for (family, outcome), count in writes.normalized.items():
             if count:
                 self.metrics.events.labels("normalize", outcome, family, "" if outcome == "in" else outcome).inc(count)
-        self.metrics.sunk(writes, written, time.perf_counter() - started, time.time())
+        self.metrics.sunk(writes, written, time.perf_counter() - tail.started, time.time())
 
     async def _take_on(self, partitions: set[int]) -> None:
         """Fence the earlier owners of the partitions not owned yet, and catch their state up,
@@ -343,6 +392,15 @@ class Worker:
         return web.Response(body=out, content_type="text/plain")
 
 
+class Tail(NamedTuple):
+    """A processed batch's write and commit, in flight (``Worker._keyed``)."""
+
+    task: asyncio.Task[tuple[dict[str, int], dict[int, bool]]]
+    records: dict[TopicPartition, list[Any]]
+    writes: Writes
+    started: float
+
+
 class Intake:
     """The consumer's records, a step's worth at a time (``take``)."""
 
@@ -416,6 +474,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # The batch in hand commits (or fails) first; from then on another worker may own these
         # partitions, so this one fences and catches up again before it takes them back.
         async with self.worker.lock:
+            await self.worker._settle()
             for partition in sorted({tp.partition for tp in revoked if tp.topic != self.worker.settings.dlq_topic}):
                 if partition in self.worker.owned:
                     await self.worker._lose(partition)

@@ -269,3 +269,40 @@ def test_a_dead_letter_too_large_for_kafka_keeps_the_start_of_its_payload() -> N
     assert len(record) < MAX_RECORD_BYTES
     letter = msgspec.json.decode(record, type=DeadLetter)
     assert letter.reason.startswith("eventName is required (payload of 1,600,") and len(bytes(letter.payload)) > 60_000
+
+
+async def test_a_raw_batch_forwards_its_new_events_users_checked_and_nothing_for_a_duplicate(tmp_path: Any) -> None:
+    from pipeline.keyed import KeyedStage, stores_on
+    from pipeline.records import decoder as routed_decoder
+    from pipeline.records import encoder as routed_encoder
+    from pipeline.statestore import StateStore
+    from sluice.envelope import encoder
+    from tests.builders import solute_event
+    from tests.test_normalize import family_batch
+
+    state = StateStore(tmp_path / "state", "t.state", "127.0.0.1:1")
+    processor = Processor(stores_on(state, lambda cap: None), "t.keyed", raw_topic="t.raw")
+    stage = KeyedStage(state, processor, None, None, "t.keyed", None, "t.raw", 1)  # type: ignore[arg-type]
+    first = family_batch("solute", "/api/events", solute_event(messageId="m1", userId="u1"))
+    again = family_batch(  # an SDK's retry of m1, and a new event
+        "solute", "/api/events", solute_event(messageId="m1", userId="u1"), solute_event(messageId="m2", userId="u2")
+    )  # fmt: skip
+    raw = [("t.raw", 0, 0, encoder.encode(first)), ("t.raw", 0, 1, encoder.encode(again))]
+    writes = await stage.process(raw, prepared=await stage.prepare(raw))
+    assert len(writes.events) == 2 and writes.duplicates["solute"] == 1
+    [(_, record)] = writes.forward[0]
+    items = routed_decoder.decode(record)
+    assert [(i.kind, i.event.message_id, i.checked) for i in items] == [("user", "m1", True), ("user", "m2", True)]
+    state.pending.clear()
+
+    # checked: applied without a dedupe entry of its own; unchecked (an event forwarded
+    # unprocessed): deduplicated at its destination, so its copy changes nothing
+    writes = await stage.process([("t.keyed", 0, 0, record)])
+    staged = dict(state.pending[0])
+    assert b"user\x00acme\x00u1" in staged and b"user\x00acme\x00u2" in staged
+    assert not any(key.startswith(b"seen\x00user") for key in staged)
+    assert writes.users[("acme", "u2")].version == 0
+    unchecked = routed_encoder.encode([msgspec.structs.replace(items[0], checked=False)])
+    writes = await stage.process([("t.keyed", 0, 1, unchecked), ("t.keyed", 0, 2, unchecked)])
+    assert [key for key, _ in state.pending[0] if key.startswith(b"seen\x00user")] == [b"seen\x00user\x00acme\x00m1"]
+    assert writes.users[("acme", "u1")].version == 1  # the second copy was a duplicate
