@@ -81,11 +81,12 @@ def people(events: list[CanonicalEvent], partitions: int, checked: bool = False)
     events only the earliest and the latest — touching a user only widens its first/last seen,
     which the batch's extremes decide alone. One user item per batch instead of one per event.
 
-    ``checked``: the events are new, deduplicated where they were processed. Every rule a user or
-    company item applies is idempotent and independent of order (first/last seen, traits by
-    time, company membership), and a keyed record is applied exactly once (its offset commits
-    with the state), so such items need no dedupe entry of their own at their destination: a
-    duplicate event never sends one. Items of events forwarded unprocessed are not checked."""
+    ``checked``: the events are new, deduplicated where they were processed, so a duplicate
+    event sends no item at all. Such items need no dedupe entry of their own at their
+    destination because every rule they apply is idempotent and independent of order (first/last
+    seen, traits by time, company membership): an item applied twice — a replay, or a copy of the
+    event that came by another partition — changes nothing the first did not. Items of events
+    forwarded unprocessed are not checked: their destination deduplicates them."""
     out: dict[int, list[Routed]] = {}
     touches: dict[tuple[str, str], tuple[CanonicalEvent, CanonicalEvent]] = {}
     for event in events:

@@ -38,6 +38,10 @@ class WarehouseSink:
     def __init__(self, warehouse: Warehouse, retry: Backoff = DEFAULT_BACKOFF) -> None:
         self.warehouse = warehouse
         self.retry = retry
+        self.lock = asyncio.Lock()
+        """One insert at a time: a batch's write goes on beside the next batch and the dead-letter
+        stage (``pipeline.worker``), and a ClickHouse server refuses a second query in a session
+        that is busy (clickhouse-connect's client has one session)."""
 
     async def write(self, writes: Writes, early: EventRows | None = None) -> tuple[dict[str, int], list[DeadLetter]]:
         """Write every non-empty table (the events ``early`` has not written yet); returns rows
@@ -72,8 +76,9 @@ class WarehouseSink:
 
     async def _insert(self, table: str, rows: bytes) -> None:
         """One insert, waiting out unavailability; raises ``WarehouseError`` when rejected."""
-        await retrying(f"insert into {table}", lambda: asyncio.to_thread(self.warehouse.insert_json, table, rows),
-                       (WarehouseUnavailable,), self.retry)  # fmt: skip
+        async with self.lock:
+            await retrying(f"insert into {table}", lambda: asyncio.to_thread(self.warehouse.insert_json, table, rows),
+                           (WarehouseUnavailable,), self.retry)  # fmt: skip
 
 
 class EventRows:

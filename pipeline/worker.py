@@ -48,7 +48,7 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.retry import retrying
 from pipeline.rows import Writes
-from pipeline.sink import WarehouseSink
+from pipeline.sink import EventRows, WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.warehouse.formats import output_format
@@ -112,6 +112,9 @@ class Worker:
         """Keyed partitions whose producer was fenced: not taken back before then, unless assigned."""
         self.tail: Tail | None = None
         """The last batch's write and commit, in flight while the next batch is decoded."""
+        self.retake: dict[int, dict[TopicPartition, int]] = {}
+        """Partitions let go after a failed commit (``_settle``), each with the offsets its topic
+        partitions are fetched again from: records of them in hand are not processed."""
         self.stopping = asyncio.Event()
         self.intake = Intake(self.consumer, settings.sink_batch_rows, settings.sink_batch_seconds, self.stopping)
         self.query_token = query_token(settings.query_token, settings.home, create=not settings.clickhouse_url)
@@ -128,16 +131,19 @@ class Worker:
             while not self.stopping.is_set():
                 records = await self.intake.take()
                 async with self.lock:
-                    if self.tail is not None and (self.tail.task.done() or not any(records.values())):
-                        await self._settle()  # its outcome and figures, not left for the next batch
+                    if self.retake or (self.tail is not None and (self.tail.task.done() or not any(records.values()))):
+                        records = await self._settled(records)  # its outcome and figures, not left for later
                     await self._step(records)
             async with self.lock:
                 await self._settle()  # the last batch commits before this worker leaves the group
-        finally:  # no batch is in hand here; leaving the group calls the revocation listener
+        finally:
             if self.tail is not None:  # stopped midway: whatever it did not commit goes again
-                self.tail.task.cancel()
+                tail, self.tail = self.tail, None
+                tail.task.cancel()
                 with contextlib.suppress(BaseException):
-                    await self.tail.task
+                    await tail.task
+                with contextlib.suppress(BaseException):
+                    await tail.early.abandon()  # if the task was cancelled before it ran
             await self.consumer.stop()
             await self.fencing.close()
             await self.producer.stop()
@@ -154,8 +160,8 @@ class Worker:
             if not taken:
                 continue
             try:
-                await stage(taken)
-                self.metrics.progress.labels(name).set(time.time())
+                if await stage(taken):
+                    self.metrics.progress.labels(name).set(time.time())
             except Exception:  # the step failed as a whole: take its records again, after a pause
                 log.exception("the %s stage failed; it goes on with the same records", name)
                 self.metrics.restarts.labels(name).inc()
@@ -164,7 +170,7 @@ class Worker:
 
     async def _rewind(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Put the consumer back at the first record of each partition (nothing was committed)."""
-        await self._settle()  # the batch before, still committing, first
+        records = await self._settled(records)  # the batch before, still committing, first
         lost: set[int] = set()
         for tp, messages in records.items():
             self._seek(tp, messages[0].offset)
@@ -195,7 +201,7 @@ class Worker:
 
     # --- keyed ----------------------------------------------------------------------------------
 
-    async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
+    async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> bool:
         """A batch of the keyed stage, in two halves that overlap those of the batches beside it:
 
         1. decode it (``KeyedStage.prepare``: no state) while the previous batch's rows are
@@ -205,11 +211,13 @@ class Worker:
            against the state the previous one committed, and start its own write and commit.
 
         State is never read before the batch that changed it has committed, so a commit that fails
-        leaves nothing behind: its partition's records are taken again, as before."""
+        leaves nothing behind: its partitions are let go and their records taken again, from the
+        failed batch's first ones (``_settled``). Returns whether
+        the stage made progress (its own step is finished when its tail is, in ``_settle``)."""
         prepared = await self.keyed.prepare(
             [(tp.topic, tp.partition, m.offset, m.value) for tp, messages in records.items() for m in messages]
         )  # fmt: skip
-        await self._settle()
+        records = await self._settled(records)
         batch: list[Record] = []
         assigned = self.consumer.assignment()
         takeable: list[tuple[TopicPartition, list[Any]]] = []
@@ -236,7 +244,7 @@ class Worker:
             if await self._own(tp, messages[0].offset):
                 batch += [(tp.topic, tp.partition, m.offset, m.value) for m in messages]
         if not batch:
-            return
+            return True
         self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
         started = time.perf_counter()
         writes, early = self.keyed.begin()
@@ -245,28 +253,62 @@ class Worker:
         except BaseException:
             await early.abandon()
             raise
-        self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, started)
+        self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, early, started)
+        return False
+
+    async def _settled(self, records: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """``_settle``, and ``records`` without those of the partitions let go since they were
+        fetched (``self.retake``): each such partition is fetched again from the earliest of its
+        failed batch's first record and these, and ``_own`` then checks the committed offset."""
+        await self._settle()
+        if not self.retake:
+            return records
+        retake, self.retake = self.retake, {}
+        kept = {}
+        for tp, messages in records.items():
+            rewind = None if tp.topic == self.settings.dlq_topic else retake.get(tp.partition)
+            if rewind is None:
+                kept[tp] = messages
+            elif messages:
+                self._seek(tp, min(rewind.get(tp, messages[0].offset), messages[0].offset))
+        return kept
 
     async def _settle(self) -> None:
-        """Wait for the last batch's write and commit, and take their outcome: partitions lost are
-        let go (their records fetched again if they stay here); a failure is a failed step."""
+        """Wait for the last batch's write and commit, and take their outcome: the partitions lost,
+        or all of the batch's when it failed (a failed step), are let go, fetched again from the
+        batch's first records and noted in ``self.retake`` (see ``_settled``)."""
         tail, self.tail = self.tail, None
         if tail is None:
             return
+        firsts = {tp: messages[0].offset for tp, messages in tail.records.items()}
         try:
             written, lost = await tail.task
         except Exception:
             log.exception("the keyed stage failed; it goes on with the same records")
             self.metrics.restarts.labels("keyed").inc()
-            await self._rewind(tail.records)
+            for partition in {tp.partition for tp in tail.records}:
+                await self._let_go(partition, firsts)
             await asyncio.sleep(RESTART_PAUSE)
             return
-        firsts = {tp: messages[0].offset for tp, messages in tail.records.items()}
         for partition, fenced in lost.items():
-            await self._lose(partition, rewind={tp: o for tp, o in firsts.items() if tp.partition == partition})
+            await self._let_go(partition, firsts)
             if fenced:
                 self.metrics.fenced.inc()
                 self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
+        self.metrics.progress.labels("keyed").set(time.time())
+        self._count(tail, written)
+
+    async def _let_go(self, partition: int, firsts: dict[TopicPartition, int]) -> None:
+        """``_lose`` a partition of a failed batch, which is fetched again from its first records;
+        a failure to let go is logged (the partition is fenced again before its next use)."""
+        rewind = {tp: offset for tp, offset in firsts.items() if tp.partition == partition}
+        self.retake.setdefault(partition, {}).update(rewind)
+        try:
+            await self._lose(partition, rewind=rewind)
+        except Exception:
+            log.exception("letting partition %s go failed", partition)
+
+    def _count(self, tail: Tail, written: dict[str, int]) -> None:
         for tp, messages in tail.records.items():
             self.metrics.position(tp, messages[-1].offset)
         writes = tail.writes
@@ -341,7 +383,7 @@ class Worker:
 
     # --- dead letters ---------------------------------------------------------------------------
 
-    async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> None:
+    async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> bool:
         rows = [
             row for tp, messages in records.items() for m in messages
             if (row := _dlq_row(tp.topic, tp.partition, m.offset, m.value)) is not None
@@ -351,6 +393,7 @@ class Worker:
                 log.error("the warehouse rejected a dead letter %s: %s", row.id, reason)
                 self.metrics.dead_letters.labels("dead_letters", "dropped").inc()
         await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
+        return True
 
     # --- web ------------------------------------------------------------------------------------
 
@@ -398,6 +441,7 @@ class Tail(NamedTuple):
     task: asyncio.Task[tuple[dict[str, int], dict[int, bool]]]
     records: dict[TopicPartition, list[Any]]
     writes: Writes
+    early: EventRows
     started: float
 
 

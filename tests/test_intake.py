@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline.worker import Intake
+from pipeline.warehouse import Warehouse
+from pipeline.worker import Intake, Tail, Worker
 from sluice.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -85,3 +87,36 @@ async def test_a_step_over_its_period_takes_what_is_there_at_once_and_nothing_wa
     records = await intake.take()
     assert time.monotonic() - started < 0.5 * PERIOD
     assert sum(len(m) for m in records.values()) > 0
+
+
+@pytest.mark.clickhouse
+async def test_a_failed_commit_lets_its_partitions_go_and_its_next_records_wait(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    """A batch's write and commit run beside the next batch (``Worker._keyed``). When they fail —
+    even after Kafka took a partition's transaction — the batch's partitions are let go and
+    fetched again from the batch's first records; their records already in hand follow those
+    and are not processed now (``_own`` checks the committed offset before any is)."""
+    worker = Worker(settings, warehouse)
+    sought: list[tuple[TopicPartition, int]] = []
+    worker._seek = lambda tp, offset: sought.append((tp, offset))  # type: ignore[method-assign]
+    raw0, keyed0, raw1 = (TopicPartition(settings.raw_topic, 0), TopicPartition(settings.keyed_topic, 0),
+                          TopicPartition(settings.raw_topic, 1))  # fmt: skip
+    letters = TopicPartition(settings.dlq_topic, 0)
+
+    async def conclude() -> tuple[dict[str, int], dict[int, bool]]:
+        raise OSError("the state store's disk is full")
+
+    writes, early = worker.keyed.begin()
+    worker.owned = {0, 1}
+    worker.tail = Tail(asyncio.create_task(conclude()), {raw0: [at(10), at(11)]}, writes, early, 0.0)
+    in_hand = {raw0: [at(12)], keyed0: [at(5)], raw1: [at(7)], letters: [at(3)]}
+    assert await worker._settled(in_hand) == {raw1: [at(7)], letters: [at(3)]}
+    assert worker.owned == {1} and worker.tail is None and worker.retake == {}
+    assert set(sought) == {(raw0, 10), (keyed0, 5)}  # never ahead of the failed batch's first record
+    for close in (worker.consumer.stop, worker.producer.stop, worker.state.stop):
+        await close()
+
+
+def at(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, value=b"")

@@ -45,6 +45,7 @@ TRANSIENT_CODES = frozenset({
     241,  # MEMORY_LIMIT_EXCEEDED
     242,  # TABLE_IS_READ_ONLY
     252,  # TOO_MANY_PARTS (merges behind: back off)
+    373,  # SESSION_IS_LOCKED (a query of the same session still running)
     285,  # TOO_FEW_LIVE_REPLICAS
     319,  # UNKNOWN_STATUS_OF_INSERT
     425,  # SYSTEM_ERROR
