@@ -61,7 +61,7 @@ class WorkerMetrics:
             "Batches dropped because another worker took their partition over (fencing)", registry=self.registry,
         )  # fmt: skip
         self.progress = Gauge(
-            "sluice_worker_stage_progress_timestamp_seconds", "When a stage last finished a step",
+            "sluice_worker_stage_progress_timestamp_seconds", "When a stage last committed a step's records",
             ["stage"], registry=self.registry,
         )  # fmt: skip
         self._positions: dict[Any, int] = {}

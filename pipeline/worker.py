@@ -160,8 +160,7 @@ class Worker:
             if not taken:
                 continue
             try:
-                if await stage(taken):
-                    self.metrics.progress.labels(name).set(time.time())
+                await stage(taken)  # each stage moves its progress gauge when its records are committed
             except Exception:  # the step failed as a whole: take its records again, after a pause
                 log.exception("the %s stage failed; it goes on with the same records", name)
                 self.metrics.restarts.labels(name).inc()
@@ -201,7 +200,7 @@ class Worker:
 
     # --- keyed ----------------------------------------------------------------------------------
 
-    async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> bool:
+    async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
         """A batch of the keyed stage, in two halves that overlap those of the batches beside it:
 
         1. decode it (``KeyedStage.prepare``: no state) while the previous batch's rows are
@@ -212,8 +211,7 @@ class Worker:
 
         State is never read before the batch that changed it has committed, so a commit that fails
         leaves nothing behind: its partitions are let go and their records taken again, from the
-        failed batch's first ones (``_settled``). Returns whether
-        the stage made progress (its own step is finished when its tail is, in ``_settle``)."""
+        failed batch's first ones (``_settled``)."""
         prepared = await self.keyed.prepare(
             [(tp.topic, tp.partition, m.offset, m.value) for tp, messages in records.items() for m in messages]
         )  # fmt: skip
@@ -244,7 +242,7 @@ class Worker:
             if await self._own(tp, messages[0].offset):
                 batch += [(tp.topic, tp.partition, m.offset, m.value) for m in messages]
         if not batch:
-            return True
+            return
         self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
         started = time.perf_counter()
         writes, early = self.keyed.begin()
@@ -254,7 +252,6 @@ class Worker:
             await early.abandon()
             raise
         self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, early, started)
-        return False
 
     async def _settled(self, records: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
         """``_settle``, and ``records`` without those of the partitions let go since they were
@@ -295,7 +292,8 @@ class Worker:
             if fenced:
                 self.metrics.fenced.inc()
                 self.fenced_until[partition] = time.monotonic() + FENCED_WAIT
-        self.metrics.progress.labels("keyed").set(time.time())
+        if any(tp.partition not in lost for tp in tail.records):  # a batch committed: progress
+            self.metrics.progress.labels("keyed").set(time.time())
         self._count(tail, written)
 
     async def _let_go(self, partition: int, firsts: dict[TopicPartition, int]) -> None:
@@ -383,7 +381,7 @@ class Worker:
 
     # --- dead letters ---------------------------------------------------------------------------
 
-    async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> bool:
+    async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> None:
         rows = [
             row for tp, messages in records.items() for m in messages
             if (row := _dlq_row(tp.topic, tp.partition, m.offset, m.value)) is not None
@@ -393,7 +391,7 @@ class Worker:
                 log.error("the warehouse rejected a dead letter %s: %s", row.id, reason)
                 self.metrics.dead_letters.labels("dead_letters", "dropped").inc()
         await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
-        return True
+        self.metrics.progress.labels("dead_letters").set(time.time())
 
     # --- web ------------------------------------------------------------------------------------
 
