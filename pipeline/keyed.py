@@ -83,16 +83,12 @@ class KindStore(Generic[T]):
     def set_all(self, values: dict[str, tuple[T, int]]) -> None:
         """Stage the values for the commit, each in its key's partition."""
         encode, prefix, pending = encoder.encode, self.prefix, self.state.pending  # a batch's every new id
-        staged: list[tuple[bytes, bytes | None]] = []
-        staged_partition = -1
         for key, (value, partition) in values.items():
             encoded = encode(value)
             if len(encoded) > MAX_STATE_VALUE:
                 self.refused("state_value")
                 continue
-            if partition != staged_partition:
-                staged, staged_partition = pending.setdefault(partition, []), partition
-            staged.append((prefix + key.encode(), encoded))  # StateStore.put, without a call per key
+            pending.setdefault(partition, []).append((prefix + key.encode(), encoded))  # StateStore.put, inlined
 
 
 def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:
