@@ -42,6 +42,15 @@ class CanonicalEvent(msgspec.Struct, kw_only=True, gc=False):
     """Things an analyst should know, e.g. ``future_timestamp``."""
 
 
+class Invalid(msgspec.Struct, gc=False):
+    """An event that could not become a canonical event: its index in the request, why, and its
+    bytes (a dead letter's content)."""
+
+    index: int
+    reason: str
+    payload: msgspec.Raw
+
+
 def to_rows(events: list[CanonicalEvent]) -> bytes:
     """JSONEachRow bytes for the ``events`` table: the structs as they are, the JSON columns as
     objects, which the warehouse stores as their text (``input_format_json_read_objects_as_strings``)."""

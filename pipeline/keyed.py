@@ -37,8 +37,8 @@ from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
-from pipeline.processor import Incoming, Processor, Stores, letter
-from pipeline.records import Routed, events_by_partition, people
+from pipeline.processor import Processor, Stores, letter
+from pipeline.records import Incoming, Routed, events_by_partition, people
 from pipeline.records import decoder as routed_decoder
 from pipeline.records import encoder as routed_encoder
 from pipeline.retry import DEFAULT_BACKOFF, Backoff

@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.records import Routed
+from pipeline.records import Incoming
 from pipeline.rows import AliasRow, CompanyRow, RollupRow, UnitRow, UserRow, Writes
 from pipeline.state import (
     MAX_EXPERIMENTS,
@@ -109,17 +109,6 @@ class WriteBack(Generic[T]):
     def flush(self) -> None:
         self.store.set_all(self.dirty)
         self.dirty.clear()
-
-
-class Incoming(msgspec.Struct, gc=False):
-    partition: int
-    offset: int
-    record: Routed
-    index: int = 0
-    """The item's position in its record (a keyed record holds a list of items; a raw batch's
-    events are numbered as ``pipeline.records.events_by_partition`` lists them)."""
-    raw: bool = False
-    """The record is a raw batch (its source partition is ``RAW_SOURCE + partition``)."""
 
 
 # --- processing ---------------------------------------------------------------------------------

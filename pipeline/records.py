@@ -38,6 +38,17 @@ class Routed(msgspec.Struct, array_like=True, gc=False):
     applied without a dedupe lookup of its own (see :func:`people`)."""
 
 
+class Incoming(msgspec.Struct, gc=False):
+    partition: int
+    offset: int
+    record: Routed
+    index: int = 0
+    """The item's position in its record (a keyed record holds a list of items; a raw batch's
+    events are numbered as ``pipeline.records.events_by_partition`` lists them)."""
+    raw: bool = False
+    """The record is a raw batch (its source partition is ``RAW_SOURCE + partition``)."""
+
+
 def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
     """The keyed records for one canonical event."""
     out = [(unit_route(event.org_id, event.unit_key), Routed("event", event))]

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
-from pipeline.canonical import CanonicalEvent
+from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize import halo, solute, traffical, xaiku
-from pipeline.normalize.common import Invalid
 from sluice.envelope import RawBatch
 
 log = logging.getLogger("sluice.worker")

@@ -15,12 +15,6 @@ SESSION_ID_MAX = 200
 EMPTY = msgspec.Raw(b"{}")
 
 
-class Invalid(msgspec.Struct):
-    index: int
-    reason: str
-    payload: msgspec.Raw
-
-
 PAST_WINDOW = timedelta(days=5 * 365)
 FUTURE_TOLERANCE = timedelta(days=1)
 """Event times are trusted from ``received_at − PAST_WINDOW`` to ``received_at + FUTURE_TOLERANCE``

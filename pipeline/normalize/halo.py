@@ -11,9 +11,8 @@ from typing import Any
 
 import msgspec
 
-from pipeline.canonical import CanonicalEvent
+from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize.common import (
-    Invalid,
     as_json,
     decode_object,
     event_time,

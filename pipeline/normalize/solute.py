@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from pipeline.canonical import CanonicalEvent
+from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize.common import (
     SESSION_ID_MAX,
-    Invalid,
     as_json,
     decode_event,
     event_time,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.canonical import CanonicalEvent
+from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize.common import (
-    Invalid,
     as_json,
     decode_event,
     event_time,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.canonical import CanonicalEvent
-from pipeline.normalize.common import Invalid, as_json, decode_object, message_id, received, text
+from pipeline.canonical import CanonicalEvent, Invalid
+from pipeline.normalize.common import as_json, decode_object, message_id, received, text
 from sluice.envelope import RawBatch
 
 OWN_COLUMNS = ("eventName", "experimentId", "variantId", "sessionId", "userId")

@@ -1,0 +1,162 @@
+"""The worker's per-event modules, compiled to C by mypyc where a C compiler is at hand.
+
+Normalizing and processing run for every event and are plain Python, which the interpreter runs
+one bytecode at a time. mypyc (part of mypy, which checks this code already) compiles the same
+source, using its annotations, to a C extension; the worker then spends about a seventh less of
+its time per event (``bench/worker_cpu.py``; figures in ``docs/benchmark-notes.md``).
+
+The source stays the truth. ``pipeline.native.main()`` builds the modules in place (``make``
+does, before ``run``, ``test`` and ``bench``) and writes a stamp: a hash of their sources and of
+the interpreter. :func:`guard` runs when ``pipeline`` is imported and, unless the stamp matches
+the sources beside it, makes those modules load from source — an edit since the build never
+runs stale code, and no C compiler means pure Python, nothing worse. ``SLUICE_NATIVE=0`` asks
+for the source too.
+
+What compiling asks of a module (mypyc's rules), kept by ``tests/test_native.py``:
+
+- no msgspec ``Struct`` class in it: mypyc drops a class's keywords (``array_like``,
+  ``kw_only``), which would change what the struct means — structs live in modules that are
+  not compiled (``pipeline.canonical``, ``pipeline.records``, ``pipeline.state``);
+- its annotations hold at run time: a compiled function checks its arguments' types, and a
+  wrong one raises ``TypeError`` (which the stage turns into a dead letter, like any error);
+- its classes are closed: no attribute or method set from outside.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+"""Where the packages are (the repository, or site-packages in an image)."""
+
+MODULES = (
+    "pipeline.normalize",
+    "pipeline.normalize.common",
+    "pipeline.normalize.halo",
+    "pipeline.normalize.solute",
+    "pipeline.normalize.traffical",
+    "pipeline.normalize.xaiku",
+    "pipeline.processor",
+)
+GROUP = "pipeline.native"
+"""mypyc's name for the shared library of the group (``pipeline/native__mypyc.*.so``)."""
+
+STAMP = ROOT / "pipeline" / "native.stamp"
+
+
+def source(module: str) -> Path:
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def fingerprint() -> str:
+    """What the compiled modules must have been built from: their sources, the project's modules
+    they import (mypyc compiles against their types) and this interpreter."""
+    digest = hashlib.sha256(f"{platform.python_version()} {importlib.machinery.EXTENSION_SUFFIXES[0]}".encode())
+    for module in sorted(set(MODULES) | _all_imported()):
+        digest.update(module.encode() + b"\x00" + source(module).read_bytes())
+    return digest.hexdigest()
+
+
+def _all_imported() -> set[str]:
+    return set().union(*(_imported(module) for module in MODULES))
+
+
+def _imported(module: str) -> set[str]:
+    """The project's modules that ``module`` imports by name."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source(module).read_bytes())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name.split(".")[0] in ("pipeline", "sluice", "services")}
+
+
+def fresh() -> bool:
+    """The compiled modules beside the sources were built from them, by this interpreter."""
+    try:
+        return STAMP.read_text() == fingerprint()
+    except OSError:
+        return False
+
+
+def compiled(module: ModuleType) -> bool:
+    """``module`` was loaded from a C extension (a compiled module), not from its source."""
+    return isinstance(getattr(module, "__loader__", None), importlib.machinery.ExtensionFileLoader)
+
+
+class _FromSource(importlib.abc.MetaPathFinder):
+    """Loads the modules of :data:`MODULES` from their ``.py`` files, whatever is beside them."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in MODULES:
+            return None
+        file = source(fullname)
+        package = [str(file.parent)] if file.name == "__init__.py" else None
+        return importlib.util.spec_from_file_location(fullname, file, submodule_search_locations=package)
+
+
+def guard() -> None:
+    """Load the modules from source unless their compiled form is fresh and wanted."""
+    wanted = os.environ.get("SLUICE_NATIVE", "1") != "0"
+    if not (wanted and fresh()) and not any(isinstance(finder, _FromSource) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _FromSource())
+
+
+def build() -> bool:
+    """Compile :data:`MODULES` unless they are fresh; True when compiled modules are in place
+    afterwards. A failure (no C compiler, say) is reported and leaves the source in use.
+
+    The packages' sources are compiled in a copy, away from whatever else is beside them (in an
+    image that is site-packages, which mypy would read as our own modules); the extensions are
+    then copied in beside the sources."""
+    if fresh():
+        return True
+    STAMP.unlink(missing_ok=True)
+    stamp = fingerprint()
+    packages = sorted({module.split(".")[0] for module in MODULES} | {name.split(".")[0] for name in _all_imported()})
+    files = [str(source(module).relative_to(ROOT)) for module in MODULES]
+    with tempfile.TemporaryDirectory(prefix="sluice-native-") as work:
+        copy = Path(work) / "src"
+        for package in packages:
+            shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+        options = ["--follow-imports=silent", "--ignore-missing-imports"]  # errors of the compiled modules only
+        script = (
+            "from setuptools import setup\n"
+            "from mypyc.build import mypycify\n"
+            f"setup(name='sluice-native', script_args=['build_ext', '--inplace', '--build-temp', {work!r}],\n"
+            f"      ext_modules=mypycify({files + options!r}, opt_level='3', group_name={GROUP!r},\n"
+            f"                           target_dir={work!r}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], cwd=copy, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"pipeline.native: not compiled, the source will run:\n{done.stdout[-3000:]}{done.stderr[-3000:]}",
+                  file=sys.stderr)  # fmt: skip
+            return False
+        for extension in (extension for package in packages for extension in (copy / package).rglob("*.so")):
+            shutil.copy2(extension, ROOT / extension.relative_to(copy))
+    if fingerprint() != stamp:
+        print("pipeline.native: the sources changed while compiling; the source will run", file=sys.stderr)
+        return False
+    STAMP.write_text(stamp)
+    return True
+
+
+def main() -> None:
+    print(f"pipeline.native: {'compiled' if build() else 'from source'} ({len(MODULES)} modules)")
