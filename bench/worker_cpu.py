@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO))
 
 import msgspec  # noqa: E402
 
+from pipeline.batch import stores_on  # noqa: E402
 from pipeline.canonical import to_rows  # noqa: E402
-from pipeline.keyed import KeyedStage, Record, stores_on  # noqa: E402
+from pipeline.keyed import KeyedStage, Record  # noqa: E402
 from pipeline.processor import Processor  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
 from pipeline.worker import GC_THRESHOLD  # noqa: E402

@@ -26,78 +26,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
-from pipeline.canonical import CanonicalEvent
-from pipeline.normalize import Invalid, normalize
-from pipeline.processor import Processor, Stores, letter
-from pipeline.records import Incoming, Routed, events_by_partition, people
-from pipeline.records import decoder as routed_decoder
-from pipeline.records import encoder as routed_encoder
+from pipeline.batch import decode_keyed, decode_raw, split, take_keyed, take_raw, undecodable
+from pipeline.items import Decoded, Routed
+from pipeline.processor import Processor
 from pipeline.retry import DEFAULT_BACKOFF, Backoff
 from pipeline.rows import Writes
 from pipeline.sink import EventRows, WarehouseSink
-from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
-from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
+from sluice.envelope import DeadLetter
 
 log = logging.getLogger("sluice.worker")
 
-MAX_RECORD_BYTES = 900_000
-"""Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 YIELD_EVERY = 64
 """Records processed between two yields to the event loop: a step is seconds of CPU, and the
 consumer's heartbeats (a 10 s session) run on the same loop."""
 EARLY_ROWS = 8192
 """Event rows a step hands to the warehouse at a time while it processes the rest
 (``pipeline.sink.EventRows``)."""
-MAX_STATE_VALUE = 1 << 20
-"""Bytes of one state value; a larger one is not written (counted as ``state_value``). The caps in
-``pipeline.state`` keep real values far below it; this only makes the bound a guarantee."""
-
-T = TypeVar("T")
 Record = tuple[str, int, int, bytes]
 """(topic, partition, offset, value): a raw or keyed record the consumer handed over."""
-
-
-class KindStore(Generic[T]):
-    """One kind of state (a prefix of the store's keys) as msgspec structs."""
-
-    def __init__(self, state: StateStore, prefix: str, kind: type[T], refused: Callable[[str], None]) -> None:
-        self.state = state
-        self.prefix = prefix.encode() + b"\x00"
-        self.decoder = msgspec.json.Decoder(kind)
-        self.refused = refused
-
-    def get(self, key: str) -> T | None:
-        value = self.state.get(self.prefix + key.encode())
-        return None if value is None else self.decoder.decode(value)
-
-    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
-        """Stage the values for the commit, each in its key's partition."""
-        encode, prefix, pending = encoder.encode, self.prefix, self.state.pending  # a batch's every new id
-        for key, (value, partition) in values.items():
-            encoded = encode(value)
-            if len(encoded) > MAX_STATE_VALUE:
-                self.refused("state_value")
-                continue
-            pending.setdefault(partition, []).append((prefix + key.encode(), encoded))  # StateStore.put, inlined
-
-
-def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:
-    return Stores(
-        seen=KindStore(state, "seen", Seen, refused),
-        units=KindStore(state, "unit", UnitState, refused),
-        users=KindStore(state, "user", UserState, refused),
-        companies=KindStore(state, "company", CompanyState, refused),
-    )
 
 
 class Lost(Exception):
@@ -213,12 +167,7 @@ class KeyedStage:
         return out
 
     def _decode(self, topic: str, value: bytes) -> Decoded:
-        if topic == self.raw_topic:
-            return decode_raw(value)
-        try:
-            return Decoded([], [], routed_decoder.decode(value), Counter())
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return Decoded([_undecodable(value, f"undecodable keyed record: {exc}")], [], [], Counter())
+        return decode_raw(value) if topic == self.raw_topic else decode_keyed(value)
 
     async def process(self, records: list[Record], writes: Writes | None = None, early: EventRows | None = None,
                       prepared: dict[tuple[str, int, int], Decoded] | None = None) -> Writes:  # fmt: skip
@@ -239,17 +188,14 @@ class KeyedStage:
             decoded = prepared.get((topic, partition, offset))
             if topic == self.raw_topic:
                 try:
-                    self._raw(partition, offset, decoded or decode_raw(value), writes,
-                              forwarding.setdefault(partition, {}))  # fmt: skip
+                    take_raw(self.processor, self.partitions, partition, offset, decoded or decode_raw(value), writes,
+                             forwarding.setdefault(partition, {}))  # fmt: skip
                 except Exception as exc:  # a bug, an input nobody foresaw: this record only, never the stage
                     log.exception("a raw record at %s:%s could not be processed", partition, offset)
                     reason = f"worker could not process the raw record: {type(exc).__name__}: {exc}"
-                    writes.letters.append(_undecodable(value, reason, time.time()))
+                    writes.letters.append(undecodable(value, reason, time.time()))
                 continue
-            decoded = decoded or self._decode(topic, value)
-            writes.letters += decoded.letters
-            for index, item in enumerate(decoded.items):
-                self.processor.process_one(Incoming(partition, offset, item, index), writes)
+            take_keyed(self.processor, partition, offset, decoded or decode_keyed(value), writes)
         self.processor.save_state()
         for partition, by_destination in forwarding.items():
             writes.forward[partition] = [
@@ -258,29 +204,6 @@ class KeyedStage:
                 for record in split(items, writes.letters)
             ]  # fmt: skip
         return self.processor.finish(writes)
-
-    def _raw(self, partition: int, offset: int, decoded: Decoded, writes: Writes,
-             forwarding: dict[int, list[Routed]]) -> None:  # fmt: skip
-        """A raw batch: its events of this partition's units processed here, every other item
-        forwarded to its partition (committed with this partition's transaction). The user and
-        company items of the events processed here go only for those that were new, ``checked``."""
-        writes.letters += decoded.letters
-        for key, count in decoded.normalized.items():
-            writes.normalized[key] += count
-        here: list[CanonicalEvent] = []
-        elsewhere: list[CanonicalEvent] = []
-        index = 0
-        for destination, items in events_by_partition(decoded.events, self.partitions).items():
-            for item in items:
-                if destination != partition:  # the topic's partitions differ from the gateway's count
-                    forwarding.setdefault(destination, []).append(item)
-                    elsewhere.append(item.event)
-                elif self.processor.process_one(Incoming(partition, offset, item, index, raw=True), writes):
-                    here.append(item.event)
-                index += 1
-        for checked, events in ((True, here), (False, elsewhere)):
-            for destination, items in people(events, self.partitions, checked).items():
-                forwarding.setdefault(destination, []).extend(items)
 
     async def write(self, writes: Writes, early: EventRows | None = None) -> dict[str, int]:
         """The rows to the warehouse (those ``early`` has not written), the dead letters
@@ -365,58 +288,3 @@ async def _drop(state: StateStore, fencing: Fencing, partition: int) -> None:
     await fencing.release(partition)
     state.discard(partition)
     state.revoke({partition})
-
-
-def _undecodable(value: bytes, reason: str, received_at: float = 0.0) -> DeadLetter:
-    return DeadLetter(
-        family="", route="", org_id="", reason=reason, received_at=received_at, source="worker",
-        payload=msgspec.Raw(msgspec.json.encode(value.decode("utf-8", "replace"))),
-    )  # fmt: skip
-
-
-def split(items: list[Routed], letters: list[DeadLetter]) -> list[bytes]:
-    """Items as keyed records of at most ``MAX_RECORD_BYTES``; an item larger than that alone is
-    a dead letter (it could never be produced)."""
-    whole = routed_encoder.encode(items)
-    if len(whole) <= MAX_RECORD_BYTES:
-        return [whole]
-    if len(items) == 1:
-        letters.append(letter(items[0].event, f"event too large after normalizing ({len(whole)} bytes)"))
-        return []
-    middle = len(items) // 2
-    return split(items[:middle], letters) + split(items[middle:], letters)
-
-
-class Decoded(NamedTuple):
-    """A record decoded (``KeyedStage.prepare``): a raw batch's dead letters, canonical events and
-    counts by (family, outcome); or a keyed record's items."""
-
-    letters: list[DeadLetter]
-    events: list[CanonicalEvent]
-    items: list[Routed]
-    normalized: Counter[tuple[str, str]]
-
-
-def decode_raw(value: bytes) -> Decoded:
-    """One raw record → its canonical events, and dead letters for the rest."""
-    try:
-        batch = raw_batch_decoder.decode(value)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return Decoded([_undecodable(value, f"undecodable raw record: {exc}", time.time())], [], [],
-                       Counter({("", "undecodable"): 1}))  # fmt: skip
-    letters: list[DeadLetter] = []
-    canonical: list[CanonicalEvent] = []
-    for item in normalize(batch):
-        if isinstance(item, Invalid):
-            letters.append(DeadLetter(
-                family=batch.family, route=batch.route, org_id=batch.org_id, reason=item.reason,
-                received_at=batch.received_at, payload=item.payload, source="worker", index=item.index,
-                project_id=batch.project_id, env=batch.env, batch=batch.batch,
-                id=f"normalize:{batch.org_id}:{batch.body_digest}:{item.index}",
-            ))  # fmt: skip
-        else:
-            canonical.append(item)
-    counts: Counter[tuple[str, str]] = Counter(
-        {(batch.family, "invalid"): len(letters), (batch.family, "in"): len(canonical)}
-    )
-    return Decoded(letters, canonical, [], counts)

@@ -16,7 +16,7 @@ What compiling asks of a module (mypyc's rules), kept by ``tests/test_native.py`
 
 - no msgspec ``Struct`` class in it: mypyc drops a class's keywords (``array_like``,
   ``kw_only``), which would change what the struct means — structs live in modules that are
-  not compiled (``pipeline.canonical``, ``pipeline.records``, ``pipeline.state``);
+  not compiled (``pipeline.canonical``, ``pipeline.items``, ``pipeline.state``);
 - its annotations hold at run time: a compiled function checks its arguments' types, and a
   wrong one raises ``TypeError`` (which the stage turns into a dead letter, like any error);
 - its classes are closed: no attribute or method set from outside.
@@ -50,6 +50,8 @@ MODULES = (
     "pipeline.normalize.traffical",
     "pipeline.normalize.xaiku",
     "pipeline.processor",
+    "pipeline.records",
+    "pipeline.batch",
 )
 GROUP = "pipeline.native"
 """mypyc's name for the shared library of the group (``pipeline/native__mypyc.*.so``)."""
@@ -100,16 +102,23 @@ def compiled(module: ModuleType) -> bool:
 
 
 class _FromSource(importlib.abc.MetaPathFinder):
-    """Loads the modules of :data:`MODULES` from their ``.py`` files, whatever is beside them."""
+    """Loads the packages' modules from their ``.py`` files, whatever is beside them (a module
+    compiled by an earlier build too, which :data:`MODULES` may no longer name)."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MODULES:
+        if fullname.split(".")[0] not in _packages():
             return None
         file = source(fullname)
+        if not file.is_file() or not any(file.parent.glob(f"{file.stem}.*.so")):
+            return None  # nothing compiled beside it: the usual import
         package = [str(file.parent)] if file.name == "__init__.py" else None
         return importlib.util.spec_from_file_location(fullname, file, submodule_search_locations=package)
+
+
+def _packages() -> set[str]:
+    return {module.split(".")[0] for module in MODULES}
 
 
 def guard() -> None:
@@ -130,7 +139,7 @@ def build() -> bool:
         return True
     STAMP.unlink(missing_ok=True)
     stamp = fingerprint()
-    packages = sorted({module.split(".")[0] for module in MODULES} | {name.split(".")[0] for name in _all_imported()})
+    packages = sorted(_packages() | {name.split(".")[0] for name in _all_imported()})
     files = [str(source(module).relative_to(ROOT)) for module in MODULES]
     with tempfile.TemporaryDirectory(prefix="sluice-native-") as work:
         copy = Path(work) / "src"
@@ -149,7 +158,9 @@ def build() -> bool:
             print(f"pipeline.native: not compiled, the source will run:\n{done.stdout[-3000:]}{done.stderr[-3000:]}",
                   file=sys.stderr)  # fmt: skip
             return False
-        for extension in (extension for package in packages for extension in (copy / package).rglob("*.so")):
+        for old in (extension for package in _packages() for extension in (ROOT / package).rglob("*.so")):
+            old.unlink()  # an earlier build's, of modules that may not be compiled any more
+        for extension in (extension for package in _packages() for extension in (copy / package).rglob("*.so")):
             shutil.copy2(extension, ROOT / extension.relative_to(copy))
     if fingerprint() != stamp:
         print("pipeline.native: the sources changed while compiling; the source will run", file=sys.stderr)

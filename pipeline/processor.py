@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.records import Incoming
+from pipeline.items import Incoming
 from pipeline.rows import AliasRow, CompanyRow, RollupRow, UnitRow, UserRow, Writes
 from pipeline.state import (
     MAX_EXPERIMENTS,

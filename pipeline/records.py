@@ -20,33 +20,12 @@ traffic spreads over every partition, as its units do.
 from __future__ import annotations
 
 import zlib
-from typing import Literal
 
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
+from pipeline.items import Routed
 from sluice.envelope import RawBatch
-
-Kind = Literal["event", "user", "company"]
-
-
-class Routed(msgspec.Struct, array_like=True, gc=False):
-    kind: Kind
-    event: CanonicalEvent
-    checked: bool = False
-    """A user or company item of an event its own partition has already deduplicated: it is
-    applied without a dedupe lookup of its own (see :func:`people`)."""
-
-
-class Incoming(msgspec.Struct, gc=False):
-    partition: int
-    offset: int
-    record: Routed
-    index: int = 0
-    """The item's position in its record (a keyed record holds a list of items; a raw batch's
-    events are numbered as ``pipeline.records.events_by_partition`` lists them)."""
-    raw: bool = False
-    """The record is a raw batch (its source partition is ``RAW_SOURCE + partition``)."""
 
 
 def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
@@ -158,7 +137,3 @@ def split(batch: RawBatch, units: list[str], partitions: int) -> list[tuple[byte
             batch, events=[batch.events[i] for i in taken], indexes=[batch.indexes[i] for i in taken]))
         for partition, taken in positions.items()
     ]  # fmt: skip
-
-
-encoder = msgspec.json.Encoder()
-decoder = msgspec.json.Decoder(list[Routed])

@@ -13,11 +13,12 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.batch import stores_on
 from pipeline.canonical import CanonicalEvent
-from pipeline.keyed import Fencing, KeyedStage, Record, stores_on
+from pipeline.items import encoder as routed_encoder
+from pipeline.keyed import Fencing, KeyedStage, Record
 from pipeline.processor import Processor
 from pipeline.records import by_partition, partition_of, unit_route
-from pipeline.records import encoder as routed_encoder
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse

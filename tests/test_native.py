@@ -33,9 +33,8 @@ import json, sys
 import msgspec
 from pipeline import native
 from pipeline.canonical import to_rows
-from pipeline.keyed import decode_raw
+from pipeline.batch import decode_raw, take_raw
 from pipeline.processor import Processor, Stores
-from pipeline.records import Incoming, by_partition
 
 processor = Processor(Stores.in_memory(), "t.keyed", raw_topic="t.raw")
 values = msgspec.json.decode(open(sys.argv[1], "rb").read(), type=list[bytes])
@@ -43,18 +42,15 @@ out = {"compiled": [m for m in native.MODULES if native.compiled(sys.modules[m])
 offset = 0
 for start in range(0, len(values), 7):
     writes = processor.begin()
-    letters = []
+    forwarding = {}
     for value in values[start : start + 7]:
-        decoded = decode_raw(value)
-        letters += [(d.reason, d.index) for d in decoded.letters]
-        for items in by_partition(decoded.events, 1).values():
-            for index, item in enumerate(items):
-                processor.process_one(Incoming(0, offset, item, index, raw=True), writes)
+        take_raw(processor, 2, 0, offset, decode_raw(value), writes, forwarding)
         offset += 1
     processor.save_state()
     processor.finish(writes)
     out["steps"].append({
-        "events": to_rows(writes.events).decode(), "letters": letters + [(d.reason, d.id) for d in writes.letters],
+        "events": to_rows(writes.events).decode(), "letters": [(d.reason, d.id, d.index) for d in writes.letters],
+        "forwarded": {p: msgspec.json.encode(items).decode() for p, items in forwarding.items()},
         "tables": [[table, msgspec.json.encode(rows).decode()] for table, rows in writes.tables()],
         "duplicates": dict(writes.duplicates), "capped": dict(writes.capped),
     })

@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
+from pipeline.items import Incoming, Routed
 from pipeline.processor import Processor, Stores
-from pipeline.records import Incoming, Routed, by_partition, partition_of, route, split, unit_route
+from pipeline.records import by_partition, partition_of, route, split, unit_route
 from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 
@@ -273,9 +274,10 @@ def test_a_dead_letter_too_large_for_kafka_keeps_the_start_of_its_payload() -> N
 
 
 async def test_a_raw_batch_forwards_its_new_events_users_checked_and_nothing_for_a_duplicate(tmp_path: Any) -> None:
-    from pipeline.keyed import KeyedStage, stores_on
-    from pipeline.records import decoder as routed_decoder
-    from pipeline.records import encoder as routed_encoder
+    from pipeline.batch import stores_on
+    from pipeline.items import decoder as routed_decoder
+    from pipeline.items import encoder as routed_encoder
+    from pipeline.keyed import KeyedStage
     from pipeline.statestore import StateStore
     from sluice.envelope import encoder
     from tests.builders import solute_event
