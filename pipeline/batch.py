@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import msgspec
@@ -127,6 +128,16 @@ def take_keyed(processor: Processor, partition: int, offset: int, decoded: Decod
     writes.letters += decoded.letters
     for index, item in enumerate(decoded.items):
         processor.process_one(Incoming(partition, offset, item, index), writes)
+
+
+def tally(events: list[CanonicalEvent]) -> tuple[dict[str, int], dict[datetime, int]]:
+    """Events by family and by received time (the metrics of a batch's rows)."""
+    families: dict[str, int] = {}
+    received: dict[datetime, int] = {}
+    for event in events:
+        families[event.family] = families.get(event.family, 0) + 1
+        received[event.received_at] = received.get(event.received_at, 0) + 1
+    return families, received
 
 
 def undecodable(value: bytes, reason: str, received_at: float = 0.0) -> DeadLetter:

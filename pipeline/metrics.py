@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections import Counter as Tally
 from collections.abc import Collection
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pipeline.batch import tally
 from pipeline.rows import Writes
 from sluice.metrics import base_name
 
@@ -109,11 +108,7 @@ class WorkerMetrics:
         for table, rows in written.items():
             self.sink_rows.labels(table).observe(rows)
         self.sink_seconds.observe(seconds)
-        families: Tally[str] = Tally()
-        received: Tally[datetime] = Tally()  # a request's events share it: one observation each, at once
-        for event in writes.events:
-            families[event.family] += 1
-            received[event.received_at] += 1
+        families, received = tally(writes.events)  # a request's events share received_at: observed at once
         for moment, count in received.items():
             observe_many(self.freshness, max(0.0, now - moment.timestamp()), count)
         for family, count in families.items():
