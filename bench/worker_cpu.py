@@ -86,9 +86,9 @@ async def main(requests: int, profile: bool) -> None:
         to_rows(writes.events)
         for _, rows in writes.tables():
             msgspec.json.encode(rows)
-        for items in state.pending.values():  # what a commit applies locally
+        for items in writes.staged.values():  # what a commit applies locally
             state.apply(items, {})
-        state.pending.clear()
+        processor.release(writes)
         if profiler:
             profiler.disable()
     seconds = time.perf_counter() - started

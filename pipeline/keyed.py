@@ -134,8 +134,12 @@ class KeyedStage:
             await self.process(records, writes, early)
         except BaseException:
             await early.abandon()
+            self.processor.discard_state()
             raise
-        written, lost = await self.conclude(writes, early)
+        try:
+            written, lost = await self.conclude(writes, early)
+        finally:
+            self.processor.release(writes)
         return writes, written, lost
 
     def begin(self) -> tuple[Writes, EventRows]:
@@ -196,7 +200,8 @@ class KeyedStage:
                     writes.letters.append(undecodable(value, reason, time.time()))
                 continue
             take_keyed(self.processor, partition, offset, decoded or decode_keyed(value), writes)
-        self.processor.save_state()
+        self.processor.save_state(writes)
+        writes.staged = self.state.take({partition for _, partition in writes.last_offset})
         for partition, by_destination in forwarding.items():
             writes.forward[partition] = [
                 (destination, record)
@@ -222,7 +227,8 @@ class KeyedStage:
             offsets.setdefault(partition, {})[TopicPartition(topic, partition)] = last + 1
         partitions = sorted(offsets)
         outcomes = await asyncio.gather(
-            *(self._commit(p, offsets[p], writes.forward.get(p, [])) for p in partitions), return_exceptions=True
+            *(self._commit(p, offsets[p], writes.forward.get(p, []), writes.staged.get(p, [])) for p in partitions),
+            return_exceptions=True,
         )  # fmt: skip
         lost = {}
         for partition, outcome in zip(partitions, outcomes, strict=True):
@@ -232,15 +238,16 @@ class KeyedStage:
                 raise outcome
         return lost
 
-    async def _commit(self, partition: int, offsets: dict[TopicPartition, int],
-                      forward: list[tuple[int, bytes]]) -> None:  # fmt: skip
+    async def _commit(self, partition: int, offsets: dict[TopicPartition, int], forward: list[tuple[int, bytes]],
+                      staged: list[tuple[bytes, bytes | None]]) -> None:  # fmt: skip
         await commit_partition(self.state, self.fencing, partition, offsets, [(self.topic, q, v) for q, v in forward],
-                               self.retry)  # fmt: skip
+                               self.retry, staged)  # fmt: skip
 
 
 async def commit_partition(
     state: StateStore, fencing: Fencing, partition: int, offsets: dict[TopicPartition, int],
     forward: list[tuple[str, int, bytes]] | None = None, retry: Backoff = DEFAULT_BACKOFF,
+    items: list[tuple[bytes, bytes | None]] | None = None,
 ) -> None:  # fmt: skip
     """Commit the partition's staged state, the ``forward`` records (topic, partition, value) and
     the consumed ``offsets`` (next offset per topic partition); wait out an unavailable Kafka;
@@ -253,7 +260,7 @@ async def commit_partition(
             state.discard(partition)
             raise Lost(partition, fenced=False)
         try:
-            await state.commit(producer, partition, offsets, fencing.group, forward or [])
+            await state.commit(producer, partition, offsets, fencing.group, forward or [], items)
             return
         except ProducerFenced:
             log.warning("partition %s moved to another worker: its batch is dropped here", partition)

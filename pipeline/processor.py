@@ -93,22 +93,47 @@ class Stores:
 
 class WriteBack(Generic[T]):
     """A batch's view of a store: reads go through, writes stay here until ``flush``, which
-    writes each touched key once (one changelog record per key per batch, not per event)."""
+    stages each touched key once (one changelog record per key per batch, not per event).
+
+    What a batch flushed stays readable as a layer until its commit has ended (``release``):
+    the next batch is processed while this one commits (``pipeline.worker``), and must see its
+    state, which the store has not applied yet."""
 
     def __init__(self, store: Store[T]) -> None:
         self.store = store
         self.dirty: dict[str, tuple[T, int]] = {}
+        self.layers: list[dict[str, tuple[T, int]]] = []
+        """What batches flushed and have not finished committing, oldest first."""
 
     def get(self, key: str) -> T | None:
         held = self.dirty.get(key)
-        return held[0] if held is not None else self.store.get(key)
+        if held is None:
+            for layer in reversed(self.layers):
+                held = layer.get(key)
+                if held is not None:
+                    break
+            else:
+                return self.store.get(key)
+        return held[0]
 
     def put(self, key: str, value: T, partition: int) -> None:
         self.dirty[key] = (value, partition)
 
-    def flush(self) -> None:
+    def flush(self) -> dict[str, tuple[T, int]]:
         self.store.set_all(self.dirty)
-        self.dirty.clear()
+        layer, self.dirty = self.dirty, {}
+        self.layers.append(layer)
+        return layer
+
+    def release(self, layer: dict[str, tuple[T, int]]) -> None:
+        self.layers = [held for held in self.layers if held is not layer]
+
+    def forget(self, partition: int) -> None:
+        """Drop what is staged for ``partition`` (let go: its state is read anew from the store)."""
+        self.dirty = {key: held for key, held in self.dirty.items() if held[1] != partition}
+        for layer in self.layers:
+            for key in [key for key, held in layer.items() if held[1] == partition]:
+                del layer[key]
 
 
 # --- processing ---------------------------------------------------------------------------------
@@ -134,16 +159,34 @@ class Processor:
     def begin(self) -> Writes:
         return Writes()
 
-    def save_state(self) -> None:
+    def save_state(self, writes: Writes) -> None:
         """Write the batch's state changes to the stores (the state store stages each key's
-        changelog record for the key's partition)."""
-        for cache in (self._seen, self._units, self._users, self._companies):
-            cache.flush()
+        changelog record for the key's partition). They stay readable to the next batches until
+        ``release(writes)``, after the batch's commit."""
+        writes.layers = [self._seen.flush(), self._units.flush(), self._users.flush(), self._companies.flush()]
 
-    def discard_state(self) -> None:
-        """Forget the batch's state changes (its commit failed: it will be processed again)."""
+    def release(self, writes: Writes) -> None:
+        """The batch's commit has ended: its state is in the store (or was dropped, and its
+        partitions let go)."""
+        caches: tuple[WriteBack[Any], ...] = (self._seen, self._units, self._users, self._companies)
+        for cache, layer in zip(caches, writes.layers, strict=False):
+            cache.release(layer)
+        writes.layers = []
+
+    def holds_seen(self, key: bytes) -> bool:
+        """The dedupe entry under the store's ``key`` was written by a batch not yet committed."""
+        name = key.split(b"\x00", 1)[-1].decode("utf-8", "replace")
+        return any(name in layer for layer in self._seen.layers)
+
+    def discard_state(self, partition: int | None = None) -> None:
+        """Forget the state changes not committed yet, of ``partition`` or of all (a commit failed:
+        the records will be processed again)."""
         for cache in (self._seen, self._units, self._users, self._companies):
-            cache.dirty.clear()
+            if partition is None:
+                cache.dirty.clear()
+                cache.layers.clear()
+            else:
+                cache.forget(partition)
 
     def process_one(self, item: Incoming, writes: Writes) -> bool:
         """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter.

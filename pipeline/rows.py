@@ -110,6 +110,19 @@ class Writes:
     batches' items to other partitions, produced in its transaction."""
     normalized: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Raw events by (family, outcome): ``in``, ``invalid``; undecodable raw records."""
+    staged: dict[int, list[tuple[bytes, bytes | None]]] = field(default_factory=dict)
+    """Per partition: the state store's changelog records of the batch (what its commit writes)."""
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    """The batch's state changes as the processor keeps them readable until its commit has ended
+    (``Processor.release``)."""
+
+    def drop(self, partitions: set[int]) -> None:
+        """Commit nothing of ``partitions`` (let go while the batch was processed: their records
+        are taken again). Their rows stay: a replay writes the same rows (see the module)."""
+        self.last_offset = {key: last for key, last in self.last_offset.items() if key[1] not in partitions}
+        for partition in partitions:
+            self.staged.pop(partition, None)
+            self.forward.pop(partition, None)
 
     def tables(self) -> list[tuple[str, list[Any]]]:
         """Non-event rows per table, in the order the sink writes them."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +113,17 @@ class StateStore:
         return None if raw is None else int(raw)
 
     async def commit(self, producer: AIOKafkaProducer, partition: int, offsets: dict[TopicPartition, int],
-                     group: str, forward: list[tuple[str, int, bytes]] | None = None) -> int:  # fmt: skip
-        """Commit ``partition``'s staged writes, the ``forward`` records (topic, partition, value)
-        and the consumed positions ``offsets`` in one Kafka transaction of ``producer`` (the
-        partition's own, see ``pipeline.keyed.Fencing``), then apply the writes locally with the
-        new checkpoint.
+                     group: str, forward: list[tuple[str, int, bytes]] | None = None,
+                     items: list[tuple[bytes, bytes | None]] | None = None) -> int:  # fmt: skip
+        """Commit ``partition``'s staged writes (``items``, or what :meth:`put` staged), the
+        ``forward`` records (topic, partition, value) and the consumed positions ``offsets`` in one
+        Kafka transaction of ``producer`` (the partition's own, see ``pipeline.keyed.Fencing``),
+        then apply the writes locally with the new checkpoint.
 
         Raises what the transaction raised; the staged writes stay staged for a retry, or are
         dropped with :meth:`discard`. Returns the number of changelog records written."""
-        items = self.pending.get(partition, [])
+        own = items is None
+        items = self.pending.get(partition, []) if items is None else items
         async with producer.transaction():
             futures = await self._send(producer, partition, items)
             await _send_values(producer, forward or [])
@@ -132,7 +134,8 @@ class StateStore:
             metadata = await future
             checkpoint = metadata.offset + count - 1
         self.apply(items, {partition: checkpoint} if checkpoint is not None else {})
-        self.pending.pop(partition, None)
+        if own:
+            self.pending.pop(partition, None)
         return len(items)
 
     def apply(self, items: list[tuple[bytes, bytes | None]], checkpoints: dict[int, int]) -> None:
@@ -147,6 +150,12 @@ class StateStore:
             else:
                 writes.put(key, value)
         self.db.write(writes)
+
+    def take(self, partitions: Collection[int]) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """What is staged for ``partitions``, for a batch's commit (``commit(items=…)``); their
+        staging starts again empty for the next batch, which may be processed while this one
+        commits. Other partitions' stay staged (the pruner's deletes wait for a batch of theirs)."""
+        return {p: self.pending.pop(p) for p in partitions if p in self.pending}
 
     def discard(self, partition: int) -> None:
         """Forget ``partition``'s staged writes (its transaction failed for good)."""
@@ -256,8 +265,9 @@ class SeenPruner:
         self.cursor: bytes | None = None
         self.next_pass = clock() + 60.0  # not in the middle of start-up
 
-    def step(self) -> int:
-        """Stage deletes for the expired entries of the next slice; returns how many."""
+    def step(self, keep: Callable[[bytes], bool] = lambda key: False) -> int:
+        """Stage deletes for the expired entries of the next slice, but not those ``keep`` names
+        (written again by a batch not yet committed); returns how many."""
         now = self.clock()
         if self.cursor is None:
             if now < self.next_pass:
@@ -268,7 +278,7 @@ class SeenPruner:
         for key, value in items:
             seen = _seen_decoder.decode(value)
             partition = seen.source[0] % RAW_SOURCE  # a raw record's source is RAW_SOURCE + its partition
-            if now - seen.at > self.window + self.margin and partition in self.state.ready:
+            if now - seen.at > self.window + self.margin and partition in self.state.ready and not keep(key):
                 self.state.delete(key, partition)
                 removed += 1
         if self.cursor is None:

@@ -203,21 +203,25 @@ class Worker:
     # --- keyed ----------------------------------------------------------------------------------
 
     async def _keyed(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """A batch of the keyed stage, in two halves that overlap those of the batches beside it:
+        """A batch of the keyed stage, overlapping the write and commit of the batch before it
+        (``self.tail``):
 
-        1. decode it (``KeyedStage.prepare``: no state) while the previous batch's rows are
-           written and its transactions committed (``self.tail``); wait for those, then take their
-           outcome (partitions lost, a failure: ``_settle``);
-        2. make sure of each partition (fencing, catching up, positions), process the batch
-           against the state the previous one committed, and start its own write and commit.
+        1. decode it (``KeyedStage.prepare``: no state);
+        2. when each of its partitions is owned and positioned as before (``_steady``), process it
+           at once, against the state the batch before it staged (``WriteBack.layers``); else
+           wait for that batch first, take its outcome (``_settle``) and make sure of each
+           partition (fencing, catching up, positions), then process it;
+        3. wait for the batch before it to end, and start its own write and commit.
 
-        State is never read before the batch that changed it has committed, so a commit that fails
-        leaves nothing behind: its partitions are let go and their records taken again, from the
-        failed batch's first ones (``_settled``)."""
+        A batch commits only after the one before it, and a partition that one lost (its commit
+        failed, or it was fenced) is let go in both: what it staged is forgotten, nothing of the
+        partition is committed, and its records are taken again from the first of the failed
+        batch (``_settled``). So no state is committed that was built on state that was dropped."""
         prepared = await self.keyed.prepare(
             [(tp.topic, tp.partition, m.offset, m.value) for tp, messages in records.items() for m in messages]
         )  # fmt: skip
-        records = await self._settled(records)
+        if self.tail is None or self.tail.task.done() or not self._steady(records):
+            records = await self._settled(records)
         batch: list[Record] = []
         assigned = self.consumer.assignment()
         takeable: list[tuple[TopicPartition, list[Any]]] = []
@@ -245,7 +249,8 @@ class Worker:
                 batch += [(tp.topic, tp.partition, m.offset, m.value) for m in messages]
         if not batch:
             return
-        self.metrics.pruned.inc(self.pruner.step())  # before the batch: see SeenPruner
+        # before the batch (see SeenPruner), and not an id a batch still committing wrote again
+        self.metrics.pruned.inc(self.pruner.step(keep=self.keyed.processor.holds_seen))
         started = time.perf_counter()
         writes, early = self.keyed.begin()
         try:
@@ -253,7 +258,24 @@ class Worker:
         except BaseException:
             await early.abandon()
             raise
+        if self.tail is not None:  # the batch before commits first; what it lost, this one drops
+            await self._settle()
+            if dropped := {tp.partition for tp in records} & set(self.retake):
+                writes.drop(dropped)
+                records = {tp: messages for tp, messages in records.items() if tp.partition not in dropped}
         self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, early, started)
+
+    def _steady(self, records: dict[TopicPartition, list[Any]]) -> bool:
+        """Every partition of ``records`` is owned, positioned and assigned (raw and keyed), none
+        is let go or fenced: the batch needs nothing of the batch before it but its state."""
+        assigned = self.consumer.assignment()
+        now = time.monotonic()
+        return not self.retake and all(
+            tp.partition in self.owned and tp in self.positioned and tp in assigned
+            and TopicPartition(self.settings.keyed_topic, tp.partition) in assigned
+            and now >= self.fenced_until.get(tp.partition, 0.0)
+            for tp in records
+        )  # fmt: skip
 
     async def _settled(self, records: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
         """``_settle``, and ``records`` without those of the partitions let go since they were
@@ -283,12 +305,14 @@ class Worker:
         try:
             written, lost = await tail.task
         except Exception:
+            self.keyed.processor.release(tail.writes)
             log.exception("the keyed stage failed; it goes on with the same records")
             self.metrics.restarts.labels("keyed").inc()
             for partition in {tp.partition for tp in tail.records}:
                 await self._let_go(partition, firsts)
             await asyncio.sleep(RESTART_PAUSE)
             return
+        self.keyed.processor.release(tail.writes)  # committed, or let go below
         for partition, fenced in lost.items():
             await self._let_go(partition, firsts)
             if fenced:
@@ -379,7 +403,7 @@ class Worker:
         self.state.discard(partition)
         self.state.revoke({partition})
         await self.fencing.release(partition)
-        self.keyed.processor.discard_state()
+        self.keyed.processor.discard_state(partition)
 
     # --- dead letters ---------------------------------------------------------------------------
 

@@ -7,13 +7,19 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.records import partition_of, unit_route
+from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse
 from pipeline.worker import Intake, Tail, Worker
+from sluice.envelope import encoder
 from sluice.settings import Settings
+from tests.builders import solute_event
+from tests.test_normalize import family_batch
 
 pytestmark = pytest.mark.kafka
 
@@ -118,5 +124,69 @@ async def test_a_failed_commit_lets_its_partitions_go_and_its_next_records_wait(
         await close()
 
 
-def at(offset: int) -> SimpleNamespace:
-    return SimpleNamespace(offset=offset, value=b"")
+def at(offset: int, value: bytes = b"") -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, value=value)
+
+
+@pytest.mark.clickhouse
+async def test_a_batch_is_processed_while_the_one_before_commits_and_drops_what_that_one_lost(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    """With its partitions owned and positioned, a batch is processed at once, on the state the
+    batch before it staged (``Worker._keyed``); it commits after that one. A partition the batch
+    before lost is let go in this one too: nothing of it is committed, and what it staged is
+    forgotten (its records come again from the failed batch's first)."""
+    worker = Worker(settings, warehouse)
+    sought: list[tuple[TopicPartition, int]] = []
+    worker._seek = lambda tp, offset: sought.append((tp, offset))  # type: ignore[method-assign]
+    tps = [TopicPartition(topic, p) for topic in (settings.raw_topic, settings.keyed_topic) for p in (0, 1)]
+    worker.consumer.assignment = lambda: set(tps)
+    worker.owned, worker.positioned, worker.state.ready = {0, 1}, set(tps), {0, 1}
+    raw0, raw1 = tps[0], tps[1]
+    unit = {p: next(f"u{n}" for n in range(1000) if partition_of(unit_route("acme", f"u{n}"), settings.raw_partitions)
+                    == p) for p in (0, 1)}  # fmt: skip
+
+    def raw(*message_ids: str, partition: int) -> bytes:
+        events = [solute_event(messageId=m, userId=unit[partition]) for m in message_ids]
+        return encoder.encode(family_batch("solute", "/api/events", *events))
+
+    # batch N, processed and staged, its commit in flight: it will lose partition 0
+    before, early = worker.keyed.begin()
+    await worker.keyed.process([(settings.raw_topic, 0, 10, raw("m0", partition=0)),
+                                (settings.raw_topic, 1, 6, raw("m1", partition=1))], before, early)  # fmt: skip
+
+    async def commit_losing_0() -> tuple[dict[str, int], dict[int, bool]]:
+        await asyncio.sleep(0.3)
+        return {}, {0: False}
+
+    worker.tail = Tail(asyncio.create_task(commit_losing_0()), {raw0: [at(10)], raw1: [at(6)]}, before, early, 0.0)
+    concluded: list[Writes] = []
+
+    async def conclude(writes: Writes, early: object) -> tuple[dict[str, int], dict[int, bool]]:
+        concluded.append(writes)
+        return {}, {}
+
+    worker.keyed.conclude = conclude  # type: ignore[method-assign]
+    process = worker.keyed.process
+    in_flight: list[bool] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> Writes:
+        in_flight.append(worker.tail is not None and not worker.tail.task.done())
+        return await process(*args, **kwargs)
+
+    worker.keyed.process = watched  # type: ignore[method-assign]
+    # batch N+1: copies of m0 and m1 (duplicates only on the state N staged) and new events
+    await worker._keyed({raw0: [at(11, raw("m0", "n0", partition=0))], raw1: [at(7, raw("m1", "n1", partition=1))]})
+    assert in_flight == [True]  # processed while N committed
+    await asyncio.sleep(0)  # its own commit starts
+    [after] = concluded
+    assert after.duplicates == {"solute": 2}  # N's staged state was read
+    assert set(after.last_offset) == {(settings.raw_topic, 1)} and set(after.staged) <= {1}
+    assert worker.retake == {0: {raw0: 10}} and (raw0, 10) in sought and 0 not in worker.owned
+    layers = [layer for cache in (worker.keyed.processor._seen,) for layer in cache.layers]
+    assert all(held[1] == 1 for layer in layers for held in layer.values())  # nothing of 0 staged any more
+    assert worker.tail is not None and set(worker.tail.records) == {raw1}
+    await worker._settle()
+    assert not worker.keyed.processor._seen.layers  # released with the commit
+    for close in (worker.consumer.stop, worker.producer.stop, worker.state.stop):
+        await close()

@@ -46,7 +46,8 @@ for start in range(0, len(values), 7):
     for value in values[start : start + 7]:
         take_raw(processor, 2, 0, offset, decode_raw(value), writes, forwarding)
         offset += 1
-    processor.save_state()
+    processor.save_state(writes)
+    processor.release(writes)
     processor.finish(writes)
     out["steps"].append({
         "events": to_rows(writes.events).decode(), "letters": [(d.reason, d.id, d.index) for d in writes.letters],

@@ -62,7 +62,8 @@ def process(processor: Processor, items: list[Incoming]) -> Writes:
     writes = processor.begin()
     for item in items:
         processor.process_one(item, writes)
-    processor.save_state()
+    processor.save_state(writes)
+    processor.release(writes)  # the in-memory stores hold it already: nothing to commit
     return processor.finish(writes)
 
 
@@ -296,16 +297,17 @@ async def test_a_raw_batch_forwards_its_new_events_users_checked_and_nothing_for
     [(_, record)] = writes.forward[0]
     items = routed_decoder.decode(record)
     assert [(i.kind, i.event.message_id, i.checked) for i in items] == [("user", "m1", True), ("user", "m2", True)]
-    state.pending.clear()
+    processor.release(writes)
 
     # checked: applied without a dedupe entry of its own; unchecked (an event forwarded
     # unprocessed): deduplicated at its destination, so its copy changes nothing
     writes = await stage.process([("t.keyed", 0, 0, record)])
-    staged = dict(state.pending[0])
+    processor.release(writes)
+    staged = dict(writes.staged[0])
     assert b"user\x00acme\x00u1" in staged and b"user\x00acme\x00u2" in staged
     assert not any(key.startswith(b"seen\x00user") for key in staged)
     assert writes.users[("acme", "u2")].version == 0
     unchecked = routed_encoder.encode([msgspec.structs.replace(items[0], checked=False)])
     writes = await stage.process([("t.keyed", 0, 1, unchecked), ("t.keyed", 0, 2, unchecked)])
-    assert [key for key, _ in state.pending[0] if key.startswith(b"seen\x00user")] == [b"seen\x00user\x00acme\x00m1"]
+    assert [key for key, _ in writes.staged[0] if key.startswith(b"seen\x00user")] == [b"seen\x00user\x00acme\x00m1"]
     assert writes.users[("acme", "u1")].version == 1  # the second copy was a duplicate
