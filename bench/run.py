@@ -29,6 +29,7 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline import native  # noqa: E402
 from pipeline.canonical import CanonicalEvent, to_rows  # noqa: E402
 from pipeline.warehouse import ChdbWarehouse, migrate  # noqa: E402
 from pipeline.warehouse.remote import warehouse_for_cli  # noqa: E402
@@ -626,7 +627,9 @@ def write_report(r: dict[str, Any]) -> None:
         "",
         f"Produced by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}; Kafka, the gateway, the worker and the load generator all on this machine.",
+        f"{platform.python_version()}; Kafka, the gateway, the worker and the load generator all on this machine; "
+        f"the worker's per-event modules {'compiled by mypyc' if native.fresh() else 'run from source'} "
+        "(`pipeline/native.py`).",
         "",
         "## Against the budget",
         "| measure | budget | measured | |",

@@ -46,15 +46,18 @@ class KindStore(Generic[T]):
         value = self.state.get(self.prefix + key.encode())
         return None if value is None else self.decoder.decode(value)
 
-    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
-        """Stage the values for the commit, each in its key's partition."""
+    def set_all(self, values: dict[str, tuple[T, int]]) -> list[str]:
+        """Stage the values for the commit, each in its key's partition; the keys refused."""
         encode, prefix, pending = encoder.encode, self.prefix, self.state.pending  # a batch's every new id
+        refused: list[str] = []
         for key, (value, partition) in values.items():
             encoded = encode(value)
             if len(encoded) > MAX_STATE_VALUE:
                 self.refused("state_value")
+                refused.append(key)
                 continue
             pending.setdefault(partition, []).append((prefix + key.encode(), encoded))  # StateStore.put, inlined
+        return refused
 
 
 def stores_on(state: StateStore, refused: Callable[[str], None]) -> Stores:

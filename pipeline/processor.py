@@ -64,8 +64,9 @@ class Store(Protocol, Generic[T]):
 
     def get(self, key: str) -> T | None: ...
 
-    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
-        """Write a batch's values, each with its key's partition (where its changelog record goes)."""
+    def set_all(self, values: dict[str, tuple[T, int]]) -> list[str]:
+        """Write a batch's values, each with its key's partition (where its changelog record goes);
+        the keys of those refused (``pipeline.batch.MAX_STATE_VALUE``), which keep their old value."""
 
 
 class DictStore(Generic[T]):
@@ -75,8 +76,9 @@ class DictStore(Generic[T]):
     def get(self, key: str) -> T | None:
         return self.data.get(key)
 
-    def set_all(self, values: dict[str, tuple[T, int]]) -> None:
+    def set_all(self, values: dict[str, tuple[T, int]]) -> list[str]:
         self.data.update((key, value) for key, (value, _) in values.items())
+        return []
 
 
 @dataclass
@@ -120,8 +122,9 @@ class WriteBack(Generic[T]):
         self.dirty[key] = (value, partition)
 
     def flush(self) -> dict[str, tuple[T, int]]:
-        self.store.set_all(self.dirty)
         layer, self.dirty = self.dirty, {}
+        for refused in self.store.set_all(layer):
+            del layer[refused]  # not written: what the store holds stays the value
         self.layers.append(layer)
         return layer
 

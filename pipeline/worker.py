@@ -255,14 +255,15 @@ class Worker:
         writes, early = self.keyed.begin()
         try:
             await self.keyed.process(batch, writes, early, prepared)
+            if self.tail is not None:  # the batch before commits first; what it lost, this one drops
+                kept = await self._settled(records)  # and fetches again, from the failed batch's first
+                if dropped := {tp.partition for tp in records if tp not in kept}:
+                    writes.drop(dropped)
+                    records = kept
         except BaseException:
             await early.abandon()
+            self.keyed.processor.release(writes)
             raise
-        if self.tail is not None:  # the batch before commits first; what it lost, this one drops
-            await self._settle()
-            if dropped := {tp.partition for tp in records} & set(self.retake):
-                writes.drop(dropped)
-                records = {tp: messages for tp, messages in records.items() if tp.partition not in dropped}
         self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, early, started)
 
     def _steady(self, records: dict[TopicPartition, list[Any]]) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.items import Routed
+from pipeline.items import encoder as routed_encoder
 from pipeline.records import partition_of, unit_route
 from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse
@@ -20,6 +22,7 @@ from sluice.envelope import encoder
 from sluice.settings import Settings
 from tests.builders import solute_event
 from tests.test_normalize import family_batch
+from tests.test_processor import event
 
 pytestmark = pytest.mark.kafka
 
@@ -175,16 +178,22 @@ async def test_a_batch_is_processed_while_the_one_before_commits_and_drops_what_
         return await process(*args, **kwargs)
 
     worker.keyed.process = watched  # type: ignore[method-assign]
-    # batch N+1: copies of m0 and m1 (duplicates only on the state N staged) and new events
-    await worker._keyed({raw0: [at(11, raw("m0", "n0", partition=0))], raw1: [at(7, raw("m1", "n1", partition=1))]})
+    # batch N+1: copies of m0 and m1 (duplicates only on the state N staged), new events, and a
+    # keyed record of partition 0, which N did not have
+    keyed0 = tps[2]
+    forwarded = routed_encoder.encode([Routed("user", event("k0", "identify", user_id="someone"))])
+    await worker._keyed({raw0: [at(11, raw("m0", "n0", partition=0))], keyed0: [at(5, forwarded)],
+                         raw1: [at(7, raw("m1", "n1", partition=1))]})  # fmt: skip
     assert in_flight == [True]  # processed while N committed
     await asyncio.sleep(0)  # its own commit starts
     [after] = concluded
     assert after.duplicates == {"solute": 2}  # N's staged state was read
-    assert set(after.last_offset) == {(settings.raw_topic, 1)} and set(after.staged) <= {1}
-    assert worker.retake == {0: {raw0: 10}} and (raw0, 10) in sought and 0 not in worker.owned
-    layers = [layer for cache in (worker.keyed.processor._seen,) for layer in cache.layers]
-    assert all(held[1] == 1 for layer in layers for held in layer.values())  # nothing of 0 staged any more
+    assert set(after.last_offset) == {(settings.raw_topic, 1)}
+    assert set(after.staged) == {1} and after.staged[1] and 0 not in after.forward
+    assert worker.retake == {} and 0 not in worker.owned
+    assert (raw0, 10) in sought and (keyed0, 5) in sought  # all of 0 comes again, from N's first
+    [layer] = worker.keyed.processor._seen.layers  # N+1's: N's was released when N settled
+    assert layer and all(held[1] == 1 for held in layer.values())  # nothing of 0 staged any more
     assert worker.tail is not None and set(worker.tail.records) == {raw1}
     await worker._settle()
     assert not worker.keyed.processor._seen.layers  # released with the commit
