@@ -12,7 +12,7 @@ import msgspec
 
 from pipeline.canonical import CanonicalEvent
 from pipeline.items import Incoming, Routed
-from pipeline.processor import Processor, Stores
+from pipeline.processor import DictStore, Processor, Stores
 from pipeline.records import by_partition, partition_of, route, split, unit_route
 from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
@@ -311,3 +311,28 @@ async def test_a_raw_batch_forwards_its_new_events_users_checked_and_nothing_for
     writes = await stage.process([("t.keyed", 0, 1, unchecked), ("t.keyed", 0, 2, unchecked)])
     assert [key for key, _ in writes.staged[0] if key.startswith(b"seen\x00user")] == [b"seen\x00user\x00acme\x00m1"]
     assert writes.users[("acme", "u1")].version == 1  # the second copy was a duplicate
+
+
+def test_what_a_batch_staged_is_read_by_the_next_until_released_but_never_a_refused_value() -> None:
+    """The next batch is processed while this one commits (``pipeline.worker``): it reads the
+    state this one staged, but not a value the store refused (too large: its old value stays)."""
+
+    class Refusing:
+        def get(self, key: str) -> UnitState | None:
+            return None
+
+        def set_all(self, values: dict[str, tuple[UnitState, int]]) -> list[str]:
+            return list(values)  # every unit too large: nothing written
+
+    stores = Stores(DictStore(), Refusing(), DictStore(), DictStore())
+    processor = Processor(stores, "t.keyed")
+    feed = Feed(processor)
+    first = processor.begin()
+    for item in feed.records(exposure("e1", "u1", "exp", "A")):
+        processor.process_one(item, first)
+    processor.save_state(first)  # staged, not released: its commit is in flight
+    second = feed.run(feed.records(event("e1"), exposure("e2", "u1", "exp", "B")))
+    assert second.duplicates == {"traffical": 1}  # e1's dedupe entry read from what the first staged
+    assert second.units[("acme", "exp", "B", "u1")].variants_seen == 1  # u1's refused state was not read
+    processor.release(first)
+    assert all(not cache.layers for cache in (processor._seen, processor._units))
