@@ -249,10 +249,13 @@ async def commit_partition(
     forward: list[tuple[str, int, bytes]] | None = None, retry: Backoff = DEFAULT_BACKOFF,
     items: list[tuple[bytes, bytes | None]] | None = None,
 ) -> None:  # fmt: skip
-    """Commit the partition's staged state, the ``forward`` records (topic, partition, value) and
-    the consumed ``offsets`` (next offset per topic partition); wait out an unavailable Kafka;
-    raise :class:`Lost` when the producer was fenced or broke (the staged state is then dropped:
-    the records will be processed again, by whoever owns them)."""
+    """Commit the partition's staged state (``items``, or what the state store has staged for it),
+    the ``forward`` records (topic, partition, value) and the consumed ``offsets`` (next offset
+    per topic partition); wait out an unavailable Kafka; raise :class:`Lost` when the producer was
+    fenced or broke (the staged state is then dropped: the records will be processed again, by
+    whoever owns them)."""
+    if items is None:
+        items = state.take([partition]).get(partition, [])
     delays = retry.delays()
     while True:
         producer = fencing.producers.get(partition)
@@ -260,7 +263,7 @@ async def commit_partition(
             state.discard(partition)
             raise Lost(partition, fenced=False)
         try:
-            await state.commit(producer, partition, offsets, fencing.group, forward or [], items)
+            await state.commit(producer, partition, items, offsets, fencing.group, forward or [])
             return
         except ProducerFenced:
             log.warning("partition %s moved to another worker: its batch is dropped here", partition)

@@ -24,17 +24,13 @@ What compiling asks of a module (mypyc's rules), kept by ``tests/test_native.py`
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -64,21 +60,25 @@ def source(module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def fingerprint() -> str:
-    """What the compiled modules must have been built from: their sources, the project's modules
-    they import (mypyc compiles against their types) and this interpreter."""
+def fingerprint(modules: Sequence[str]) -> str:
+    """What the compiled modules must have been built from: the sources of ``modules`` (theirs and
+    those of the project's modules they import: mypyc compiles against their types) and this
+    interpreter."""
     digest = hashlib.sha256(f"{platform.python_version()} {importlib.machinery.EXTENSION_SUFFIXES[0]}".encode())
-    for module in sorted(set(MODULES) | _all_imported()):
+    for module in modules:
         digest.update(module.encode() + b"\x00" + source(module).read_bytes())
     return digest.hexdigest()
 
 
-def _all_imported() -> set[str]:
-    return set().union(*(_imported(module) for module in MODULES))
+def _built_from() -> list[str]:
+    """:data:`MODULES` and the project's modules they import (read from their sources)."""
+    return sorted(set(MODULES).union(*(_imported(module) for module in MODULES)))
 
 
 def _imported(module: str) -> set[str]:
     """The project's modules that ``module`` imports by name."""
+    import ast
+
     names: set[str] = set()
     for node in ast.walk(ast.parse(source(module).read_bytes())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -89,10 +89,15 @@ def _imported(module: str) -> set[str]:
 
 
 def fresh() -> bool:
-    """The compiled modules beside the sources were built from them, by this interpreter."""
+    """The compiled modules beside the sources were built from them, by this interpreter. The
+    stamp names the modules it hashed: a module that imports another since has changed itself."""
     try:
-        return STAMP.read_text() == fingerprint()
-    except OSError:
+        digest, *modules = STAMP.read_text().split()
+    except (OSError, ValueError):
+        return False
+    try:
+        return set(MODULES) <= set(modules) and digest == fingerprint(modules)
+    except OSError:  # a module it names is gone
         return False
 
 
@@ -137,9 +142,14 @@ def build() -> bool:
     then copied in beside the sources."""
     if fresh():
         return True
+    import shutil
+    import subprocess
+    import tempfile
+
     STAMP.unlink(missing_ok=True)
-    stamp = fingerprint()
-    packages = sorted(_packages() | {name.split(".")[0] for name in _all_imported()})
+    modules = _built_from()
+    stamp = fingerprint(modules)
+    packages = sorted({module.split(".")[0] for module in modules})
     files = [str(source(module).relative_to(ROOT)) for module in MODULES]
     with tempfile.TemporaryDirectory(prefix="sluice-native-") as work:
         copy = Path(work) / "src"
@@ -162,10 +172,10 @@ def build() -> bool:
             old.unlink()  # an earlier build's, of modules that may not be compiled any more
         for extension in (extension for package in _packages() for extension in (copy / package).rglob("*.so")):
             shutil.copy2(extension, ROOT / extension.relative_to(copy))
-    if fingerprint() != stamp:
+    if _built_from() != modules or fingerprint(modules) != stamp:
         print("pipeline.native: the sources changed while compiling; the source will run", file=sys.stderr)
         return False
-    STAMP.write_text(stamp)
+    STAMP.write_text("\n".join([stamp, *modules]) + "\n")
     return True
 
 

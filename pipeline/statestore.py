@@ -112,18 +112,16 @@ class StateStore:
         raw = self.db.get(CHECKPOINT + str(partition).encode())
         return None if raw is None else int(raw)
 
-    async def commit(self, producer: AIOKafkaProducer, partition: int, offsets: dict[TopicPartition, int],
-                     group: str, forward: list[tuple[str, int, bytes]] | None = None,
-                     items: list[tuple[bytes, bytes | None]] | None = None) -> int:  # fmt: skip
-        """Commit ``partition``'s staged writes (``items``, or what :meth:`put` staged), the
+    async def commit(self, producer: AIOKafkaProducer, partition: int, items: list[tuple[bytes, bytes | None]],
+                     offsets: dict[TopicPartition, int], group: str,
+                     forward: list[tuple[str, int, bytes]] | None = None) -> int:  # fmt: skip
+        """Commit ``partition``'s staged writes ``items`` (what :meth:`take` handed over), the
         ``forward`` records (topic, partition, value) and the consumed positions ``offsets`` in one
         Kafka transaction of ``producer`` (the partition's own, see ``pipeline.keyed.Fencing``),
         then apply the writes locally with the new checkpoint.
 
-        Raises what the transaction raised; the staged writes stay staged for a retry, or are
-        dropped with :meth:`discard`. Returns the number of changelog records written."""
-        own = items is None
-        items = self.pending.get(partition, []) if items is None else items
+        Raises what the transaction raised (the caller keeps ``items`` for a retry, or drops
+        them). Returns the number of changelog records written."""
         async with producer.transaction():
             futures = await self._send(producer, partition, items)
             await _send_values(producer, forward or [])
@@ -134,8 +132,6 @@ class StateStore:
             metadata = await future
             checkpoint = metadata.offset + count - 1
         self.apply(items, {partition: checkpoint} if checkpoint is not None else {})
-        if own:
-            self.pending.pop(partition, None)
         return len(items)
 
     def apply(self, items: list[tuple[bytes, bytes | None]], checkpoints: dict[int, int]) -> None:
