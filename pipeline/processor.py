@@ -57,6 +57,9 @@ from sluice.envelope import DeadLetter
 
 T = TypeVar("T")
 DAY = 86400.0
+Group = tuple[str, str, str, str, int, int, int]
+"""What the rollup rows of one event share: org, project, env, event name, minute, source partition
+and offset (``Processor._group``)."""
 
 
 class Store(Protocol, Generic[T]):
@@ -157,7 +160,6 @@ class Processor:
         self._companies = WriteBack(self.stores.companies)
         self._partition = 0
         self._offset = 0
-        self._kinds = {"event": self._event, "user": self._user, "company": self._company}
 
     def begin(self) -> Writes:
         return Writes()
@@ -195,19 +197,32 @@ class Processor:
         """Apply one item to the state and to ``writes``; an item that fails becomes a dead letter.
         False when the item is a duplicate (and changed nothing). A ``checked`` item was
         deduplicated as an event already (``pipeline.records.people``)."""
-        partition, offset = item.partition, item.offset
-        source = (partition + RAW_SOURCE if item.raw else partition, offset, item.index)
+        record = item.record
+        return self.process(item.partition, item.offset, item.index, item.raw, record.kind, record.event,
+                            record.checked, writes)  # fmt: skip
+
+    def process(self, partition: int, offset: int, index: int, raw: bool, kind: str, event: CanonicalEvent,
+                checked: bool, writes: Writes) -> bool:  # fmt: skip
+        """``process_one`` with the item's fields as arguments (``pipeline.batch`` calls it for
+        every event: no ``Incoming`` made)."""
+        source = (partition + RAW_SOURCE if raw else partition, offset, index)
         self._partition, self._offset = partition, offset
-        kind, event = item.record.kind, item.record.event
         try:
-            if not item.record.checked and self._duplicate(kind, event, source):
+            if not checked and self._duplicate(kind, event, source):
                 if kind == "event":
                     writes.duplicates[event.family] += 1
                 return False
-            self._kinds[kind](event, source, writes)
+            if kind == "event":
+                self._event(event, source, writes)
+            elif kind == "user":
+                self._user(event, source, writes)
+            elif kind == "company":
+                self._company(event, source, writes)
+            else:
+                raise KeyError(kind)
         except Exception as exc:  # a bug or an input nobody foresaw: this item only
             reason = f"worker could not process the {kind}: {type(exc).__name__}: {exc}"
-            writes.letters.append(letter(event, reason, f"keyed:{partition}:{offset}:{item.index}"))
+            writes.letters.append(letter(event, reason, f"keyed:{partition}:{offset}:{index}"))
         return True
 
     def finish(self, writes: Writes) -> Writes:
@@ -235,30 +250,35 @@ class Processor:
         key = f"{kind}\x00{event.org_id}\x00{event.message_id}"
         at = event.received_at.timestamp()
         seen = self._seen.get(key)
-        if seen is not None and seen.source != source and at - seen.at <= self.dedupe_window:
-            return True
-        if seen is None or seen.source != source:
-            self._seen.put(key, Seen(source, at), self._partition)
+        if seen is not None:
+            if seen.source == source:
+                return False  # this very record again: its entry stands
+            if at - seen.at <= self.dedupe_window:
+                return True
+        self._seen.put(key, Seen(source, at), self._partition)
         return False
 
     # --- kinds ----------------------------------------------------------------------------------
 
     def _event(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
         writes.events.append(event)
-        if event.type == "alias" and event.previous_id:
+        kind = event.type
+        if kind == "alias" and event.previous_id:
             writes.aliases.append(
                 AliasRow(event.org_id, event.previous_id, event.user_id, event.timestamp, event.message_id)
             )
-        if event.type not in ("exposure", "decision", "track"):
+        if kind != "exposure" and kind != "decision" and kind != "track":
             return
-        key = f"{event.org_id}\x00{event.unit_key}"
+        org_id, unit_key = event.org_id, event.unit_key
+        key = f"{org_id}\x00{unit_key}"
         unit = self._units.get(key)
         before = b"" if unit is None else _state_encoder.encode(unit)
         unit = unit or UnitState()
         at = event.timestamp.timestamp()
+        group = self._group(event, source, at)
         properties = _properties(event)
-        if event.type == "track":
-            touched = self._track(event, unit, properties, at, source, writes)
+        if kind == "track":
+            touched = self._track(event, unit, properties, at, source, group, writes)
         else:
             layers = properties.get("layers")
             if isinstance(layers, list) and len(layers) > MAX_PAIRS:
@@ -267,11 +287,11 @@ class Processor:
             if event.decision_id and touched:
                 unit.decide(event.decision_id, touched)
             for experiment, variant in touched:
-                if event.type == "decision":
+                if kind == "decision":
                     unit.assign(experiment, variant, at)
                 else:
                     first = unit.expose(experiment, variant, at, source)
-                    rollup = self._rollup(writes, event, source, "exposure", experiment, variant)
+                    rollup = self._rollup(writes, group, "exposure", experiment, variant)
                     rollup.count += 1
                     rollup.units += first
         if _state_encoder.encode(unit) == before:
@@ -279,7 +299,7 @@ class Processor:
         unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
-            writes.touched_units[(event.org_id, experiment, event.unit_key)] = (event, unit)
+            writes.touched_units[(org_id, experiment, unit_key)] = (event, unit)
 
     def _tracked(self, unit: UnitState, pairs: list[tuple[str, str]], writes: Writes) -> list[tuple[str, str]]:
         """The pairs the unit tracks or has room for (``MAX_EXPERIMENTS``); the rest are counted."""
@@ -295,19 +315,20 @@ class Processor:
 
     def _track(
         self, event: CanonicalEvent, unit: UnitState, properties: dict[str, Any], at: float, source: Source,
-        writes: Writes,
+        group: Group, writes: Writes,
     ) -> list[tuple[str, str]]:  # fmt: skip
         """Count a track for each experiment it is attributed to; return those."""
         value = _number(properties.get("value"))
         if value is None:
             value = _number(properties.get(self.value_property)) or 0.0
         pairs = self._tracked(unit, attribute(event, unit, properties), writes)
+        name = event.event
         for experiment, variant in pairs or [("", "")]:
-            rollup = self._rollup(writes, event, source, "track", experiment, variant)
+            rollup = self._rollup(writes, group, "track", experiment, variant)
             rollup.count += 1
             rollup.value_sum += value
             if experiment:
-                rollup.units += unit.convert(experiment, variant, event.event, at, source)
+                rollup.units += unit.convert(experiment, variant, name, at, source)
         return pairs
 
     def _user(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
@@ -331,18 +352,19 @@ class Processor:
         self._companies.put(key, company, self._partition)
         writes.touched_companies[(event.org_id, event.group_id)] = (company, self._offset)
 
-    def _rollup(
-        self, writes: Writes, event: CanonicalEvent, source: Source, kind: str, experiment: str, variant: str
-    ) -> RollupRow:
-        minute = math.floor(event.timestamp.timestamp() / 60) * 60
-        key = (event.org_id, event.project_id, event.env, kind, experiment, variant, event.event, minute, source[:2])
+    def _group(self, event: CanonicalEvent, source: Source, at: float) -> Group:
+        """What an event's rollup rows share: (org, project, env, event, minute, partition, offset)."""
+        return (event.org_id, event.project_id, event.env, event.event, math.floor(at / 60) * 60, source[0], source[1])
+
+    def _rollup(self, writes: Writes, group: Group, kind: str, experiment: str, variant: str) -> RollupRow:
+        key = (group, kind, experiment, variant)
         row = writes.rollups.get(key)
         if row is None:  # one row per source record and group: a record counted twice writes it again
-            topic = self.raw_topic if source[0] >= RAW_SOURCE else self.topic
+            org_id, project_id, env, name, minute, partition, offset = group
+            topic = self.raw_topic if partition >= RAW_SOURCE else self.topic
             row = writes.rollups[key] = RollupRow(
-                event.org_id, event.project_id, event.env, kind, experiment, variant, event.event,
-                datetime.fromtimestamp(minute, UTC), source_topic=topic, source_partition=source[0],
-                source_offset=source[1],
+                org_id, project_id, env, kind, experiment, variant, name, datetime.fromtimestamp(minute, UTC),
+                source_topic=topic, source_partition=partition, source_offset=offset,
             )  # fmt: skip
         return row
 

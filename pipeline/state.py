@@ -15,6 +15,11 @@ from typing import Any
 
 import msgspec
 
+# ``gc=False`` on every struct here: state holds strings, numbers, tuples, lists and dicts of them
+# and of these structs, decoded from JSON or built by the rules below, and nothing that could
+# refer back; so no state is in a reference cycle, and the cyclic collector need not scan the
+# units and users a batch keeps (it did, every collection).
+
 Source = tuple[int, int, int]
 """(partition, offset, index): an item of a record — of the keyed topic, or of the raw topic with
 ``RAW_SOURCE`` added to the partition."""
@@ -30,7 +35,7 @@ class Seen(msgspec.Struct, array_like=True, gc=False):
     at: float
 
 
-class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One unit in one experiment."""
 
     variant: str
@@ -64,7 +69,7 @@ MAX_ID = 200
 """Characters kept of an experiment, variant or decision id in state and rollups."""
 
 
-class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
+class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     experiments: dict[str, Assignment] = {}
     decisions: dict[str, list[tuple[str, str]]] = {}
     version: int = 0
@@ -119,7 +124,7 @@ class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True):
         return first[1] == source
 
 
-class Trait(msgspec.Struct, array_like=True):
+class Trait(msgspec.Struct, array_like=True, gc=False):
     at: float
     value: Any
 
@@ -143,7 +148,7 @@ def _order(value: Any) -> bytes:
     return msgspec.json.encode(value)
 
 
-class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
+class UserState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     first_seen: float
     last_seen: float
     traits: dict[str, Trait] = {}
@@ -159,7 +164,7 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True):
             self.companies.sort()
 
 
-class CompanyState(msgspec.Struct, kw_only=True, omit_defaults=True):
+class CompanyState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     first_seen: float
     last_seen: float
     traits: dict[str, Trait] = {}

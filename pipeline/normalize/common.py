@@ -25,7 +25,10 @@ looks, and times before 1970 do not fit the rollups' minute column."""
 
 
 def utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    zone = moment.tzinfo
+    if zone is UTC:  # most clients send UTC ("Z"): no new datetime
+        return moment
+    return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
 def parse_time(text: object) -> datetime | None:
@@ -44,8 +47,8 @@ def event_time(moment: datetime | None, arrived: datetime, shift: timedelta = ti
     if moment is None:
         return arrived, ""
     try:
-        corrected = utc(moment) + shift
-        if arrived - PAST_WINDOW <= corrected <= arrived + FUTURE_TOLERANCE:
+        corrected = utc(moment) + shift if shift else utc(moment)
+        if -PAST_WINDOW <= corrected - arrived <= FUTURE_TOLERANCE:
             return corrected, ""
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, or year 1 shifted back further
         pass

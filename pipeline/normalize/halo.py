@@ -57,6 +57,8 @@ def _base(batch: RawBatch, index: int, **fields: Any) -> CanonicalEvent:
 def _events(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
     user_id = _batch_field(batch, "user_id")
     session_id = _batch_field(batch, "session_id")[: FIELD_CAPS["session_id"]]
+    unit_key = unit_of(user_id, session_id)
+    arrived = received(batch)
     for index, payload in zip(batch.indexes, batch.events, strict=True):
         fields = decode_object(payload)
         if isinstance(fields, str) or not isinstance(fields.get("event_type"), str):
@@ -68,18 +70,21 @@ def _events(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             properties["element_selector"] = text(selector, FIELD_CAPS["element_selector"])
         properties.update(extras(fields, EVENT_FIELDS))
         event_type = text(fields["event_type"], FIELD_CAPS["event_type"])
-        event = _base(
-            batch, index,
+        timestamp, original = event_time(parse_time(fields.get("timestamp")), arrived)
+        yield CanonicalEvent(
+            org_id=batch.org_id, project_id=batch.project_id, env=batch.env,
+            message_id=message_id(batch, index), family="halo",
             type="page" if event_type == "page_view" else "track",
             event=event_type,
             user_id=user_id,
-            unit_key=unit_of(user_id, session_id),
+            unit_key=unit_key,
             session_id=session_id,
+            timestamp=timestamp,
+            original_timestamp=original,
+            received_at=arrived,
             page_url=text(fields.get("page_url"), FIELD_CAPS["page_url"]),
             properties=as_json(properties),
         )  # fmt: skip
-        event.timestamp, event.original_timestamp = event_time(parse_time(fields.get("timestamp")), event.received_at)
-        yield event
 
 
 def _identify(batch: RawBatch, kind: str, known: frozenset[str]) -> Iterator[CanonicalEvent | Invalid]:

@@ -49,14 +49,15 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             yield Invalid(index, decoded, payload)
             continue
         fields, event = decoded
-        properties = dict(event.properties) if isinstance(event, Track) else {}
+        track = isinstance(event, Track)
+        properties = dict(event.properties) if track else {}
         properties.update(extras(fields, KNOWN))
-        layer = None if isinstance(event, Track) else first_allocated(event.layers, isinstance(event, Exposure))
+        layer = None if track else first_allocated(event.layers, isinstance(event, Exposure))
         yield CanonicalEvent(
             org_id=batch.org_id, project_id=batch.project_id, env=batch.env,
             message_id=message_id(batch, index, event.id), family="traffical",
             type=fields["type"],
-            event=event.event if isinstance(event, Track) else fields["type"],
+            event=event.event if track else fields["type"],
             user_id=event.userId or "",
             anonymous_id=event.anonymousId or "",
             unit_key=unit_of(event),
