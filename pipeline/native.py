@@ -47,6 +47,7 @@ MODULES = (
     "pipeline.normalize.xaiku",
     "pipeline.processor",
     "pipeline.records",
+    "pipeline.rules",
     "pipeline.batch",
 )
 GROUP = "pipeline.native"

@@ -40,6 +40,7 @@ import msgspec
 from pipeline.canonical import CanonicalEvent
 from pipeline.items import Incoming
 from pipeline.rows import AliasRow, CompanyRow, RollupRow, UnitRow, UserRow, Writes
+from pipeline.rules import assign, convert, decide, expose, join, merge_traits, plain_traits, touch
 from pipeline.state import (
     MAX_EXPERIMENTS,
     MAX_ID,
@@ -50,8 +51,6 @@ from pipeline.state import (
     Source,
     UnitState,
     UserState,
-    merge_traits,
-    plain_traits,
 )
 from sluice.envelope import DeadLetter
 
@@ -272,29 +271,31 @@ class Processor:
         org_id, unit_key = event.org_id, event.unit_key
         key = f"{org_id}\x00{unit_key}"
         unit = self._units.get(key)
-        before = b"" if unit is None else _state_encoder.encode(unit)
+        changed = unit is None
         unit = unit or UnitState()
         at = event.timestamp.timestamp()
         group = self._group(event, source, at)
         properties = _properties(event)
         if kind == "track":
-            touched = self._track(event, unit, properties, at, source, group, writes)
+            touched, converted = self._track(event, unit, properties, at, source, group, writes)
+            changed = converted or changed
         else:
             layers = properties.get("layers")
             if isinstance(layers, list) and len(layers) > MAX_PAIRS:
                 writes.capped["pairs"] += len(layers) - MAX_PAIRS
             touched = self._tracked(unit, _layers(properties) or _own_pair(event), writes)
             if event.decision_id and touched:
-                unit.decide(event.decision_id, touched)
+                changed = decide(unit, event.decision_id, touched) or changed
             for experiment, variant in touched:
                 if kind == "decision":
-                    unit.assign(experiment, variant, at)
+                    changed = assign(unit, experiment, variant, at) or changed
                 else:
-                    first = unit.expose(experiment, variant, at, source)
+                    first, exposed = expose(unit, experiment, variant, at, source)
+                    changed = exposed or changed
                     rollup = self._rollup(writes, group, "exposure", experiment, variant)
                     rollup.count += 1
                     rollup.units += first
-        if _state_encoder.encode(unit) == before:
+        if not changed:
             return  # a unit exposed again, a track it already converted on: no state to write, no row
         unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
@@ -316,30 +317,34 @@ class Processor:
     def _track(
         self, event: CanonicalEvent, unit: UnitState, properties: dict[str, Any], at: float, source: Source,
         group: Group, writes: Writes,
-    ) -> list[tuple[str, str]]:  # fmt: skip
-        """Count a track for each experiment it is attributed to; return those."""
+    ) -> tuple[list[tuple[str, str]], bool]:  # fmt: skip
+        """Count a track for each experiment it is attributed to; return those, and whether the
+        unit changed."""
         value = _number(properties.get("value"))
         if value is None:
             value = _number(properties.get(self.value_property)) or 0.0
         pairs = self._tracked(unit, attribute(event, unit, properties), writes)
         name = event.event
+        changed = False
         for experiment, variant in pairs or [("", "")]:
             rollup = self._rollup(writes, group, "track", experiment, variant)
             rollup.count += 1
             rollup.value_sum += value
             if experiment:
-                rollup.units += unit.convert(experiment, variant, name, at, source)
-        return pairs
+                first, converted = convert(unit, experiment, variant, name, at, source)
+                rollup.units += first
+                changed = converted or changed
+        return pairs, changed
 
     def _user(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:
         key = f"{event.org_id}\x00{event.user_id}"
         at = event.timestamp.timestamp()
         user = self._users.get(key) or UserState(first_seen=at, last_seen=at)
-        user.touch(at)
+        touch(user, at)
         if event.type == "identify":
             writes.capped["traits"] += merge_traits(user.traits, _object(event.traits), at)
         if event.type == "group":
-            user.join(event.group_id)
+            join(user, event.group_id)
         self._users.put(key, user, self._partition)
         writes.touched_users[(event.org_id, event.user_id)] = (user, self._offset)
 
@@ -347,7 +352,7 @@ class Processor:
         key = f"{event.org_id}\x00{event.group_id}"
         at = event.timestamp.timestamp()
         company = self._companies.get(key) or CompanyState(first_seen=at, last_seen=at)
-        company.touch(at)
+        touch(company, at)
         writes.capped["traits"] += merge_traits(company.traits, _object(event.traits), at)
         self._companies.put(key, company, self._partition)
         writes.touched_companies[(event.org_id, event.group_id)] = (company, self._offset)
@@ -459,4 +464,3 @@ def letter(event: CanonicalEvent, reason: str, letter_id: str = "") -> DeadLette
 
 
 _any_encoder = msgspec.json.Encoder()
-_state_encoder = msgspec.json.Encoder()

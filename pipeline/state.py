@@ -1,6 +1,7 @@
-"""Per-key state the worker keeps (``pipeline.statestore``: RocksDB, changelogged in Kafka), and its merge rules.
+"""Per-key state the worker keeps (``pipeline.statestore``: RocksDB, changelogged in Kafka); its
+merge rules are in ``pipeline.rules``.
 
-Every rule here is idempotent: applying the same event twice leaves the state as applying it
+Every rule is idempotent: applying the same event twice leaves the state as applying it
 once. That is what makes a replay after a crash harmless — state recovered from the changelog may
 already hold an event whose offset was never committed, and the replayed event changes nothing.
 
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 
 # ``gc=False`` on every struct here: state holds strings, numbers, tuples, lists and dicts of them
-# and of these structs, decoded from JSON or built by the rules below, and nothing that could
+# and of these structs, decoded from JSON or built by ``pipeline.rules``, and nothing that could
 # refer back; so no state is in a reference cycle, and the cyclic collector need not scan the
 # units and users a batch keeps (it did, every collection).
 
@@ -77,75 +78,10 @@ class UnitState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     version of its ``experiment_units`` rows. Monotonic whichever topic the event came by (its
     own partition's raw batch, or forwarded), and above the offsets older releases used."""
 
-    def decide(self, decision_id: str, pairs: list[tuple[str, str]]) -> None:
-        """Remember which (experiment, variant) pairs a decision id stands for, for the tracks that
-        cite it; only the newest ``MAX_DECISIONS``, so a unit's state stays small however many
-        decisions it sees (tracks cite recent decisions)."""
-        self.decisions[decision_id[:MAX_ID]] = pairs[:MAX_PAIRS]
-        while len(self.decisions) > MAX_DECISIONS:
-            del self.decisions[next(iter(self.decisions))]
-
-    def assign(self, experiment: str, variant: str, at: float) -> Assignment:
-        """A decision: intent to treat, not an exposure."""
-        current = self.experiments.get(experiment)
-        if current is None:
-            current = self.experiments[experiment] = Assignment(variant=variant)
-        if current.assigned_at is None or at < current.assigned_at:
-            current.assigned_at = at
-        return current
-
-    def expose(self, experiment: str, variant: str, at: float, source: Source) -> bool:
-        """Record an exposure; True when this record is the unit's first exposure to it."""
-        current = self.experiments.get(experiment)
-        if current is None:
-            current = self.experiments[experiment] = Assignment(variant=variant)
-        if current.first_exposed_by is None:
-            current.first_exposed_by = source
-            current.variant = variant  # the first exposure decides the unit's variant
-        if variant not in current.variants and len(current.variants) < MAX_VARIANTS:
-            current.variants.append(variant)
-        if current.first_exposed_at is None or at < current.first_exposed_at:
-            current.first_exposed_at = at
-        return current.first_exposed_by == source
-
-    def convert(self, experiment: str, variant: str, event: str, at: float, source: Source) -> bool:
-        """Record an attributed track; True when it is the unit's first ``event`` in it."""
-        current = self.experiments.get(experiment)
-        if current is None:
-            current = self.experiments[experiment] = Assignment(variant=variant)
-        first = current.conversions.get(event)
-        if first is None:
-            if len(current.conversions) >= MAX_CONVERSIONS:
-                return False
-            current.conversions[event] = (at, source)
-            return True
-        if at < first[0]:
-            current.conversions[event] = (at, first[1])  # earliest time, same counting record
-        return first[1] == source
-
 
 class Trait(msgspec.Struct, array_like=True, gc=False):
     at: float
     value: Any
-
-
-def merge_traits(traits: dict[str, Trait], new: dict[str, Any], at: float) -> int:
-    """Last writer wins per trait, by event time; ties broken by the value's JSON, so the
-    result does not depend on the order events are processed in. Returns how many new names
-    were turned away by ``MAX_TRAITS``."""
-    refused = 0
-    for name, value in new.items():
-        old = traits.get(name)
-        if old is None and len(traits) >= MAX_TRAITS:
-            refused += 1
-            continue
-        if old is None or (at, _order(value)) > (old.at, _order(old.value)):
-            traits[name] = Trait(at, value)
-    return refused
-
-
-def _order(value: Any) -> bytes:
-    return msgspec.json.encode(value)
 
 
 class UserState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -154,25 +90,8 @@ class UserState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     traits: dict[str, Trait] = {}
     companies: list[str] = []
 
-    def touch(self, at: float) -> None:
-        self.first_seen = min(self.first_seen, at)
-        self.last_seen = max(self.last_seen, at)
-
-    def join(self, company_id: str) -> None:
-        if company_id and company_id not in self.companies:
-            self.companies.append(company_id)
-            self.companies.sort()
-
 
 class CompanyState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     first_seen: float
     last_seen: float
     traits: dict[str, Trait] = {}
-
-    def touch(self, at: float) -> None:
-        self.first_seen = min(self.first_seen, at)
-        self.last_seen = max(self.last_seen, at)
-
-
-def plain_traits(traits: dict[str, Trait]) -> dict[str, Any]:
-    return {name: trait.value for name, trait in sorted(traits.items())}

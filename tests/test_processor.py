@@ -15,6 +15,7 @@ from pipeline.items import Incoming, Routed
 from pipeline.processor import DictStore, Processor, Stores
 from pipeline.records import by_partition, partition_of, route, split, unit_route
 from pipeline.rows import Writes
+from pipeline.rules import decide
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)
@@ -249,7 +250,7 @@ def test_a_unit_remembers_only_its_newest_decisions() -> None:
 
     unit = UnitState()
     for n in range(MAX_DECISIONS + 10):
-        unit.decide(f"d{n}", [("exp", "a")])
+        decide(unit, f"d{n}", [("exp", "a")])
     assert len(unit.decisions) == MAX_DECISIONS
     assert "d9" not in unit.decisions and "d10" in unit.decisions and f"d{MAX_DECISIONS + 9}" in unit.decisions
 
