@@ -297,6 +297,8 @@ class Processor:
                     rollup.units += first
         if not changed:
             return  # a unit exposed again, a track it already converted on: no state to write, no row
+        if not unit.experiments and not unit.decisions:
+            return  # a new unit with nothing recorded (a track without experiments): nothing to keep
         unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
