@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -159,6 +159,8 @@ class Processor:
         self._companies = WriteBack(self.stores.companies)
         self._partition = 0
         self._offset = 0
+        self._received: datetime | None = None
+        self._received_at = 0.0
 
     def begin(self) -> Writes:
         return Writes()
@@ -245,9 +247,17 @@ class Processor:
         writes.touched_companies.clear()
         return writes
 
+    def _received_at_of(self, event: CanonicalEvent) -> float:
+        """``event.received_at`` in epoch seconds: a raw batch's events share one datetime, which
+        is converted once."""
+        moment = event.received_at
+        if moment is not self._received:
+            self._received, self._received_at = moment, moment.timestamp()
+        return self._received_at
+
     def _duplicate(self, kind: str, event: CanonicalEvent, source: Source) -> bool:
         key = f"{kind}\x00{event.org_id}\x00{event.message_id}"
-        at = event.received_at.timestamp()
+        at = self._received_at_of(event)
         seen = self._seen.get(key)
         if seen is not None:
             if seen.source == source:
@@ -299,7 +309,7 @@ class Processor:
             return  # a unit exposed again, a track it already converted on: no state to write, no row
         if not unit.experiments and not unit.decisions:
             return  # a new unit with nothing recorded (a track without experiments): nothing to keep
-        unit.version = max(unit.version + 1, int(event.received_at.timestamp() * 1_000_000))
+        unit.version = max(unit.version + 1, int(self._received_at_of(event) * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
             writes.touched_units[(org_id, experiment, unit_key)] = (event, unit)
@@ -430,7 +440,7 @@ def _properties(event: CanonicalEvent) -> dict[str, Any]:
 
 
 def _object(raw: msgspec.Raw) -> dict[str, Any]:
-    value = msgspec.json.decode(raw)
+    value = _any_decoder.decode(raw)
     return value if isinstance(value, dict) else {}
 
 
@@ -453,7 +463,9 @@ def _maybe_time(epoch: float | None) -> datetime | None:
     return None if epoch is None else _time(epoch)
 
 
-_encode: Callable[[Any], str] = lambda value: msgspec.json.encode(value).decode()  # noqa: E731
+_any_encoder: Final = msgspec.json.Encoder()
+_any_decoder: Final = msgspec.json.Decoder()
+_encode: Callable[[Any], str] = lambda value: _any_encoder.encode(value).decode()  # noqa: E731
 
 
 def letter(event: CanonicalEvent, reason: str, letter_id: str = "") -> DeadLetter:
@@ -463,6 +475,3 @@ def letter(event: CanonicalEvent, reason: str, letter_id: str = "") -> DeadLette
         received_at=event.received_at.timestamp(), payload=msgspec.Raw(_any_encoder.encode(event)),
         source="worker", project_id=event.project_id, env=event.env, id=letter_id,
     )  # fmt: skip
-
-
-_any_encoder = msgspec.json.Encoder()

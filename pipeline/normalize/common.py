@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -13,6 +12,10 @@ from sluice.envelope import RawBatch, derived_message_id
 
 SESSION_ID_MAX = 200
 EMPTY = msgspec.Raw(b"{}")
+JSON: Final = msgspec.json.Decoder()
+"""Any JSON (``msgspec.json.decode`` without looking it up for every event)."""
+TO_JSON: Final = msgspec.json.Encoder()
+Raw: Final = msgspec.Raw
 
 
 PAST_WINDOW = timedelta(days=5 * 365)
@@ -80,7 +83,7 @@ def message_id(batch: RawBatch, index: int, own: object = None) -> str:
 
 
 def as_json(value: dict[str, Any] | None) -> msgspec.Raw:
-    return msgspec.Raw(msgspec.json.encode(value)) if value else EMPTY
+    return Raw(TO_JSON.encode(value)) if value else EMPTY
 
 
 def text(value: object, limit: int | None = None) -> str:
@@ -88,7 +91,7 @@ def text(value: object, limit: int | None = None) -> str:
     scalars in their JSON spelling, absent as empty."""
     if value is None:
         return ""
-    out = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    out = value if isinstance(value, str) else TO_JSON.encode(value).decode()
     return out[:limit] if limit else out
 
 
@@ -101,7 +104,7 @@ def extras(fields: dict[str, Any], known: Collection[str]) -> dict[str, Any]:
 def decode_object(payload: msgspec.Raw) -> dict[str, Any] | str:
     """The event as a dict, or the reason it is not a JSON object."""
     try:
-        value = msgspec.json.decode(payload)
+        value = JSON.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         return f"invalid JSON: {exc}"
     except RecursionError:
@@ -127,8 +130,10 @@ def decode_event(
         return fields
     event = None
     if decoder is not None:
-        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+        try:  # noqa: SIM105 (contextlib.suppress makes an object for every event)
             event = decoder.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
     if event is None:
         try:
             event = msgspec.convert(fields, kind)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
 from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize.common import (
+    JSON,
     as_json,
     decode_object,
     event_time,
@@ -41,7 +40,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
 
 def _batch_field(batch: RawBatch, name: str) -> str:
     raw = batch.batch.get(name)
-    value = msgspec.json.decode(raw) if raw is not None else None
+    value = JSON.decode(raw) if raw is not None else None
     return value if isinstance(value, str) else ""
 
 
