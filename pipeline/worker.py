@@ -70,12 +70,13 @@ become one step of a million events (memory, freshness, and the heartbeats: see
 ``pipeline.keyed.YIELD_EVERY``)."""
 RESTART_PAUSE = 1.0
 """Seconds a stage waits after a failed step before it takes the same records again."""
-GC_THRESHOLD = (200_000, 50, 1000)
+GC_THRESHOLD = (1_000_000, 20, 1000)
 """The cyclic collector's thresholds in a worker process (Python's are 700, 10, 10). A step
 allocates millions of objects that die young and form no cycles; at the default the collector
 ran every few hundred events and took a fifth of the worker's CPU (bench/worker_cpu.py: 20.6 →
-17.0 µs an event), and at (50,000, 20, 100) still 5–6 % of it (14.3 → 13.6 µs, compiled).
-Cycles are still collected, every 200,000 allocations instead of 700."""
+17.0 µs an event), and at (200,000, 50, 1000) still 7.4 % of the main thread in a worker's
+profile: every collection fell in the middle of a batch and scanned the batch's live objects.
+Cycles are still collected, every 1,000,000 allocations instead of 700."""
 
 
 class Worker:
