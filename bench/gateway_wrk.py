@@ -8,28 +8,20 @@ one JSON line. Usage: ``python bench/gateway_wrk.py [--processes 2]``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import bench_key, bench_settings, start, stop, wait_http, wrk_points  # noqa: E402
+from run import bench_key, bench_settings, fresh_broker, start, wait_http, wrk_points  # noqa: E402
 
-from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
 
 
 def main(processes: int) -> list[dict[str, float]]:
-    work = Path(tempfile.mkdtemp(prefix="sluice-gateway-bench-"))
-    broker = LocalKafka(work / "kafka", ensure_jars(), port=free_port())
-    broker.start(heap="1g")
-    broker.wait_ready()
-    running: list[subprocess.Popen[bytes]] = []
-    try:
+    with fresh_broker("sluice-gateway-bench-") as (work, broker, running):
         settings = bench_settings(work, broker.bootstrap, "gw.")
         key = bench_key(settings)
         settings = Settings.from_env(settings.to_env(), gateway_processes=processes)
@@ -38,10 +30,6 @@ def main(processes: int) -> list[dict[str, float]]:
         wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
         assert broker.process is not None
         return wrk_points(settings, key, gateway.pid, broker.process.pid, work)
-    finally:
-        for process in running:
-            stop(process)
-        broker.stop()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ sizes, and chDB's raw insert rate.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import platform
 import re
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +73,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def fresh_broker(prefix: str) -> Iterator[tuple[Path, LocalKafka, list[subprocess.Popen[bytes]]]]:
+    """A new work directory and a fresh broker in it; the processes put in the list are stopped,
+    then the broker, on the way out (the standalone benchmarks: worker_rate, sustained, gateway_wrk)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = LocalKafka(work / "kafka", ensure_jars(), port=free_port())
+    broker.start(heap="1g")
+    broker.wait_ready()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        yield work, broker, processes
+    finally:
+        for process in processes:
+            stop(process)
+        broker.stop()
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -423,6 +443,10 @@ SUSTAINED = "`.venv/bin/python bench/sustained.py 20000 25000` (on a fresh broke
 DEDUPE = "`.venv/bin/python bench/dedupe_ids.py BOOTSTRAP TOPIC 6 10000000 DIR`"
 SUSTAIN_SECONDS = float(os.environ.get("BENCH_SUSTAIN_SECONDS", "300"))
 PROBE_SECONDS = 30.0
+RUN_SEEDS = itertools.count(1000)
+"""Each run's own load-generator seed. Message ids follow from the seed, so runs that shared one (a
+probe and the long run at its rate) sent the same ids, and the worker deduplicated the second's
+first part: fewer rows, a lighter load than offered."""
 DRAIN_LIMIT = 3.0
 """Seconds the worker may take to clear the backlog a run leaves when its load stops."""
 DRAIN_WAIT = 120.0
@@ -446,7 +470,7 @@ def steady_run(settings: Settings, key: str, rate: float, seconds: float) -> dic
     async def load() -> Any:
         task = asyncio.create_task(run(Options(
             url=f"http://127.0.0.1:{settings.gateway_port}", key=key, org="bench", batch_size=100, rate=rate,
-            duration=seconds, connections=16, seed=int(rate), progress=False, duplicate_rate=0.05,
+            duration=seconds, connections=16, seed=next(RUN_SEEDS), progress=False, duplicate_rate=0.05,
         )))  # fmt: skip
         while not task.done():
             await asyncio.sleep(min(10.0, seconds / 6))

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import bench_key, bench_settings, start, stop, sustained, wait_http  # noqa: E402
-
-from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
+from run import bench_key, bench_settings, fresh_broker, start, sustained, wait_http  # noqa: E402
 
 
 def main(rates: list[float]) -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="sluice-sustained-"))
-    broker = LocalKafka(work / "kafka", ensure_jars(), port=free_port())
-    broker.start(heap="1g")
-    broker.wait_ready()
-    processes = []
-    try:
+    with fresh_broker("sluice-sustained-") as (work, broker, processes):
         settings = bench_settings(work, broker.bootstrap, "wk.")
         key = bench_key(settings)
         processes.append(start(settings, "gateway", work / "gateway.log"))
@@ -36,10 +28,6 @@ def main(rates: list[float]) -> dict[str, object]:
         wait_http(f"{settings.worker_url}/healthz", 120)
         assert broker.process is not None
         return sustained(settings, key, rates, [worker.pid, broker.process.pid])
-    finally:
-        for process in processes:
-            stop(process)
-        broker.stop()
 
 
 if __name__ == "__main__":

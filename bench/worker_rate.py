@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,9 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import bench_key, bench_settings, drain, fill, start, stop, wait_http  # noqa: E402
-
-from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
+from run import bench_key, bench_settings, drain, fill, fresh_broker, start, stop, wait_http  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
 
@@ -45,12 +42,7 @@ def profile_top(path: Path, limit: int = 25) -> list[tuple[str, float]]:
 
 
 def main(profile: bool) -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="sluice-worker-bench-"))
-    broker = LocalKafka(work / "kafka", ensure_jars(), port=free_port())
-    broker.start(heap="1g")
-    broker.wait_ready()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
+    with fresh_broker("sluice-worker-bench-") as (work, broker, processes):
         settings = bench_settings(work, broker.bootstrap, "wk.")
         key = bench_key(settings)
         gateway = start(settings, "gateway", work / "gateway.log")
@@ -78,10 +70,6 @@ def main(profile: bool) -> dict[str, object]:
             spy.wait(timeout=60)
             result["profile"] = profile_top(work / "worker.prof")
         return result
-    finally:
-        for process in processes:
-            stop(process)
-        broker.stop()
 
 
 if __name__ == "__main__":
