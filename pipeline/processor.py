@@ -280,9 +280,8 @@ class Processor:
             return
         org_id, unit_key = event.org_id, event.unit_key
         key = f"{org_id}\x00{unit_key}"
-        unit = self._units.get(key)
-        changed = unit is None
-        unit = unit or UnitState()
+        unit = self._units.get(key) or UnitState()
+        changed = False  # a new unit is stored only once a rule records something in it
         at = event.timestamp.timestamp()
         group = self._group(event, source, at)
         properties = _properties(event)
@@ -306,9 +305,7 @@ class Processor:
                     rollup.count += 1
                     rollup.units += first
         if not changed:
-            return  # a unit exposed again, a track it already converted on: no state to write, no row
-        if not unit.experiments and not unit.decisions:
-            return  # a new unit with nothing recorded (a track without experiments): nothing to keep
+            return  # a unit exposed again, a track it already converted on, a new unit with nothing to record
         unit.version = max(unit.version + 1, int(self._received_at_of(event) * 1_000_000))
         self._units.put(key, unit, self._partition)
         for experiment, _ in touched:
