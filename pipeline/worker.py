@@ -43,6 +43,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import generate_latest
 
+from pipeline.background import keep_background_low
 from pipeline.batch import stores_on
 from pipeline.keyed import Fencing, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
@@ -130,6 +131,7 @@ class Worker:
         self.consumer.subscribe([self.settings.raw_topic, self.settings.keyed_topic, self.settings.dlq_topic],
                                 listener=listener)  # fmt: skip
         await self.consumer.start()
+        background = asyncio.create_task(keep_background_low(self.stopping))
         try:
             while not self.stopping.is_set():
                 records = await self.intake.take()
@@ -140,6 +142,7 @@ class Worker:
             async with self.lock:
                 await self._settle()  # the last batch commits before this worker leaves the group
         finally:
+            background.cancel()
             if self.tail is not None:  # stopped midway: whatever it did not commit goes again
                 tail, self.tail = self.tail, None
                 tail.task.cancel()
