@@ -14,7 +14,7 @@ from pipeline.statestore import StateStore
 
 def filtered(store: StateStore) -> tuple[int, int]:
     """(entries, entries under a bloom filter) over the store's table files."""
-    properties = store.db.property_value("rocksdb.aggregated-table-properties")
+    properties = store.db.property_value("rocksdb.aggregated-table-properties") or ""
     entries = re.search(r"# entries=(\d+)", properties)
     under_filter = re.search(r"# entries for filter=(\d+)", properties)
     assert entries and under_filter, properties
