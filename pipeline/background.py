@@ -33,12 +33,14 @@ EVERY = 10.0
 
 def lower_background(done: set[int], tasks: Path = Path("/proc/self/task")) -> int:
     """Set ``NICE`` on this process's background threads not yet in ``done`` (thread ids, updated);
-    returns how many were lowered now. A thread that ended meanwhile is skipped."""
+    returns how many were lowered now. A thread that ended meanwhile is skipped, and the ids of
+    ended threads leave ``done`` (the kernel gives a later thread the same id)."""
     lowered = 0
     try:
         entries = list(tasks.iterdir())
     except OSError:  # not Linux
         return 0
+    done &= {int(entry.name) for entry in entries}
     for entry in entries:
         tid = int(entry.name)
         if tid in done:

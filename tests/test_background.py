@@ -70,3 +70,12 @@ def test_a_thread_started_later_is_lowered_on_the_next_look() -> None:
             assert nice(second) == base
             assert lower_background(done) == 1
             assert nice(second) == nice(first) == max(NICE, base)
+
+
+def test_the_id_of_an_ended_thread_is_forgotten() -> None:
+    done: set[int] = set()
+    with named_thread("MergeMutate") as ended:
+        lower_background(done)
+    assert ended in done
+    lower_background(done)
+    assert ended not in done  # a later thread given the same id is looked at afresh
