@@ -74,7 +74,7 @@ class StateStore:
         # The options again for the default column family: rocksdict applies ``options`` only to
         # the column families it creates, so a store opened again (every restart) silently ran
         # on RocksDB's default table: no bloom filters, and every lookup of a new id read and
-        # decompressed a block of each level (40-55 µs a miss at 12 M ids, against about 1).
+        # decompressed a block of each level (40-57 µs a miss at about 12 M ids, against about 1).
         self.db = Rdict(str(path), options=_options(), column_families={"default": _options()})
         self.topic = topic
         self.bootstrap = bootstrap
