@@ -31,34 +31,43 @@ EVERY = 10.0
 """Seconds between looks for new threads (the engines start them as they need them)."""
 
 
-def lower_background(done: set[int], tasks: Path = Path("/proc/self/task")) -> int:
-    """Set ``NICE`` on this process's background threads not yet in ``done`` (thread ids, updated);
-    returns how many were lowered now. A thread that ended meanwhile is skipped, and the ids of
-    ended threads leave ``done`` (the kernel gives a later thread the same id)."""
-    lowered = 0
+def lower_background(done: set[tuple[int, int]], tasks: Path = Path("/proc/self/task")) -> int:
+    """Set ``NICE`` on this process's background threads not yet in ``done`` (updated), and
+    return how many were lowered now.
+
+    A thread is known by its id and start time: the kernel gives a later thread the id of one that
+    ended, and that thread is looked at afresh. Threads that ended leave ``done``; a thread that
+    ends meanwhile is skipped."""
+    threads: dict[tuple[int, int], str] = {}
     try:
         entries = list(tasks.iterdir())
     except OSError:  # not Linux
         return 0
-    done &= {int(entry.name) for entry in entries}
     for entry in entries:
-        tid = int(entry.name)
-        if tid in done:
-            continue
         try:
-            name = (entry / "comm").read_text().strip()
-            if name.startswith(BACKGROUND_THREADS):
-                os.setpriority(os.PRIO_PROCESS, tid, max(NICE, os.getpriority(os.PRIO_PROCESS, tid)))
-                done.add(tid)
-                lowered += 1
-        except (OSError, ValueError):  # ended, or not ours to change
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended
             continue
+        name, after = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        threads[(int(entry.name), int(after[19]))] = name  # field 22 of proc(5): the start time
+    done.intersection_update(threads)
+    lowered = 0
+    for thread, name in threads.items():
+        if thread in done or not name.startswith(BACKGROUND_THREADS):
+            continue
+        tid = thread[0]
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(NICE, os.getpriority(os.PRIO_PROCESS, tid)))
+        except OSError:  # ended, or not ours to change
+            continue
+        done.add(thread)
+        lowered += 1
     return lowered
 
 
 async def keep_background_low(stopping: asyncio.Event) -> None:
     """``lower_background`` every ``EVERY`` seconds until ``stopping`` is set."""
-    done: set[int] = set()
+    done: set[tuple[int, int]] = set()
     while not stopping.is_set():
         if lowered := await asyncio.to_thread(lower_background, done):
             log.debug("%d background threads lowered to nice %d", lowered, NICE)

@@ -45,6 +45,10 @@ def nice(tid: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, tid)
 
 
+def ids(done: set[tuple[int, int]]) -> set[int]:
+    return {tid for tid, _ in done}
+
+
 def test_merge_and_compaction_threads_are_lowered_once_and_nothing_else() -> None:
     with (
         named_thread("MergeMutate") as merge,
@@ -53,29 +57,34 @@ def test_merge_and_compaction_threads_are_lowered_once_and_nothing_else() -> Non
         named_thread("rocksdb:high") as flush,  # memtable flushes: a stalled flush stalls writes
     ):
         base = nice(threading.get_native_id())  # the test runner's own (0, unless run under nice)
-        done: set[int] = set()
-        assert lower_background(done) == 2
+        done: set[tuple[int, int]] = set()
+        # (this process may hold real ones too, from other tests' stores and warehouses)
+        assert lower_background(done) >= 2
         assert nice(merge) == nice(compaction) == max(NICE, base)
         assert nice(insert) == nice(flush) == base
-        assert lower_background(done) == 0  # each thread once
-        assert done == {merge, compaction}
+        assert {merge, compaction} <= ids(done)
+        assert not {insert, flush} & ids(done)
+        before = set(done)
+        lower_background(done)
+        assert before <= done  # a live thread once lowered stays known (not lowered again)
 
 
 def test_a_thread_started_later_is_lowered_on_the_next_look() -> None:
     base = nice(threading.get_native_id())
-    done: set[int] = set()
+    done: set[tuple[int, int]] = set()
     with named_thread("MergeMutate") as first:
         lower_background(done)
         with named_thread("MergeMutate") as second:
             assert nice(second) == base
-            assert lower_background(done) == 1
+            lower_background(done)
+            assert second in ids(done)
             assert nice(second) == nice(first) == max(NICE, base)
 
 
 def test_the_id_of_an_ended_thread_is_forgotten() -> None:
-    done: set[int] = set()
+    done: set[tuple[int, int]] = set()
     with named_thread("MergeMutate") as ended:
         lower_background(done)
-    assert ended in done
+    assert ended in ids(done)
     lower_background(done)
-    assert ended not in done  # a later thread given the same id is looked at afresh
+    assert ended not in ids(done)  # a later thread given the same id is looked at afresh
