@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gbstats==0.8.0  # the stats oracle in tests: see pyproject's dev extras
 	touch $(STAMP)
 
 jars: $(STAMP)
