@@ -458,7 +458,7 @@ class Worker:
             return web.Response(text="unsupported format\n", status=400)
         try:
             sql = await request.text()
-            out = await asyncio.to_thread(read_only, self.warehouse, sql, fmt)
+            out = await asyncio.to_thread(read_only, self.warehouse, sql, fmt, self.settings.query_time_limit)
         except (WarehouseError, UnicodeDecodeError) as exc:
             return web.Response(text=str(exc) + "\n", status=400)
         return web.Response(body=out, content_type="text/plain")

@@ -85,10 +85,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_port: int = 6066
     """The worker's HTTP port: health, metrics and (embedded warehouse) queries."""
     worker_url: str = "http://127.0.0.1:6066"
+    """Where ``sluice query`` finds the worker that owns the embedded warehouse."""
     query_token: str = ""
     """The worker's ``POST /query`` token (``Authorization: Bearer``); empty: the worker makes
     one in ``{home}/query-token`` (0600) and ``sluice query`` reads it from there."""
-    """Where ``sluice query`` finds the worker that owns the embedded warehouse."""
+    query_time_limit: float = 10.0
+    """Seconds an analyst's statement may run on the embedded warehouse (``max_execution_time``,
+    which the statement cannot lift): the worker's inserts wait behind at most one such query."""
     worker_group: str = "sluice-worker"
     """Kafka consumer group of the workers; also the prefix of their transactional ids."""
     dedupe_window_days: float = 7.0

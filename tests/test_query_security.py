@@ -51,10 +51,16 @@ async def test_the_query_endpoint_is_authenticated_read_only_and_closed_to_brows
             "INSERT INTO events (org_id) SELECT 'x'",
             "SELECT 1 SETTINGS readonly = 0",
             "SYSTEM SHUTDOWN",
+            # the review's (issue 24): readonly = 1 alone let each of these through
+            "SELECT file('/proc/self/environ')",
+            "DESCRIBE file('/etc/passwd', 'TSVWithNames')",
+            f"DESCRIBE url('{kafka_settings.worker_url}/healthz', 'TSVWithNames')",
+            f"SELECT 'import os' INTO OUTFILE '{tmp_path / 'x.pth'}' APPEND FORMAT TSVRaw",
         ]
         for sql in refused:
             status, body = post(kafka_settings, sql, auth)
             assert status == 400, (sql, status, body)
+        assert not (tmp_path / "x.pth").exists()
         assert post(kafka_settings, "EXISTS TABLE owned", auth) == (200, "0\n")
         assert post(kafka_settings, "SELECT count() FROM events", auth) == (200, "0\n")  # still there
         done = sluice(kafka_settings, "query", "SELECT 41 + 1")  # the CLI reads the token itself

@@ -27,7 +27,7 @@ class Rejecting:
         self.inserts: list[int] = []
         """Rows of each insert that landed."""
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
         return self.warehouse.execute(sql, fmt)
 
     def insert_json(self, table: str, rows: bytes) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,8 +68,9 @@ def classify(message: str) -> WarehouseError:
 class Warehouse(Protocol):
     database: str
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
-        """Run one statement; return its output in ClickHouse format ``fmt``."""
+    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
+        """Run one statement; return its output in ClickHouse format ``fmt``. ``behind_writes``:
+        an analyst's statement, which waits while the worker's own statements wait (embedded)."""
         ...
 
     def insert_json(self, table: str, rows: bytes) -> None:
@@ -130,14 +133,45 @@ def migrate(warehouse: Warehouse, cluster: str = "") -> list[int]:
     return applied
 
 
+class Gate:
+    """Turns at one resource: callers ``behind_writes`` wait while any other caller waits."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._waiting = 0
+
+    @contextmanager
+    def turn(self, behind_writes: bool = False) -> Iterator[None]:
+        with self._changed:
+            if behind_writes:
+                self._changed.wait_for(lambda: not self._busy and not self._waiting)
+            else:
+                self._waiting += 1
+                try:
+                    self._changed.wait_for(lambda: not self._busy)
+                finally:
+                    self._waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
+
+
 class ChdbWarehouse:
     """chDB, the ClickHouse engine inside this process.
 
     chDB allows one data path per process, so every instance in a process shares it; instances
-    differ by database (tests use one database each). Calls are serialized by a lock.
+    differ by database (tests use one database each). The engine runs one statement at a time
+    (it serializes them itself), so calls take turns at a gate where the worker's statements go
+    before analysts' (``behind_writes``): a stream of queries never starves the inserts.
     """
 
     _lock = threading.Lock()
+    _gate: Gate
     _session: Any = None  # chdb.session.Session: untyped
     _path: Path | None = None
     _current_db: str | None = None
@@ -148,6 +182,7 @@ class ChdbWarehouse:
         cls = type(self)
         with cls._lock:
             if cls._session is None:
+                cls._gate = Gate()
                 path.mkdir(parents=True, exist_ok=True)
                 cls._session = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
                 cls._path = path
@@ -171,15 +206,15 @@ class ChdbWarehouse:
             cls._session.query(f"USE {self.database}")
             cls._current_db = self.database
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
-        with self._lock:
+    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
+        with self._gate.turn(behind_writes):
             return self._run(sql, fmt)
 
     def insert_json(self, table: str, rows: bytes) -> None:
         """The rows as a streamed insert: the bytes go to the engine as they are, not inside the
         statement's text (twice the rate: the SQL parser never sees them)."""
         cls = type(self)
-        with self._lock:
+        with self._gate.turn():
             try:
                 self._use()
                 with cls._session.send_insert(f"INSERT INTO {table} SETTINGS {INSERT_SETTINGS}", "JSONEachRow") as ins:
@@ -213,7 +248,7 @@ class ServerWarehouse:
         except Exception as exc:
             raise _classify(exc) from exc
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
         try:
             if _without_result(sql):
                 # raw_query appends "FORMAT fmt", which an INSERT … VALUES would read as data.

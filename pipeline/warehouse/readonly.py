@@ -1,12 +1,13 @@
-"""Analysts' SQL: one read-only statement, checked by ClickHouse's own parser and run with
-``readonly = 1`` — which also forbids the table functions that reach files, URLs or other
-servers (``file``, ``url``, ``remote``, ``s3`` …) and any change of settings.
+"""Analysts' SQL on the embedded warehouse: one statement the allow-list admits
+(:mod:`pipeline.warehouse.guard`: reading only, no files, URLs, other servers or settings), run as
+ClickHouse formatted it under ``readonly = 1`` and a time limit the caller cannot lift, and
+behind the worker's own statements so that a slow query never holds the inserts up for longer
+than that limit. Nothing a request does outlives it: its settings are the statement's
+``SETTINGS`` clause, never the session's.
 
-The statement is parsed first (``formatQuerySingleLine``: a second statement is a syntax
-error, comments are gone), must start with a reading keyword, and runs as ClickHouse formatted
-it, with ``SETTINGS readonly = 1`` after it. The query endpoint also requires a token
-(:func:`query_token`), refuses browsers and, with a ClickHouse server configured, is not served
-at all: analysts use the server with users of their own (docs/operations.md).
+The query endpoint also requires a token (:func:`query_token`), refuses browsers and, with a
+ClickHouse server configured, is not served at all: analysts use the server with users of their
+own (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.warehouse import Warehouse, WarehouseError
-from sluice.sql import literal
-
-READING = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+from pipeline.warehouse import Warehouse
+from pipeline.warehouse.guard import Guard
 
 
-def read_only(warehouse: Warehouse, sql: str, fmt: str) -> bytes:
-    """Run ``sql`` if it is one reading statement; raise :class:`WarehouseError` otherwise."""
-    formatted = warehouse.execute(f"SELECT formatQuerySingleLine({literal(sql)})", "TSVRaw").decode().strip()
-    first = formatted.split(None, 1)[0].upper() if formatted else ""
-    if first not in READING:
-        raise WarehouseError(f"only reading statements ({', '.join(sorted(READING))}) are allowed here")
-    return warehouse.execute(f"{formatted}\nSETTINGS readonly = 1", fmt)
+def guard_statement(sql: str, run: Callable[[str], bytes], *, writes: bool) -> str:
+    """``sql`` as one formatted statement if the allow-list admits it (``writes``: inserts and
+    table DDL too, as ``sluice warehouse`` serves); raises ``guard.Refused`` otherwise. ``run``
+    executes a statement on the engine and returns its TSV output."""
+    return Guard(run).check(sql, writes=writes)
+
+
+def read_only(warehouse: Warehouse, sql: str, fmt: str, time_limit: float) -> bytes:
+    """Run ``sql`` if it is one reading statement the allow-list admits; raise
+    ``WarehouseError`` (``guard.Refused`` for a refusal) otherwise."""
+    formatted = Guard(lambda text: warehouse.execute(text, "TSVRaw", behind_writes=True)).check(sql, writes=False)
+    limits = f"readonly = 1, max_execution_time = {time_limit:g}, timeout_overflow_mode = 'throw'"
+    return warehouse.execute(f"{formatted}\nSETTINGS {limits}", fmt, behind_writes=True)
 
 
 def token_path(home: str) -> Path:

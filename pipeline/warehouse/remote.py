@@ -19,7 +19,7 @@ class RemoteWarehouse:
         self.database = database
         self.token = token
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames") -> bytes:
+    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
         request = urllib.request.Request(
             f"{self.url}?{urllib.parse.urlencode({'format': fmt})}",
             data=sql.encode(),
