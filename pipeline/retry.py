@@ -1,4 +1,4 @@
-"""One retry policy: exponential backoff with full jitter, for everything that waits out an outage.
+"""One retry policy: exponential backoff with jitter, for everything that waits out an outage.
 
 Only *unavailability* is retried (Kafka or ClickHouse unreachable, overloaded, timing out); a
 rejection of the data itself is never retried here — the caller isolates it instead.
@@ -32,8 +32,9 @@ class _Delays:
         self.policy, self.attempt = policy, 0
 
     def next(self) -> float:
-        """The next wait: uniform in [0, min(cap, first·2ⁿ)] (full jitter, so that workers that
-        failed together do not retry together)."""
+        """The next wait: uniform in [c/2, c] with c = min(cap, first·2ⁿ) ("equal jitter": at
+        least half the backoff, so that an outage is not hammered, and spread over the other
+        half, so that workers that failed together do not retry together)."""
         ceiling = min(self.policy.cap, self.policy.first * 2**self.attempt)
         self.attempt = min(self.attempt + 1, 30)
         return random.uniform(ceiling / 2, ceiling)

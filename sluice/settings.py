@@ -1,7 +1,9 @@
 """One typed settings object, read from ``SLUICE_*`` environment variables.
 
 Every process (gateway, worker, CLI, tests) builds its settings with :func:`Settings.from_env`
-and passes the object down; nothing reads the environment anywhere else.
+and passes the object down; nothing reads the environment anywhere else, but for one switch
+read before any settings exist: ``SLUICE_NATIVE=0`` (``pipeline/native.py``) runs the worker's
+per-event modules from their source instead of their compiled form.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Compression of the gateway's records: lz4, zstd, gzip, or empty for none. Worth it when the
     network to Kafka is the limit; on a small machine it costs the gateway CPU (measured: slower)."""
     topic_prefix: str = "sluice."
-    """Prefix of every topic Sluice owns: ``{prefix}raw``, ``{prefix}registry``, ``{prefix}dlq``."""
+    """Prefix of every topic Sluice owns: ``{prefix}raw``, ``{prefix}keyed``, ``{prefix}state.{group}``,
+    ``{prefix}registry``, ``{prefix}dlq``."""
     raw_partitions: int = 6
-    """Partitions of the raw topic when Sluice creates it; the worker's parallelism ceiling."""
+    """Partitions of the raw and keyed topics when Sluice creates them; the ceiling on worker
+    processes. The gateway puts each event in its unit's partition."""
     clickhouse_url: str = ""
     """``http://user:pass@host:8123/db`` for a ClickHouse server; empty means embedded chDB."""
     clickhouse_cluster: str = ""
@@ -99,8 +103,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     value_property: str = "order_total"
     """The property summed as a track's value when the event has no numeric ``value``."""
     sink_batch_rows: int = 10_000
+    """Records one worker step takes at most."""
     sink_batch_seconds: float = 0.5
+    """Under a live load, one worker step per this many seconds (a backlog is taken at once)."""
     log_level: str = "info"
+    """debug, info, warning or error; logs are JSON lines on stderr."""
 
     @property
     def raw_topic(self) -> str:
@@ -112,7 +119,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def keyed_topic(self) -> str:
-        """The normalize stage's output, keyed ``org:unit`` (internal to the worker)."""
+        """Items a worker forwards to the partition that owns their state (users, companies),
+        keyed ``org␀unit:…`` (internal to the worker)."""
         return f"{self.topic_prefix}keyed"
 
     @property

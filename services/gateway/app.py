@@ -1,7 +1,8 @@
 """The gateway: authenticate, check the envelope, make the batch durable in Kafka, answer.
 
-It keeps no per-user state. Every accepted request becomes one record on the raw topic
-(:class:`sluice.envelope.RawBatch`); the answer is sent only after Kafka acknowledged it.
+It keeps no per-user state. An accepted request becomes one record on the raw topic per
+partition its events go to (:class:`sluice.envelope.RawBatch`; each event goes to its unit's
+partition, ``pipeline/records.py``); the answer is sent only after Kafka acknowledged them all.
 """
 
 from __future__ import annotations
