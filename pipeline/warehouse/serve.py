@@ -1,23 +1,28 @@
 """``sluice warehouse``: the embedded engine (chDB) behind ClickHouse's HTTP interface.
 
-chDB lets one process own its files. This process owns them and speaks the part of ClickHouse's
-HTTP protocol that clients use — ``POST /`` with the SQL in the body or in ``?query=`` (then the
-body is the data, as for ``INSERT … FORMAT JSONEachRow``), ``?database=``, ``?default_format=``,
-other parameters as settings, ``GET /ping`` — so that several workers, the CLI and any
-ClickHouse client (clickhouse-connect included) share one warehouse on one machine, and so that
-the worker's server backend (``SLUICE_CLICKHOUSE_URL``) is exercised here without a ClickHouse
+chDB lets one process own its files. This process owns them and speaks ClickHouse's HTTP
+interface as its clients use it — clickhouse-connect (and SQLAlchemy through it), the Node
+client and the JDBC driver are tested against it (tests/test_warehouse_clients.py) — so that
+several workers, the CLI and any ClickHouse client share one warehouse on one machine, and so
+that the worker's server backend (``SLUICE_CLICKHOUSE_URL``) is exercised without a ClickHouse
 server. It is a development and test server: one user, no TLS; bind it to loopback.
 
-Locked like a server on a developer's machine must be, where any web page the developer visits
-can send requests to ``127.0.0.1``: every request but ``GET /ping`` needs the user and password
-the operator set (``SLUICE_WAREHOUSE_USER``/``SLUICE_WAREHOUSE_PASSWORD``; HTTP basic auth,
-``X-ClickHouse-User``/``X-ClickHouse-Key`` or ``?user=&password=``, as ClickHouse takes them); a
-request that carries ``Origin`` (a browser's) is refused; SQL comes only by ``POST`` — a ``GET``,
-which a page can make with an ``<img>``, runs nothing.
+What it takes: the SQL in ``?query=`` and/or the body (joined by a newline); an insert's data
+after its ``FORMAT X`` as bytes, in any format the engine reads, its rows counted by the engine
+(``X-ClickHouse-Summary``); bodies in a ``Content-Encoding`` or, with ``decompress=1``, in
+ClickHouse's compressed blocks; ``param_x`` for ``{x:Type}``; ``database``/``X-ClickHouse-Database``,
+``default_format``/``X-ClickHouse-Format``; any other parameter as a setting of this request;
+``session_id`` for ``SET`` and ``USE`` that last (:mod:`pipeline.warehouse.http.engine`: nothing a
+request does reaches another); ``compress=1`` and ``enable_http_compression=1`` for compressed
+answers. Errors are ClickHouse's: ``Code: N. DB::Exception: … (NAME) (version …)``.
 
-Statements run one at a time (chDB is one session), in a thread so that the event loop keeps
-reading requests. An error is answered as ClickHouse does: a non-200 status with the text
-``Code: N. DB::Exception: …`` and ``X-ClickHouse-Exception-Code``.
+Locked like a server on a developer's machine must be, where any web page the developer visits
+can send requests to ``127.0.0.1``: every request but ``/ping`` needs the user and password the
+operator set (``SLUICE_WAREHOUSE_USER``/``SLUICE_WAREHOUSE_PASSWORD``; HTTP basic auth,
+``X-ClickHouse-User``/``X-ClickHouse-Key`` or ``?user=&password=``); a request that carries
+``Origin`` (a browser's) is refused; a ``GET`` runs only reading statements (``readonly = 2``, as
+ClickHouse runs them), so an ``<img>`` cannot write; every statement passes the allow-list of
+:mod:`pipeline.warehouse.guard` (no files, URLs or other servers).
 """
 
 from __future__ import annotations
@@ -26,16 +31,25 @@ import asyncio
 import base64
 import binascii
 import hmac
+import json
 import logging
-import re
-import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from pipeline.warehouse import WarehouseError
+from pipeline.warehouse.http import codec
+from pipeline.warehouse.http.engine import Engine, Outcome, Session, Sessions
+from pipeline.warehouse.http.errors import ClickHouseError, response
+from pipeline.warehouse.http.statement import SETTING_NAME, Statement, assignments, split, use_target
+from pipeline.warehouse.readonly import guard_statement
 from sluice.sql import literal
+
+__all__ = ["Engine", "build_app", "credentials", "serve"]
 
 log = logging.getLogger("sluice.warehouse")
 
@@ -43,37 +57,14 @@ log = logging.getLogger("sluice.warehouse")
 HTTP_PARAMETERS = {
     "query", "database", "default_format", "query_id", "session_id", "session_timeout", "session_check",
     "user", "password", "quota_key", "compress", "decompress", "client_protocol_version",
-    "wait_end_of_query", "buffer_size", "stacktrace", "role", "default_session_timeout",
+    "wait_end_of_query", "buffer_size", "stacktrace", "role", "default_session_timeout", "enable_http_compression",
 }  # fmt: skip
-SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-CODE = re.compile(r"Code: (\d+)")
+READING = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+BINARY = ("Native", "RowBinary", "Parquet", "Arrow", "ORC", "Avro", "MsgPack", "BSONEachRow", "Npy", "Protobuf")
 
 
-class Engine:
-    """One chDB session, used by one statement at a time."""
-
-    def __init__(self, path: Path) -> None:
-        from chdb import session as chdb_session
-
-        path.mkdir(parents=True, exist_ok=True)
-        self.session: Any = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
-        self.lock = threading.Lock()
-        self.applied: set[str] = set()
-
-    def run(self, sql: str, fmt: str, database: str, settings: dict[str, str]) -> bytes:
-        with self.lock:
-            self.session.query(f"USE {_identifier(database)}")
-            # Settings last one request: those a previous request set go back to their defaults.
-            for name in self.applied - settings.keys():
-                self.session.query(f"SET {name} = DEFAULT")
-            for name, value in settings.items():
-                self.session.query(f"SET {name} = {literal(value)}")
-            self.applied = set(settings)
-            return bytes(self.session.query(sql, fmt).bytes())
-
-
-def _identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+class Guard(Protocol):
+    def __call__(self, sql: str, run: Callable[[str], bytes], *, writes: bool) -> str: ...
 
 
 def credentials(request: web.Request) -> tuple[str, str]:
@@ -90,67 +81,166 @@ def credentials(request: web.Request) -> tuple[str, str]:
     return request.query.get("user", ""), request.query.get("password", "")
 
 
-def guard(user: str, password: str) -> Middleware:
-    """The middleware that refuses browsers, strangers and SQL over GET."""
+def doors(user: str, password: str, version: str) -> Middleware:
+    """The middleware that refuses browsers and strangers."""
     expected = f"{user}:{password}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if "Origin" in request.headers:
-            return _error(403, 497, "Requests from browsers (with an Origin header) are refused")
+            error = ClickHouseError(497, "Requests from browsers (with an Origin header) are refused")
+            return response(error, version)
         if request.path == "/ping" and request.method in ("GET", "HEAD"):
             return await handler(request)
         presented = ":".join(credentials(request)).encode()
         if not hmac.compare_digest(presented, expected):
-            return _error(401, 516, "Authentication failed: password is incorrect, or there is no user with such name")
-        if request.method != "POST":
-            return _error(405, 164, "SQL is taken by POST only (a GET runs nothing here)")
+            error = ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user with such name")
+            return response(error, version)
         return await handler(request)
 
     return middleware
 
 
-def build_app(engine: Engine, user: str, password: str, max_body_bytes: int = 256 * 2**20) -> web.Application:
+class Requests:
+    """One request: its statement, settings, session and data, run on the engine."""
+
+    def __init__(self, engine: Engine, guard: Guard) -> None:
+        self.engine = engine
+        self.guard = guard
+        self.sessions = Sessions()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        headers = {"X-ClickHouse-Query-Id": request.query.get("query_id") or str(uuid.uuid4()),
+                   "X-ClickHouse-Timezone": self.engine.timezone,
+                   "X-ClickHouse-Server-Display-Name": "sluice-warehouse"}  # fmt: skip
+        try:
+            if request.method not in ("GET", "POST", "HEAD"):
+                raise ClickHouseError(48, f"HTTP method {request.method} is not supported", status=405)
+            if request.method != "POST" and "query" not in request.query:
+                return web.Response(text="Ok.\n")
+            return await self._statement(request, headers)
+        except ClickHouseError as exc:
+            return response(exc, self.engine.version, headers)
+        except WarehouseError as exc:  # the allow-list's refusal
+            return response(ClickHouseError(getattr(exc, "code", 497), str(exc)), self.engine.version, headers)
+
+    async def _statement(self, request: web.Request, headers: dict[str, str]) -> web.Response:
+        params = request.query
+        body = codec.decode_body(await request.read(), request.headers.get("Content-Encoding", ""))
+        if params.get("decompress") == "1":
+            body = codec.unframe(body)
+        query = params.get("query", "")
+        statement = split(query.encode() + b"\n" + body if query else body, self.engine.output_formats)
+        session = self._session(request)
+        database = request.headers.get("X-ClickHouse-Database") or params.get("database") or session.database
+        settings = dict(session.settings)
+        for name, value in params.items():
+            if name not in HTTP_PARAMETERS and not name.startswith("param_") and SETTING_NAME.match(name):
+                settings[name] = literal(value)
+        readonly = max(_int(settings.get("readonly", "0")), 2 if request.method == "GET" else 0)
+        if readonly:
+            settings["readonly"] = str(readonly)
+        fmt = statement.output_format or request.headers.get("X-ClickHouse-Format") or params.get("default_format")
+        fmt = fmt or "TabSeparated"
+        query_params = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
+        outcome = await asyncio.to_thread(self._run, statement, session, settings, readonly, database, fmt, query_params)
+        out = outcome.body
+        headers["X-ClickHouse-Format"] = fmt
+        headers["X-ClickHouse-Summary"] = json.dumps(outcome.summary(), separators=(",", ":"))
+        headers["Content-Type"] = _content_type(fmt)
+        if params.get("compress") == "1":
+            out = codec.frame(out)
+        elif params.get("enable_http_compression") == "1" and out:
+            encoding = codec.response_encoding(request.headers.get("Accept-Encoding", ""))
+            if encoding:
+                out = codec.ENCODERS[encoding](out)
+                headers["Content-Encoding"] = encoding
+        return web.Response(body=out, headers=headers)
+
+    def _session(self, request: web.Request) -> Session:
+        session_id = request.query.get("session_id", "")
+        if not session_id:
+            return Session()
+        timeout = _int(request.query.get("session_timeout", "60")) or 60
+        return self.sessions.get(session_id, min(timeout, 3600), request.query.get("session_check") == "1")
+
+    def _run(self, statement: Statement, session: Session, settings: dict[str, str], readonly: int,
+             database: str, fmt: str, params: dict[str, str]) -> Outcome:  # fmt: skip
+        kind = statement.kind
+
+        def run_text(sql: str) -> bytes:  # for the allow-list: ``EXPLAIN AST`` needs the parameters
+            return self.engine.query(sql, "TSVRaw", params=params).body
+
+        if readonly and kind not in READING and kind not in ("SET", "USE"):
+            raise ClickHouseError(164, f"Cannot execute query in readonly mode (readonly = {readonly})")
+        if kind == "INSERT" and statement.data is not None:
+            head = statement.sql + (" VALUES" if statement.input_format == "Values" else f" FORMAT {statement.input_format}")
+            self.guard(head, run_text, writes=True)
+            named = dict(statement.insert_settings)
+            merged = [f"{k} = {v}" for k, v in settings.items() if k not in named]
+            merged += [f"{k} = {v}" for k, v in statement.insert_settings]
+            sql = statement.sql + (" SETTINGS " + ", ".join(merged) if merged else "")
+            return self.engine.insert(sql, statement.input_format, database, statement.data)
+        self.guard(statement.sql, run_text, writes=not readonly)
+        if kind == "SET":
+            return self._set(statement.sql, session, settings, readonly)
+        if kind == "USE":
+            name = use_target(statement.sql)
+            if not self.engine.query(f"SELECT 1 FROM system.databases WHERE name = {literal(name)}", "TSV").body:
+                raise ClickHouseError(81, f"Database {name} does not exist")
+            session.database = name
+            return Outcome(b"")
+        clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
+        sql = f"{statement.sql}\nSETTINGS {clause}" if clause else statement.sql
+        return self.engine.query(sql, fmt, database, params)
+
+    def _set(self, sql: str, session: Session, settings: dict[str, str], readonly: int) -> Outcome:
+        """A client's ``SET``: checked by the engine (in a query of its own), kept in its session."""
+        changes = assignments(sql.split(None, 1)[1] if " " in sql.strip() else "")
+        if readonly == 1 or (readonly and any(name == "readonly" for name, _ in changes)):
+            raise ClickHouseError(164, "Cannot modify settings in readonly mode")
+        clause = ", ".join(f"{k} = {v}" for k, v in {**settings, **dict(changes)}.items())
+        self.engine.query(f"SELECT 1 SETTINGS {clause}", "TSV")
+        session.settings.update(changes)
+        return Outcome(b"")
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value.strip("'\""))
+    except ValueError:
+        return 0
+
+
+def _content_type(fmt: str) -> str:
+    if fmt.startswith(BINARY):
+        return "application/octet-stream"
+    if fmt.startswith("JSON"):
+        return "application/json; charset=UTF-8"
+    if fmt.startswith(("TSV", "TabSeparated")):
+        return "text/tab-separated-values; charset=UTF-8"
+    if fmt.startswith("CSV"):
+        return "text/csv; charset=UTF-8"
+    return "text/plain; charset=UTF-8"
+
+
+def build_app(
+    engine: Engine, user: str, password: str, max_body_bytes: int = 256 * 2**20, guard: Guard = guard_statement
+) -> web.Application:
     if not password:
         raise ValueError("sluice warehouse needs a password: set SLUICE_WAREHOUSE_PASSWORD")
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="Ok.\n")
 
-    async def statement(request: web.Request) -> web.Response:
-        params = request.query
-        body = await request.read()
-        sql = params.get("query", "")
-        if sql and body:
-            sql = f"{sql}\n{body.decode('utf-8', 'replace')}"
-        elif not sql:
-            sql = body.decode("utf-8", "replace")
-        if not sql.strip():
-            return _error(400, 62, "Empty query")
-        settings = {
-            k: v for k, v in params.items()
-            if k not in HTTP_PARAMETERS and not k.startswith("param_") and SETTING_NAME.match(k)
-        }  # fmt: skip
-        fmt = params.get("default_format", "TabSeparated")
-        database = params.get("database", "default")
-        try:
-            out = await asyncio.to_thread(engine.run, sql, fmt, database, settings)
-        except RuntimeError as exc:  # chDB's errors
-            text = str(exc)
-            match = CODE.search(text)
-            return _error(500, int(match.group(1)) if match else 1001, text)
-        return web.Response(body=out, headers={"X-ClickHouse-Format": fmt, "Content-Type": "text/plain"})
-
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[guard(user, password)])
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[doors(user, password, engine.version)],
+        handler_args={"auto_decompress": False},  # the body's Content-Encoding is ours to decode (codec)
+    )
     app.router.add_get("/ping", ping)
-    app.router.add_route("*", "/", statement)
+    app.router.add_route("*", "/", Requests(engine, guard))
     return app
-
-
-def _error(status: int, code: int, text: str) -> web.Response:
-    if not text.startswith("Code:"):
-        text = f"Code: {code}. DB::Exception: {text}"
-    return web.Response(status=status, text=text.rstrip() + "\n", headers={"X-ClickHouse-Exception-Code": str(code)})
 
 
 def serve(path: Path, host: str, port: int, user: str, password: str) -> None:
