@@ -17,6 +17,7 @@ MetricName = Literal[
     "sluice_gateway_tenant_mismatch_total",
     "sluice_gateway_inflight_bytes",
     "sluice_gateway_inflight_refusals_total",
+    "sluice_gateway_inflight_requests",
     "sluice_registry_records_skipped_total",
     "sluice_registry_lag",
     "sluice_registry_healthy",

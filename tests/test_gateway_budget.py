@@ -9,15 +9,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from services.gateway.budget import ByteBudget, OverBudget
 from sluice.localkafka import free_port
-from tests.builders import XAIKU_CURL_EVENTS, solute_body
+from tests.builders import XAIKU_CURL_EVENTS, solute_body, traffical_event
 from tests.gateway_harness import harness
 from tests.processes import wait_http
 
@@ -137,8 +138,11 @@ async def test_hundreds_of_stalled_uploads_hold_bounded_memory_and_honest_client
     # the 32 MiB budget, plus aiohttp's read buffers (up to 128 KiB a connection) and allocator
     # slack; without the budget it was about STALLED × SENT ≈ 257 MiB
     assert held < 80 * MiB
+    # the keyed half is refused by the budget once large bodies hold their half of it (about 18
+    # uploads of 900 kB fit in 16 MiB); the keyless half is over the sendBeacon limit: 413
     refused = next(line for line in metrics.splitlines() if line.startswith("sluice_gateway_inflight_refusals_total"))
-    assert float(refused.split()[-1]) > STALLED / 2
+    assert float(refused.split()[-1]) >= STALLED / 2 - 32
+    assert f'sluice_gateway_requests_total{{route="/api/v1/analytics",status="413"}} {STALLED // 2}.0' in metrics
 
 
 async def test_compressed_bodies_inflate_within_the_body_limit() -> None:
@@ -151,3 +155,74 @@ async def test_compressed_bodies_inflate_within_the_body_limit() -> None:
         big = await h.post("/api/events", bomb, **{"X-Api-Key": key, "Content-Encoding": "gzip"})
         assert (ok.status, big.status) == (200, 413)
         assert await big.json() == {"error": "Request body too large (max 1048576 bytes)"}
+
+
+async def idle(port: int, headers: str, declared: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that declares a body of ``declared`` bytes and sends none of it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /api/v1/analytics HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {declared}\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    for _ in range(1_000_000):
+        if condition():
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["beacon-form", "public-key-header"])
+async def test_idle_connections_declaring_large_bodies_do_not_shut_out_honest_clients(keyed: bool) -> None:
+    """The review's attack (issue 24): 32 connections declaring 1 MiB and 256 declaring 128 KiB,
+    sending nothing, filled the 64 MiB budget when declarations were reserved; honest requests got
+    503 for the whole client timeout. Keyless (the sendBeacon form, read before any key check) and
+    with the page's public key in the header."""
+    async with harness() as h:
+        key = h.key(scopes=("sdk:write",))
+        headers = f"X-public-key: {key}\r\n" if keyed else "Content-Type: text/plain;charset=UTF-8\r\n"
+        attack = [MiB] * 32 + [128 * 1024] * 256
+        port = h.client.port
+        assert port is not None
+        sockets = [await idle(port, headers, declared) for declared in attack]
+        try:
+            budget, route = h.gateway.budget, {"route": "/api/v1/analytics", "status": "413"}
+
+            def answered() -> float:
+                return h.gateway.metrics.registry.get_sample_value("sluice_gateway_requests_total", route) or 0.0
+
+            # every attacking request is in the gateway: waiting for its body, or refused outright
+            await wait_until(lambda: budget.requests + answered() >= len(attack))
+            started = time.monotonic()
+            beacon = {"events": XAIKU_CURL_EVENTS, "pkey": key}
+            honest = [
+                await h.post("/api/v1/analytics", {"events": XAIKU_CURL_EVENTS}, **{"X-public-key": key}),
+                await h.post("/api/v1/analytics", beacon, **{"Content-Type": "text/plain;charset=UTF-8"}),
+                await h.post("/v1/events", {"events": [traffical_event()]}, Authorization=f"Bearer {key}"),
+            ]
+            assert [r.status for r in honest] == [200, 200, 200], [await r.text() for r in honest]
+            assert time.monotonic() - started < 5
+            assert answered() == (0 if keyed else len(attack))  # keyless bodies over 64 KiB: 413, unread
+            assert budget.used == 0  # nothing arrived, nothing held
+        finally:
+            for _reader, writer in sockets:
+                writer.transport.abort()
+
+
+async def test_a_keyless_body_over_the_send_beacon_limit_is_413() -> None:
+    async with harness() as h:
+        key = h.key()
+        event = XAIKU_CURL_EVENTS[0]
+        fits = {"events": [event] * (60_000 // len(msgspec.json.encode(event))), "pkey": key}
+        over = {"events": [event] * (70_000 // len(msgspec.json.encode(event))), "pkey": key}
+        assert len(msgspec.json.encode(fits)) <= 64 * 1024 < len(msgspec.json.encode(over))
+        assert (await h.post("/api/v1/analytics", fits)).status == 200
+        refused = await h.post("/api/v1/analytics", over)
+        assert (refused.status, await refused.json()) == (
+            413, {"error": "Request body too large (max 65536 bytes without an X-public-key header)"}
+        )  # fmt: skip
+        # with the key in the header, the family's 1 MB holds
+        assert (await h.post("/api/v1/analytics", {"events": over["events"]}, **{"X-public-key": key})).status == 200

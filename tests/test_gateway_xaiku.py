@@ -105,3 +105,16 @@ async def test_the_browser_sdks_fetch_and_beacon_requests(gw: Harness) -> None:
 async def test_odd_user_ids_do_not_cost_the_batch(gw: Harness) -> None:
     events = [xaiku_sdk_event(userId=42), xaiku_sdk_event(userId=None, orgId={"id": 1})]
     assert (await gw.post(PATH, {"events": events}, **headers(gw.key()))).status == 200
+
+
+async def test_more_than_a_thousand_events_is_400_and_keeps_nothing(gw: Harness) -> None:
+    """The review sent 18,590 events in one 1 MiB body; the rate limit counts requests."""
+    key = gw.key()
+    event = {"eventName": "click", "experimentId": "e", "sessionId": "s"}
+    at_cap = await gw.post(PATH, {"events": [event] * 1000}, **headers(key))
+    over = await gw.post(PATH, {"events": [event] * 1001}, **headers(key))
+    beacon = await gw.post(PATH, {"events": [event] * 1001, "pkey": key})  # 52 kB: the beacon form too
+    assert at_cap.status == 200
+    for response in (over, beacon):
+        assert (response.status, await response.json()) == (400, {"error": "events must hold at most 1000 events"})
+    assert len(gw.raw()) == 1

@@ -80,16 +80,18 @@ class Gateway:
             raise GatewayError(429, "Rate limit exceeded", retry_after=wait)
         return key
 
-    async def read_body(self, request: web.Request, family: str) -> bytes:
-        """The whole body, valid UTF-8; 413 (before reading, when the length says so) if too large,
-        408 if too slow, 503 if the process holds too many request bytes already, 400 if it cannot
-        be decoded (``Content-Encoding``) or is not UTF-8."""
-        limit = self.settings.max_body_bytes
+    async def read_body(self, request: web.Request, family: str, limit: int | None = None, why: str = "") -> bytes:
+        """The whole body, valid UTF-8; 413 (before reading, when the length says so) if over
+        ``limit`` (default: the body limit; ``why`` explains a lower one), 408 if too slow, 503 if
+        the process holds too many request bytes already, 400 if it cannot be decoded
+        (``Content-Encoding``) or is not UTF-8. Bytes are reserved in the in-flight budget as they
+        arrive, never as declared (:mod:`services.gateway.budget`)."""
+        limit = self.settings.max_body_bytes if limit is None else limit
+        too_large = f"Request body too large (max {limit} bytes{why})"
         declared = request.content_length
         if declared is not None and declared > limit:
-            raise GatewayError(413, f"Request body too large (max {limit} bytes)")
+            raise GatewayError(413, too_large)
         reservation = request[RESERVATION]
-        _reserve(reservation, declared or 0)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -97,7 +99,7 @@ class Gateway:
                 async for chunk in request.content.iter_chunked(1 << 16):
                     size += len(chunk)
                     if size > limit:
-                        raise GatewayError(413, f"Request body too large (max {limit} bytes)")
+                        raise GatewayError(413, too_large)
                     _reserve(reservation, size)
                     chunks.append(chunk)
         except TimeoutError:

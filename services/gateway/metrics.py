@@ -71,6 +71,11 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             base_name("sluice_gateway_inflight_bytes"), "Request bytes held now", value=budget.used if budget else 0
         )
+        yield GaugeMetricFamily(
+            base_name("sluice_gateway_inflight_requests"),
+            "Requests being read or answered now (an idle upload holds no bytes, but counts here)",
+            value=budget.requests if budget else 0,
+        )  # fmt: skip
         yield CounterMetricFamily(
             base_name("sluice_gateway_inflight_refusals_total"),
             "Requests refused (503) over the in-flight byte budget", value=budget.refusals if budget else 0,

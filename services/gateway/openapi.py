@@ -185,7 +185,7 @@ def openapi_document() -> JsonSchema:
         ["company_id"], company_id={"type": "string"}, traits=OBJECT, context=OBJECT,
         user_id={"type": "string"}, user_token={"type": "string"},
     )  # fmt: skip
-    analytics = _envelope(["events"], events=_events(_ref("XaikuEvent"), None), pkey={"type": "string"})
+    analytics = _envelope(["events"], events=_events(_ref("XaikuEvent"), xaiku.MAX_EVENTS), pkey={"type": "string"})
     solute_body = _envelope(["batch"], batch=_events(_ref("SoluteEvent"), solute.MAX_EVENTS), sentAt={"type": "string"})
     traffical_event = {"oneOf": [_ref("Exposure"), _ref("Decision"), _ref("Track")]}
     traffical_body = _envelope(["events"], events=_events(traffical_event, traffical.MAX_EVENTS))
