@@ -202,3 +202,92 @@ async def test_a_token_never_reaches_the_dead_letters(gw: Harness) -> None:
     assert response.status == 400
     [letter] = gw.dead()
     assert signed.encode() not in bytes(letter.payload) and msgspec.json.decode(letter.payload)["userId"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "identify", "userId": "alice", "timestamp": "yesterday"},  # the review's case: it did not decode
+        {"type": "identify", "userId": "alice", "traits": "x@evil"},
+        {"type": "group", "userId": "alice"},  # decoded, invalid for another reason (no groupId)
+        {"type": "alias", "userId": "alice", "previousId": "anon_1", "timestamp": 7},
+        {"type": "Identify", "userId": "alice"},  # no type Sluice knows: it might still change alice
+        {"type": "identify", "userId": "alice", "userToken": 42},
+    ],
+    ids=["bad-timestamp", "bad-traits", "group-without-groupId", "alias-bad-timestamp", "unknown-type", "odd-token"],
+)
+async def test_identity_is_checked_first_and_an_unproven_change_is_never_a_dead_letter(
+    gw: Harness, event: dict[str, Any]
+) -> None:
+    """Issue 24: an identify for alice with ``timestamp: "yesterday"`` and no token became a dead
+    letter (400), which ``sluice dlq replay`` would have applied later without any check."""
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    body = solute_body({**solute_event(), "event": None, **event})
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    answer = await response.json()
+    assert (response.status, answer["success"], answer["processed"]) == (403, False, 0), answer
+    assert answer["errors"][0]["error"].startswith("Identity verification failed: ")
+    assert gw.sink.records == []  # not even a dead letter
+
+
+async def test_events_that_change_no_one_or_prove_their_user_are_still_dead_lettered(gw: Harness) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    signed = token("alice")
+    body = solute_body(
+        solute_event(messageId="t1", userId="alice", timestamp="yesterday"),  # a track: changes no user
+        solute_event(messageId="i1", type="identify", userId="alice", userToken=signed, timestamp="yesterday"),
+        solute_event(messageId="i2", type="identify", userId="alice", timestamp="yesterday"),
+    )
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    answer = await response.json()
+    assert response.status == 400
+    assert [e["error"].startswith("Identity verification failed: ") for e in answer["errors"]] == [False, False, True]
+    assert [(d.index, msgspec.json.decode(d.payload)["messageId"]) for d in gw.dead()] == [(0, "t1"), (1, "i1")]
+    assert all(signed.encode() not in record[2] for record in gw.sink.records)
+
+
+ESCAPED = b'"user\\u0054oken"'  # "userToken", as JSON also allows it to be written
+
+
+@pytest.mark.parametrize("verification", [False, True])
+async def test_a_token_spelled_with_escapes_is_stripped_everywhere(gw: Harness, verification: bool) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=verification, identity_secret=SECRET))
+    signed = token("alice")
+    body = solute_body(
+        solute_event(messageId="kept", type="identify", userId="alice", userToken=signed),
+        solute_event(messageId="dead", type="identify", userId="alice", userToken=signed, timestamp="yesterday"),
+    ).replace(b'"userToken"', ESCAPED)
+    assert body.count(ESCAPED) == 2 and b'"userToken"' not in body
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    assert (response.status, (await response.json())["processed"]) == (200, 1)
+    [record], [letter] = gw.raw(), gw.dead()
+    assert [msgspec.json.decode(e)["messageId"] for e in record.events] == ["kept"]
+    assert msgspec.json.decode(letter.payload)["messageId"] == "dead"
+    for kafka_record in gw.sink.records:
+        assert signed.encode() not in kafka_record[2] and b"oken" not in kafka_record[2]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/sdk/users/identify", halo_user(user_id="alice", traits="x@evil")),
+        ("/api/sdk/companies/identify", halo_company(user_id="alice", company_id="")),
+        ("/api/sdk/events", halo_events(user_id="alice", events=[])),
+    ],
+    ids=["traits-not-an-object", "empty-company-id", "no-events"],
+)
+async def test_halo_checks_identity_before_the_rest_of_the_request(gw: Harness, path: str, body: Any) -> None:
+    gw.org(OrgSettings(org_id=ORG, identity_verification=True, identity_secret=SECRET))
+    response = await gw.post(path, body, **headers(path, gw.key(org=ORG)))
+    assert response.status == 403, await response.text()
+    assert gw.sink.records == []
+
+
+async def test_a_token_in_an_event_with_numbers_no_float_holds_is_stripped(gw: Harness) -> None:
+    signed = token("alice")
+    event = solute_event(type="identify", userId="alice", userToken=signed, timestamp="yesterday")
+    body = solute_body(event).replace(b'"userToken"', b'"big":1e400,"exact":0.10,' + ESCAPED)
+    response = await gw.post("/api/events", body, **{"X-Api-Key": gw.key(org=ORG)})
+    assert response.status == 400
+    [letter] = gw.dead()
+    assert signed.encode() not in bytes(letter.payload) and b'"big":1E+400,"exact":0.10' in bytes(letter.payload)

@@ -46,9 +46,11 @@ def sort_events(
     decoder: msgspec.json.Decoder[T],
     check: Callable[[T], str | None],
     unit: Callable[[T], str] | None = None,
+    forward: Callable[[T, msgspec.Raw], msgspec.Raw] | None = None,
 ) -> Sorted:
-    """Decode each event with the family's struct and rule; valid ones keep their bytes, and
-    their ``unit`` when the family's units are per event."""
+    """Decode each event with the family's struct and rule; valid ones keep their bytes (or what
+    ``forward`` makes of the decoded event and its bytes), and their ``unit`` when the family's
+    units are per event."""
     out = Sorted([], [], [], [])
     for index, raw in enumerate(raws):
         try:
@@ -59,7 +61,7 @@ def sort_events(
         except RecursionError:
             reason = "event nests too deeply"
         if reason is None:
-            out.accepted.append(raw)
+            out.accepted.append(raw if forward is None else forward(event, raw))
             out.indexes.append(index)
             if unit is not None:
                 out.units.append(unit(event))

@@ -32,9 +32,9 @@ async def _start(request: web.Request) -> tuple[Gateway, ApiKey, bytes]:
 async def events(request: web.Request) -> web.Response:
     gateway, key, body = await _start(request)
     envelope = decode_body(halo.events_decoder, body, "a JSON object with an 'events' array")
+    gateway.verify_identity(key, envelope.user_id, envelope.user_token)  # first: a refusal is a 403, whatever else
     if not 1 <= len(envelope.events) <= halo.MAX_EVENTS:
         raise GatewayError(400, f"events must contain between 1 and {halo.MAX_EVENTS} events")
-    gateway.verify_identity(key, envelope.user_id, envelope.user_token)
     checked = sort_events(envelope.events, halo.event_decoder, halo.check_event)
     if checked.errors:
         index, reason = checked.errors[0]
@@ -74,10 +74,10 @@ async def _identify(
     payload: halo.UserIdentifyBody | halo.CompanyIdentifyBody = decode_body(
         decoder, body, f"a JSON object with a '{id_field}'"
     )
+    gateway.verify_identity(key, payload.user_id, payload.user_token)  # first: a refusal is a 403, whatever else
     if not getattr(payload, id_field):
         raise GatewayError(400, f"{id_field} must not be empty")
     _check_traits(payload.traits, payload.context, limit)
-    gateway.verify_identity(key, payload.user_id, payload.user_token)
     await gateway.publish(
         gateway.raw_batch(request, FAMILY, key, body, [_without_token(body)]), [payload.user_id or ""]
     )

@@ -7,23 +7,34 @@ event is a 400 carrying the same per-index report.
 Identity verification: where the org has it on, an identify, group or alias event from a
 publishable key is refused unless its ``userToken`` proves the user it names. A refused event is
 reported by index like an invalid one but is not a dead letter (a replay would skip the check);
-a batch of which nothing was kept because of refusals alone is a 403.
+a batch of which nothing was kept because of refusals alone is a 403. Identity is checked before
+anything else about an event, and an event that does not even decode is read loosely for the
+users it names: an identity-changing event is never dead-lettered unproven, whatever else is wrong
+with it (``sluice dlq replay`` would otherwise apply it later without any check).
+
+``userToken`` is a credential: it is taken out of every event the gateway forwards or
+dead-letters, from the decoded event (any spelling of the name JSON allows, escapes included).
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from services.gateway.batches import Sorted, decode_body, sort_events
-from services.gateway.context import gateway_of
+from services.gateway.context import Gateway, gateway_of
 from services.gateway.errors import GatewayError, json_response
-from services.gateway.identity import FAILED
+from services.gateway.identity import FAILED, needs_proof
 from sluice.envelope import Family
+from sluice.registry import ApiKey
 from sluice.wire import solute
 
 FAMILY: Family = "solute"
-TOKEN_FIELD = b'"userToken"'
+UNCHANGING = ("track", "page")
+"""The event types that change no user (``solute.named_users`` names nobody for them)."""
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -33,14 +44,24 @@ async def handle(request: web.Request) -> web.Response:
     envelope = decode_body(solute.body_decoder, body, "a JSON object with a 'batch' array")
     if not 1 <= len(envelope.batch) <= solute.MAX_EVENTS:
         raise GatewayError(400, f"batch must contain between 1 and {solute.MAX_EVENTS} events")
+    proving = needs_proof(gateway.registry.org(key.org_id), key)
 
     def check(event: solute.SoluteEvent) -> str | None:
-        return solute.check(event) or gateway.identity_refusal(key, solute.named_users(event), event.userToken)
+        if proving and (refused := gateway.identity_refusal(key, solute.named_users(event), event.userToken)):
+            return refused
+        return solute.check(event)
 
     received_at = gateway.clock()
-    events = sort_events(envelope.batch, solute.event_decoder, check, solute.unit_of)
+    events = sort_events(envelope.batch, solute.event_decoder, check, solute.unit_of, _forwarded)
+    if proving:  # events that did not decode were not checked: read them loosely for the users they name
+        events.errors = [
+            (i, why if why.startswith(FAILED) else _loose_refusal(gateway, key, envelope.batch[i]) or why)
+            for i, why in events.errors
+        ]
     invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
-    raws = _without_tokens(envelope.batch, body)  # dead letters are read by analysts: no credentials
+    raws = list(envelope.batch)
+    for index, _ in invalid:  # dead letters are read by analysts: no credentials
+        raws[index] = _without_token(raws[index])
     dead = Sorted([], [], invalid).dead_letters(raws, FAMILY, request.path, key, received_at)
     report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
     if events.errors:
@@ -48,7 +69,7 @@ async def handle(request: web.Request) -> web.Response:
     batch = None
     if events.accepted:
         batch = gateway.raw_batch(
-            request, FAMILY, key, body, [raws[i] for i in events.indexes], events.indexes, received_at, envelope.sentAt
+            request, FAMILY, key, body, events.accepted, events.indexes, received_at, envelope.sentAt
         )
     await gateway.publish(batch, events.units, dead)
     gateway.metrics.accepted(FAMILY, len(events.accepted))
@@ -61,17 +82,40 @@ async def handle(request: web.Request) -> web.Response:
     return json_response({"success": True, **report})
 
 
-def _without_tokens(events: list[msgspec.Raw], body: bytes) -> list[msgspec.Raw]:
-    """The events as sent, less their ``userToken`` (a credential) where they have one."""
-    if TOKEN_FIELD not in body:
-        return events
-    out = []
-    for event in events:
-        try:
-            fields = msgspec.json.decode(event)
-        except RecursionError:  # nests too deeply to be an event: it is a dead letter, kept as sent
-            fields = None
-        if isinstance(fields, dict) and fields.pop("userToken", None) is not None:
-            event = msgspec.Raw(msgspec.json.encode(fields))
-        out.append(event)
-    return out
+def _forwarded(event: solute.SoluteEvent, raw: msgspec.Raw) -> msgspec.Raw:
+    """An accepted event as forwarded: as sent, less its token (decoded again only if it has one)."""
+    return raw if event.userToken is None else _without_token(raw)
+
+
+# Any JSON the envelope held decodes: numbers as sent (1e400 too, which a float cannot hold).
+_loose_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_loose_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def _fields(raw: msgspec.Raw) -> Any:
+    try:
+        return _loose_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # not in practice: the envelope holding it decoded
+        return None
+
+
+def _without_token(raw: msgspec.Raw) -> msgspec.Raw:
+    """The event as sent, less its ``userToken`` (a credential) if it has one."""
+    fields = _fields(raw)
+    if isinstance(fields, dict) and "userToken" in fields:
+        del fields["userToken"]
+        return msgspec.Raw(_loose_encoder.encode(fields))
+    return raw
+
+
+def _loose_refusal(gateway: Gateway, key: ApiKey, raw: msgspec.Raw) -> str | None:
+    """Why an event that failed its checks may not change the users it names, read from its JSON
+    whatever its types: one that is not plainly a track or page names its ``userId`` (and, unless
+    it is an identify or group, its ``previousId``), and must prove them like a valid one."""
+    fields = _fields(raw)
+    if not isinstance(fields, dict) or fields.get("type") in UNCHANGING:
+        return None
+    names = ("userId",) if fields.get("type") in ("identify", "group") else ("userId", "previousId")
+    users = [None if fields.get(n) is None else str(fields[n]) for n in names]
+    token = fields.get("userToken")
+    return gateway.identity_refusal(key, users, token if isinstance(token, str) else None)
