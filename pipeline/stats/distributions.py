@@ -49,32 +49,51 @@ def _beta_continued_fraction(a: float, b: float, x: float) -> float:
     raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 ≤ x ≤ 1."""
+def _stirling_tail(z: float) -> float:
+    """log Γ(z) − [(z − ½) ln z − z + ½ ln 2π], by its asymptotic series (z ≥ 100: error < 1e-17)."""
+    return 1.0 / (12.0 * z) - 1.0 / (360.0 * z**3) + 1.0 / (1260.0 * z**5)
+
+
+def log_gamma_ratio(a: float, b: float) -> float:
+    """ln Γ(a + b) − ln Γ(a), without the cancellation of two large lgammas when a is large."""
+    if a < 100.0:
+        return math.lgamma(a + b) - math.lgamma(a)
+    return (a - 0.5) * math.log1p(b / a) + b * math.log(a + b) - b + _stirling_tail(a + b) - _stirling_tail(a)
+
+
+def betainc(a: float, b: float, x: float, y: float | None = None) -> float:
+    """The regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 ≤ x ≤ 1.
+
+    ``y`` is 1 − x when the caller knows it more exactly than 1 − x rounds to (x near 1).
+    """
+    y = 1.0 - x if y is None else y
     if x <= 0.0:
         return 0.0
-    if x >= 1.0:
+    if y <= 0.0:
         return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
+    log_x = math.log1p(-y) if y < 0.5 else math.log(x)
+    log_y = math.log1p(-x) if x < 0.5 else math.log(y)
+    big, small = (a, b) if a >= b else (b, a)
+    log_front = log_gamma_ratio(big, small) - math.lgamma(small) + a * log_x + b * log_y
+    # Numerical Recipes' switch, except for Student's t at large ν (a = ν/2 > 100, b = ½): there the direct
+    # fraction loses about √a·ε, and the complementary one is exact to 1e-12 while a·y < 4.5
+    # (t² < 9, so I_x > 0.002 and the subtraction from 1 costs at most 3 digits)
+    if x < (a + 1.0) / (a + b + 2.0) and not (a > 100.0 and b < 1.0 and a * y < 4.5):
         return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, y) / b
 
 
 def t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with ``df`` degrees of freedom (df > 0, may be fractional)."""
     if math.isinf(df):
         return normal_sf(t)
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t), t * t / (df + t * t))
     return tail if t >= 0 else 1.0 - tail
 
 
 def t_pdf(t: float, df: float) -> float:
     log_density = (
-        math.lgamma((df + 1.0) / 2.0)
-        - math.lgamma(df / 2.0)
-        - 0.5 * math.log(df * math.pi)
-        - (df + 1.0) / 2.0 * math.log1p(t * t / df)
+        log_gamma_ratio(df / 2.0, 0.5) - 0.5 * math.log(df * math.pi) - (df + 1.0) / 2.0 * math.log1p(t * t / df)
     )
     return math.exp(log_density)
 
