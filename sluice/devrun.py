@@ -3,7 +3,8 @@
 Each part is its own process (as in production); this one supervises them. On the first start it
 creates a dev org with one key of each kind and prints them (they are stored hashed: this is the
 only time they are shown). The publishable key works with every family's browser SDK: it has the
-``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs. Beside the
+``pk_`` prefix Xaiku's SDK insists on and the ``sdk:write`` scope Traffical's needs, and the
+example bundle's project and env, which Traffical's SDK sends with its events. Beside the
 keys it loads example configuration for the SDKs to fetch — the sdk-spec's example Traffical
 bundle (project ``proj_test``, env ``production``) and a Xaiku experiment (``exp_hero``) — so a
 page with either SDK assigns variants from the first start. Ctrl-C or
@@ -47,8 +48,14 @@ async def bootstrap_dev_org(settings: Settings) -> list[tuple[str, str]]:
     registry = await read_registry(settings.kafka_bootstrap, settings.registry_topic)
     if any(k.org_id == DEV_ORG for k in registry.keys.values()):
         return []
-    publishable, pub_record = new_key(DEV_ORG, "publishable", prefix="pk_", scopes=["sdk:write"])
-    secret, sec_record = new_key(DEV_ORG, "secret", prefix="sk_", scopes=["sdk:write"])
+    # The keys' project and env are the example bundle's: the Traffical SDK sends its projectId
+    # and env with every event, and a key for project "default" would count each as a mismatch.
+    publishable, pub_record = new_key(
+        DEV_ORG, "publishable", prefix="pk_", scopes=["sdk:write"], project_id=DEV_PROJECT, env=DEV_ENV
+    )
+    secret, sec_record = new_key(
+        DEV_ORG, "secret", prefix="sk_", scopes=["sdk:write"], project_id=DEV_PROJECT, env=DEV_ENV
+    )
     await write_records(
         settings.kafka_bootstrap, settings.registry_topic,
         [key_record(pub_record), key_record(sec_record), *example_config()],
@@ -159,7 +166,8 @@ def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir:
             print(f"  {kind:<26} {key}")
     else:
         print("\nDev org 'dev' exists; make a new key for browser SDKs with:\n"
-              "  .venv/bin/sluice keys create --org dev --kind publishable --scope sdk:write")  # fmt: skip
+              f"  .venv/bin/sluice keys create --org {DEV_ORG} --project {DEV_PROJECT} --env {DEV_ENV} "
+              "--kind publishable --scope sdk:write")  # fmt: skip
     print(f"\nBrowser SDKs take the publishable key and this gateway as their base URL:\n"
           f"  Traffical js-client  baseUrl: '{gateway_url}',\n"
           f"                       orgId: '{DEV_ORG}', projectId: '{DEV_PROJECT}', env: '{DEV_ENV}'\n"
