@@ -18,7 +18,6 @@ from pipeline.warehouse.formats import QUERY_FORMATS
 from sluice.envelope import RawBatch, body_digest, encoder
 from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
-from sluice.sql import literal
 
 COLUMNS = "id, received_at, org_id, family, route, source, reason, payload"
 
@@ -35,22 +34,26 @@ class Letter(msgspec.Struct):
 
 
 def list_letters(warehouse: Warehouse, org_id: str | None, limit: int, fmt: str) -> bytes:
-    where = f"WHERE org_id = {literal(org_id)}" if org_id else ""
-    sql = f"SELECT {COLUMNS} FROM dlq FINAL {where} ORDER BY received_at DESC LIMIT {int(limit)}"
-    return warehouse.execute(sql, QUERY_FORMATS[fmt])
+    where = "WHERE org_id = {org:String}" if org_id else ""
+    sql = f"SELECT {COLUMNS} FROM dlq FINAL {where} ORDER BY received_at DESC LIMIT {{limit:UInt64}}"
+    parameters: dict[str, str | int] = {"limit": int(limit)} | ({"org": org_id} if org_id else {})
+    return warehouse.execute(sql, QUERY_FORMATS[fmt], parameters=parameters)
 
 
 async def replay(settings: Settings, warehouse: Warehouse, *, ids: list[str], org_id: str | None) -> int:
-    conditions = []
+    conditions: list[str] = []
+    parameters: dict[str, str | list[str]] = {}
     if ids:
-        conditions.append(f"id IN ({', '.join(literal(i) for i in ids)})")
+        conditions.append("has({ids:Array(String)}, id)")
+        parameters["ids"] = ids
     if org_id:
-        conditions.append(f"org_id = {literal(org_id)}")
+        conditions.append("org_id = {org:String}")
+        parameters["org"] = org_id
     sql = (
         "SELECT id, org_id, family, route, payload, project_id, env, batch FROM dlq FINAL "
         f"WHERE {' AND '.join(conditions)} AND family != ''"
     )
-    out = warehouse.execute(sql, "JSONEachRow")
+    out = warehouse.execute(sql, "JSONEachRow", parameters=parameters)
     letters = [msgspec.json.decode(line, type=Letter) for line in out.splitlines() if line]
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_security(settings)

@@ -18,9 +18,10 @@ are processed again after a pause.
 Why not Faust: measured (docs/architecture.md), its ``exactly_once`` commits on a timer
 regardless of event boundaries (a paused worker's run gave 4,004 outputs for 4,000 inputs) and
 picks its transactional producer by destination partition, so re-keying to a partition the
-worker does not own fails; and its per-event stream machinery was a quarter of the worker's time. Why one hop: the second (normalize → keyed topic
-→ keyed stage) cost every event an encode, a produce, a fetch and a decode. The stages here take batches straight from
-aiokafka, which also provides the group membership and the transactions. The web port serves
+worker does not own fails; and its per-event stream machinery was a quarter of the worker's
+time. Why one hop: the second (normalize → keyed topic → keyed stage) cost every event an
+encode, a produce, a fetch and a decode. The stages here take batches straight from aiokafka,
+which also provides the group membership and the transactions. The web port serves
 ``/healthz``, ``/metrics`` and, for the embedded warehouse only this process may open,
 ``POST /query``.
 """
@@ -59,6 +60,7 @@ from pipeline.warehouse.readonly import authorized, query_token, read_only
 from sluice.envelope import DeadLetter, encoder
 from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
+from sluice.sql import ParameterText
 
 log = logging.getLogger("sluice.worker")
 
@@ -459,7 +461,12 @@ class Worker:
             return web.Response(text="unsupported format\n", status=400)
         try:
             sql = await request.text()
-            out = await asyncio.to_thread(read_only, self.warehouse, sql, fmt, self.settings.query_time_limit)
+            parameters = {
+                k.removeprefix("param_"): ParameterText(v) for k, v in request.query.items() if k.startswith("param_")
+            }
+            out = await asyncio.to_thread(
+                read_only, self.warehouse, sql, fmt, self.settings.query_time_limit, parameters
+            )
         except (WarehouseError, UnicodeDecodeError) as exc:
             return web.Response(text=str(exc) + "\n", status=400)
         return web.Response(body=out, content_type="text/plain")

@@ -146,7 +146,8 @@ def test_a_client_of_sluice_warehouse_may_write_tables_but_not_reach_outside(
     warehouse: ChdbWarehouse, tmp_path: Path
 ) -> None:
     allowed = [
-        "CREATE TABLE w (a UInt32, b String DEFAULT 'x') ENGINE = MergeTree ORDER BY a",
+        "CREATE TABLE w (a UInt32, b String DEFAULT 'x', d Date) ENGINE = MergeTree PARTITION BY toYYYYMM(d) "
+        "ORDER BY (a, d) TTL d + INTERVAL 1 YEAR",
         "INSERT INTO w (a) VALUES (1)",
         "INSERT INTO w FORMAT JSONEachRow",
         "INSERT INTO w SELECT number, 'y' FROM numbers(3)",
@@ -167,6 +168,7 @@ def test_a_client_of_sluice_warehouse_may_write_tables_but_not_reach_outside(
         "INSERT INTO FUNCTION file('/tmp/x.tsv', 'TSV', 'a String') SELECT 'x'",
         "INSERT INTO w FROM INFILE '/etc/passwd' FORMAT LineAsString",
         "CREATE TABLE f (a String) ENGINE = File(LineAsString, '/etc/passwd')",
+        "CREATE TABLE f (a String) ENGINE = File(LineAsString, '/etc/passwd') PARTITION BY toYYYYMM(now())",
         "CREATE TABLE f (a String) ENGINE = URL('http://127.0.0.1:1/', CSV)",
         "CREATE TABLE f AS file('/etc/passwd', 'LineAsString')",
         "CREATE TABLE f ENGINE = Memory AS SELECT * FROM url('http://127.0.0.1:1/', 'CSV', 'a String')",
@@ -193,13 +195,13 @@ def test_the_tree_is_read_as_the_engine_prints_it() -> None:
         "SelectWithUnionQuery (children 2)\n ExpressionList (children 1)\n  SelectQuery (children 1)\n"
         "   ExpressionList (children 1)\n    Function we ird (children 1)\n Literal '/tmp/x'\n"
     )
-    assert [(n.depth, n.kind, n.name, n.parent) for n in nodes] == [
-        (0, "SelectWithUnionQuery", "", ""),
-        (1, "ExpressionList", "", "SelectWithUnionQuery"),
-        (2, "SelectQuery", "", "ExpressionList"),
-        (3, "ExpressionList", "", "SelectQuery"),
-        (4, "Function", "we", "ExpressionList"),  # a name with a space is cut: refused, not guessed
-        (1, "Literal", "'/tmp/x'", "SelectWithUnionQuery"),
+    assert [(n.depth, n.kind, n.name, n.parent, n.first) for n in nodes] == [
+        (0, "SelectWithUnionQuery", "", "", True),
+        (1, "ExpressionList", "", "SelectWithUnionQuery", True),
+        (2, "SelectQuery", "", "ExpressionList", True),
+        (3, "ExpressionList", "", "SelectQuery", True),
+        (4, "Function", "we", "ExpressionList", True),  # a name with a space is cut: refused, not guessed
+        (1, "Literal", "'/tmp/x'", "SelectWithUnionQuery", False),
     ]
 
 
@@ -252,3 +254,15 @@ def test_nothing_a_request_sets_outlives_it(warehouse: ChdbWarehouse) -> None:
     assert run(warehouse, "SELECT getSetting('readonly'), getSetting('max_execution_time')") == f"1\t{LIMIT:g}\n"
     assert warehouse.execute("SELECT getSetting('readonly'), getSetting('max_execution_time')", "TSV") == b"0\t0\n"
     warehouse.execute("CREATE TABLE after (a UInt8) ENGINE = Memory")  # the worker still writes
+
+
+def test_values_travel_as_bound_parameters_never_quoted_into_the_statement(warehouse: ChdbWarehouse) -> None:
+    tricky = "o'k \\ '); DROP TABLE t; --"
+    out = read_only(
+        warehouse,
+        "SELECT {s:String} = {s:String}, length({s:String}), has({ids:Array(String)}, {s:String})",
+        "TSV",
+        LIMIT,
+        {"s": tricky, "ids": ["a", tricky]},
+    )
+    assert out == f"1\t{len(tricky)}\t1\n".encode()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.warehouse.readonly import token_path
+from pipeline.warehouse.remote import RemoteWarehouse
 from sluice.settings import Settings
 from tests.processes import running, sluice
 
@@ -63,5 +64,9 @@ async def test_the_query_endpoint_is_authenticated_read_only_and_closed_to_brows
         assert not (tmp_path / "x.pth").exists()
         assert post(kafka_settings, "EXISTS TABLE owned", auth) == (200, "0\n")
         assert post(kafka_settings, "SELECT count() FROM events", auth) == (200, "0\n")  # still there
+        remote = RemoteWarehouse(kafka_settings.worker_url, token=token)  # values as param_name, bound
+        tricky = "o'k \\ '); DROP TABLE events; --"
+        sql = "SELECT length({s:String}), has({ids:Array(String)}, {s:String})"
+        assert remote.execute(sql, "TSV", parameters={"s": tricky, "ids": [tricky]}) == f"{len(tricky)}\t1\n".encode()
         done = sluice(kafka_settings, "query", "SELECT 41 + 1")  # the CLI reads the token itself
         assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "42", done.stderr

@@ -12,6 +12,7 @@ import pytest
 from pipeline.rows import Writes
 from pipeline.sink import EventRows, WarehouseSink
 from pipeline.warehouse import Warehouse, WarehouseError
+from sluice.sql import Parameters
 from tests.test_processor import event
 
 pytestmark = pytest.mark.clickhouse
@@ -27,8 +28,10 @@ class Rejecting:
         self.inserts: list[int] = []
         """Rows of each insert that landed."""
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
-        return self.warehouse.execute(sql, fmt)
+    def execute(
+        self, sql: str, fmt: str = "TSVWithNames", *, parameters: Parameters | None = None, behind_writes: bool = False
+    ) -> bytes:
+        return self.warehouse.execute(sql, fmt, parameters=parameters)
 
     def insert_json(self, table: str, rows: bytes) -> None:
         if self.marker in rows:

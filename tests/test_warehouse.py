@@ -20,6 +20,7 @@ from pipeline.warehouse import (
     migrations,
     split_statements,
 )
+from sluice.sql import Parameters
 from tests.processes import warehouse_server
 
 pytestmark = pytest.mark.clickhouse
@@ -37,8 +38,8 @@ def event(message_id: str, **changes: object) -> CanonicalEvent:
     return CanonicalEvent(**fields)  # type: ignore[arg-type]
 
 
-def rows(warehouse: Warehouse, sql: str) -> list[dict[str, object]]:
-    out = warehouse.execute(sql, "JSONEachRow")
+def rows(warehouse: Warehouse, sql: str, parameters: Parameters | None = None) -> list[dict[str, object]]:
+    out = warehouse.execute(sql, "JSONEachRow", parameters=parameters)
     return [msgspec.json.decode(line) for line in out.splitlines() if line]
 
 
@@ -70,6 +71,15 @@ def exercise(warehouse: Warehouse) -> None:
     assert rows(warehouse, "SELECT sum(count) AS n FROM rollups_1m") == [{"n": 6}]
     with pytest.raises(WarehouseError):
         warehouse.execute("SELECT no_such_column FROM events")
+
+    # Values are bound by the engine, never quoted into the statement.
+    tricky = "o'k \\ '); DROP TABLE events; --"
+    bound = rows(
+        warehouse,
+        "SELECT {s:String} AS s, has({ids:Array(String)}, {s:String}) AS found, {n:UInt32} + 1 AS n",
+        {"s": tricky, "ids": ["x", tricky], "n": 41},
+    )
+    assert bound == [{"s": tricky, "found": 1, "n": 42}]
 
 
 def test_chdb_backend(warehouse: Warehouse) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sluice.settings import Settings
+from sluice.sql import Parameters, parameter_texts
 
 INSERT_SETTINGS = "date_time_input_format = 'best_effort', input_format_json_read_objects_as_strings = 1"
 
@@ -68,9 +69,13 @@ def classify(message: str) -> WarehouseError:
 class Warehouse(Protocol):
     database: str
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
-        """Run one statement; return its output in ClickHouse format ``fmt``. ``behind_writes``:
-        an analyst's statement, which waits while the worker's own statements wait (embedded)."""
+    def execute(
+        self, sql: str, fmt: str = "TSVWithNames", *, parameters: Parameters | None = None, behind_writes: bool = False
+    ) -> bytes:
+        """Run one statement; return its output in ClickHouse format ``fmt``. ``parameters`` fill
+        its ``{name:Type}`` placeholders, bound by the engine (never quoted into the text).
+        ``behind_writes``: an analyst's statement, which waits while the worker's own statements
+        wait (embedded)."""
         ...
 
     def insert_json(self, table: str, rows: bytes) -> None:
@@ -191,11 +196,11 @@ class ChdbWarehouse:
             cls._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
             self.database = database
 
-    def _run(self, sql: str, fmt: str) -> bytes:
+    def _run(self, sql: str, fmt: str, parameters: Parameters | None = None) -> bytes:
         cls = type(self)
         try:
             self._use()
-            result = cls._session.query(sql, fmt)
+            result = cls._session.query(sql, fmt, params=parameter_texts(parameters))
         except RuntimeError as exc:  # chDB raises RuntimeError subclasses (two ChdbError classes)
             raise classify(str(exc)) from exc
         return bytes(result.bytes())
@@ -206,9 +211,11 @@ class ChdbWarehouse:
             cls._session.query(f"USE {self.database}")
             cls._current_db = self.database
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
+    def execute(
+        self, sql: str, fmt: str = "TSVWithNames", *, parameters: Parameters | None = None, behind_writes: bool = False
+    ) -> bytes:
         with self._gate.turn(behind_writes):
-            return self._run(sql, fmt)
+            return self._run(sql, fmt, parameters)
 
     def insert_json(self, table: str, rows: bytes) -> None:
         """The rows as a streamed insert: the bytes go to the engine as they are, not inside the
@@ -248,13 +255,15 @@ class ServerWarehouse:
         except Exception as exc:
             raise _classify(exc) from exc
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
+    def execute(
+        self, sql: str, fmt: str = "TSVWithNames", *, parameters: Parameters | None = None, behind_writes: bool = False
+    ) -> bytes:
         try:
             if _without_result(sql):
                 # raw_query appends "FORMAT fmt", which an INSERT … VALUES would read as data.
-                self._client.command(sql)
+                self._client.command(sql, parameters=dict(parameters or {}))
                 return b""
-            return bytes(self._client.raw_query(sql, fmt=fmt))
+            return bytes(self._client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt))
         except Exception as exc:
             raise _classify(exc) from exc
 

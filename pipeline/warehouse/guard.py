@@ -95,6 +95,8 @@ class Node(NamedTuple):
     kind: str
     name: str
     parent: str
+    first: bool
+    """The first child of its parent (of a storage definition: the engine; after it come keys)."""
 
 
 def parse_tree(explained: str) -> list[Node]:
@@ -108,8 +110,9 @@ def parse_tree(explained: str) -> list[Node]:
         words = line.split()
         kind = words[0]
         name = words[1] if len(words) > 1 and not words[1].startswith("(") else ""
+        first = len(stack) == depth  # nothing at this depth since the parent
         del stack[depth:]
-        nodes.append(Node(depth, kind, name, stack[-1] if stack else ""))
+        nodes.append(Node(depth, kind, name, stack[-1] if stack else "", first))
         stack.append(kind if kind != "Storage" else "Storage definition")
     return nodes
 
@@ -193,7 +196,7 @@ class Guard:
                 raise Refused(
                     f"table function {node.name or '?'} is not allowed: only {', '.join(sorted(TABLE_FUNCTIONS))}"
                 )
-        elif node.parent == "Storage definition":
+        elif node.parent == "Storage definition" and node.first:
             if node.name not in ENGINES:
                 raise Refused(f"engine {node.name or '?'} is not allowed: only engines that keep data in the warehouse")
         elif node.kind == "FunctionWithKeyValueArguments" or not self._builtin(node.name):

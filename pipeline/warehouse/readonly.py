@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.guard import Guard
+from sluice.sql import Parameters
 
 
 def guard_statement(sql: str, run: Callable[[str], bytes], *, writes: bool) -> str:
@@ -29,12 +30,19 @@ def guard_statement(sql: str, run: Callable[[str], bytes], *, writes: bool) -> s
     return Guard(run).check(sql, writes=writes)
 
 
-def read_only(warehouse: Warehouse, sql: str, fmt: str, time_limit: float) -> bytes:
+def read_only(
+    warehouse: Warehouse, sql: str, fmt: str, time_limit: float, parameters: Parameters | None = None
+) -> bytes:
     """Run ``sql`` if it is one reading statement the allow-list admits; raise
-    ``WarehouseError`` (``guard.Refused`` for a refusal) otherwise."""
-    formatted = Guard(lambda text: warehouse.execute(text, "TSVRaw", behind_writes=True)).check(sql, writes=False)
+    ``WarehouseError`` (``guard.Refused`` for a refusal) otherwise. ``parameters`` fill its
+    ``{name:Type}`` placeholders (``param_name`` on the endpoint)."""
+
+    def run(text: str) -> bytes:  # EXPLAIN AST of a statement with placeholders needs their values
+        return warehouse.execute(text, "TSVRaw", parameters=parameters, behind_writes=True)
+
+    formatted = Guard(run).check(sql, writes=False)
     limits = f"readonly = 1, max_execution_time = {time_limit:g}, timeout_overflow_mode = 'throw'"
-    return warehouse.execute(f"{formatted}\nSETTINGS {limits}", fmt, behind_writes=True)
+    return warehouse.execute(f"{formatted}\nSETTINGS {limits}", fmt, parameters=parameters, behind_writes=True)
 
 
 def token_path(home: str) -> Path:

@@ -9,6 +9,7 @@ import urllib.request
 from pipeline.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
 from pipeline.warehouse.readonly import query_token
 from sluice.settings import Settings
+from sluice.sql import Parameters, parameter_texts
 
 
 class RemoteWarehouse:
@@ -19,9 +20,12 @@ class RemoteWarehouse:
         self.database = database
         self.token = token
 
-    def execute(self, sql: str, fmt: str = "TSVWithNames", *, behind_writes: bool = False) -> bytes:
+    def execute(
+        self, sql: str, fmt: str = "TSVWithNames", *, parameters: Parameters | None = None, behind_writes: bool = False
+    ) -> bytes:
+        query = {"format": fmt, **{f"param_{name}": text for name, text in parameter_texts(parameters).items()}}
         request = urllib.request.Request(
-            f"{self.url}?{urllib.parse.urlencode({'format': fmt})}",
+            f"{self.url}?{urllib.parse.urlencode(query)}",
             data=sql.encode(),
             method="POST",
             headers={"Authorization": f"Bearer {self.token}"},
