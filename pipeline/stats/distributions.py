@@ -14,6 +14,7 @@ Each is checked against scipy in tests/test_stats_distributions.py to about 1e-1
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 
@@ -98,8 +99,13 @@ def t_pdf(t: float, df: float) -> float:
     return math.exp(log_density)
 
 
+@functools.lru_cache(maxsize=1024)
 def t_ppf(q: float, df: float) -> float:
-    """The q-quantile of Student's t (0 < q < 1) by Newton's method on ``t_sf``."""
+    """The q-quantile of Student's t (0 < q < 1): Newton's method on ``t_sf``.
+
+    Started from the Cornish–Fisher expansion (Abramowitz & Stegun 26.7.5), so two or three steps
+    reach the rounding level. Cached: a comparison asks twice (absolute and relative) for one ν.
+    """
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile level must be in (0, 1), got {q}")
     if q < 0.5:
@@ -107,15 +113,18 @@ def t_ppf(q: float, df: float) -> float:
     if q == 0.5:
         return 0.0
     tail = 1.0 - q
-    t = _STANDARD_NORMAL.inv_cdf(q)
-    for _ in range(100):
+    z = _STANDARD_NORMAL.inv_cdf(q)
+    t = z + (z**3 + z) / (4.0 * df) + (5.0 * z**5 + 16.0 * z**3 + 3.0 * z) / (96.0 * df**2)
+    if df < 1.0 or not math.isfinite(t):
+        t = z
+    for _ in range(50):
         # Newton on the survival function: f(t) = sf(t) - tail, f'(t) = -pdf(t)
         step = (t_sf(t, df) - tail) / t_pdf(t, df)
         if t + step <= 0.0:  # keep in the upper half, where the root lies
             step = -t / 2.0
         t += step
-        if abs(step) <= 1e-15 * max(1.0, abs(t)):
-            return t
+        if abs(step) <= 1e-12 * t:  # Newton converges quadratically: the error is now far smaller
+            break
     return t
 
 
