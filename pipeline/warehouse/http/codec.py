@@ -42,6 +42,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 
 LZ4, ZSTD, NONE = 0x82, 0x90, 0x02
 HEADER = struct.Struct("<BII")
+HALVES = struct.Struct("<QQ")
 BLOCK = 1 << 20  # ClickHouse's max_compress_block_size
 
 
@@ -82,7 +83,7 @@ def unframe(data: bytes) -> bytes:
         block = bytes(view[i + 16 : i + 16 + size])
         if size < HEADER.size or len(block) < size:
             raise ClickHouseError(271, "Cannot decompress: a truncated block")
-        if CityHash128(block).to_bytes(16, "little") != checksum:
+        if _checksum(block) != checksum:
             raise ClickHouseError(40, "Checksum doesn't match: corrupted data in a compressed block")
         payload = block[HEADER.size :]
         try:
@@ -112,5 +113,12 @@ def frame(data: bytes, method: int = LZ4) -> bytes:
         else:
             payload = bytes(cramjam.lz4.compress_block(chunk, store_size=False))
         block = HEADER.pack(method, HEADER.size + len(payload), len(chunk)) + payload
-        out += CityHash128(block).to_bytes(16, "little") + block
+        out += _checksum(block) + block
     return bytes(out)
+
+
+def _checksum(block: bytes) -> bytes:
+    """CityHash128 as ClickHouse writes it: the first 64-bit half, then the second, little-endian
+    (clickhouse-cityhash packs the first half in the high bits of its int)."""
+    value = CityHash128(block)
+    return HALVES.pack(value >> 64, value & 0xFFFFFFFFFFFFFFFF)

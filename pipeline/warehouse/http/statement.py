@@ -65,7 +65,7 @@ def tokens(text: bytes, start: int = 0, stop_at_data: bool = False) -> list[Toke
         c = text[i]
         if c in SPACE:
             i += 1
-        elif text.startswith(b"--", i) or c == 0x23 and text.startswith(b"#!", i) or text.startswith(b"# ", i):
+        elif text.startswith(b"--", i) or (c == 0x23 and text.startswith(b"#!", i)) or text.startswith(b"# ", i):
             end = text.find(b"\n", i)
             i = n if end < 0 else end + 1
         elif text.startswith(b"/*", i):
@@ -87,7 +87,7 @@ def tokens(text: bytes, start: int = 0, stop_at_data: bool = False) -> list[Toke
                 pass
             elif token.word in ("SELECT", "WITH"):
                 selecting = True
-            elif token.word == "VALUES" or len(out) >= 2 and out[-2].word == "FORMAT":
+            elif token.word == "VALUES" or (len(out) >= 2 and out[-2].word == "FORMAT"):
                 return out
         else:
             if c == 0x28:
