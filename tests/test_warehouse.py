@@ -91,6 +91,18 @@ def test_split_statements_ignores_comments_and_blank_parts() -> None:
     assert split_statements(script) == ["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]
 
 
+def test_split_statements_keeps_semicolons_inside_strings_names_and_comments() -> None:
+    script = (
+        "CREATE TABLE a (x String DEFAULT 'a;b', `c;d` UInt8 COMMENT 'it''s; fine') ENGINE = Memory; "
+        "/* a; block */ SELECT \"e;f\" FROM a -- trailing; comment\n;SELECT '\\'; still one'"
+    )
+    assert split_statements(script) == [
+        "CREATE TABLE a (x String DEFAULT 'a;b', `c;d` UInt8 COMMENT 'it''s; fine') ENGINE = Memory",
+        'SELECT "e;f" FROM a',
+        "SELECT '\\'; still one'",
+    ]
+
+
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
     """SLUICE_CLICKHOUSE_URL; else a ClickHouse container where Docker runs; else ``sluice

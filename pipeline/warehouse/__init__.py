@@ -104,9 +104,23 @@ def _migration_files() -> list[tuple[int, str, str, list[str]]]:
     return sorted(found)
 
 
+_LEXEME = re.compile(
+    r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`|--[^\n]*|/\*.*?\*/|;|[^'"`;/-]+|.""", re.DOTALL
+)
+
+
 def split_statements(script: str) -> list[str]:
-    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """The statements of a DDL script: split at each ``;`` outside strings, quoted names and
+    comments; comments dropped, empty statements skipped."""
+    statements, current = [], []
+    for lexeme in _LEXEME.findall(script):
+        if lexeme == ";":
+            statements.append("".join(current).strip())
+            current = []
+        elif not lexeme.startswith(("--", "/*")):
+            current.append(lexeme)
+    statements.append("".join(current).strip())
+    return [statement for statement in statements if statement]
 
 
 MIGRATIONS_TABLE = (
