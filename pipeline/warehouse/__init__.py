@@ -112,7 +112,8 @@ _LEXEME = re.compile(
 def split_statements(script: str) -> list[str]:
     """The statements of a DDL script: split at each ``;`` outside strings, quoted names and
     comments; comments dropped, empty statements skipped."""
-    statements, current = [], []
+    statements: list[str] = []
+    current: list[str] = []
     for lexeme in _LEXEME.findall(script):
         if lexeme == ";":
             statements.append("".join(current).strip())
