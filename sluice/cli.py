@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ from sluice.registry import (
     ApiKey,
     Registry,
     key_record,
+    new_identity_secret,
     new_key,
     org_record,
     parse_duration,
@@ -88,9 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=cmd_keys_list)
 
     orgs = sub.add_parser("orgs", help="org settings").add_subparsers(required=True, metavar="ACTION")
-    org_set = orgs.add_parser("set", help="change an org's settings")
+    org_set = orgs.add_parser(
+        "set", help="change an org's settings; prints the identity secret while verification is on"
+    )  # fmt: skip
     org_set.add_argument("org")
-    org_set.add_argument("--identity-verification", choices=["on", "off"], required=True)
+    org_set.add_argument("--identity-verification", choices=["on", "off"])
+    org_set.add_argument(
+        "--rotate-identity-secret", action="store_true",
+        help="replace the identity secret (prints the new one); tokens signed with the old one are refused "
+        "once gateways read the change (within seconds)",
+    )  # fmt: skip
     org_set.set_defaults(run=cmd_orgs_set)
     orgs.add_parser(
         "new-registry-key", help="print a fresh master key for SLUICE_REGISTRY_KEY (seals identity secrets)"
@@ -287,19 +294,27 @@ def cmd_orgs_new_registry_key(settings: Settings, args: argparse.Namespace) -> i
 
 
 def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
+    """Verification on or off, and the identity secret: made when verification first needs one,
+    replaced on ``--rotate-identity-secret`` (the only way to retire a leaked one: a new registry
+    key re-wraps the same secret)."""
+    if args.identity_verification is None and not args.rotate_identity_secret:
+        print("sluice: give --identity-verification on|off, --rotate-identity-secret, or both", file=sys.stderr)
+        return 2
     sealer = sealer_from(settings.registry_key)
     registry = _read(settings, Registry(sealer))
     org = registry.org(args.org)
-    if org.identity_secret_sealed is not None and not org.identity_secret:
+    recovering = args.rotate_identity_secret and sealer is not None  # a lost registry key: seal a new secret
+    if org.identity_secret_sealed is not None and not org.identity_secret and not recovering:
         print("sluice: this org's identity secret is sealed: set SLUICE_REGISTRY_KEY to the key", file=sys.stderr)
         return 1
-    if sealer is None and args.identity_verification == "on":
+    if args.identity_verification is not None:
+        org.identity_verification = args.identity_verification == "on"
+    if args.rotate_identity_secret or (org.identity_verification and not org.identity_secret):
+        org.identity_secret = new_identity_secret()
+    if sealer is None and org.identity_secret:
         print("sluice: SLUICE_REGISTRY_KEY is not set: the identity secret is stored unsealed", file=sys.stderr)
-    org.identity_verification = args.identity_verification == "on"
-    if org.identity_verification and not org.identity_secret:
-        org.identity_secret = "ha_secret_" + secrets.token_urlsafe(32)
     asyncio.run(_write(settings, [org_record(org, sealer)]))
-    if org.identity_verification:
+    if org.identity_verification or args.rotate_identity_secret:
         print(org.identity_secret)
     return 0
 

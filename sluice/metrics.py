@@ -21,6 +21,7 @@ MetricName = Literal[
     "sluice_registry_records_skipped_total",
     "sluice_registry_lag",
     "sluice_registry_healthy",
+    "sluice_registry_plaintext_secrets_total",
     # worker
     "sluice_worker_events_total",
     "sluice_worker_sink_rows",

@@ -10,7 +10,10 @@ enough (no password stretching needed) and the digest is what a lookup compares,
 Org identity secrets (``ha_secret_…``) are HS256 signing keys and cannot be hashed; with
 ``SLUICE_REGISTRY_KEY`` set they are stored sealed (envelope encryption, :mod:`sluice.sealing`),
 so the topic alone does not give them away. A sealed secret that does not open leaves its org
-with verification on and no secret: requests that need a token are refused (fail closed).
+with verification on and no secret: requests that need a token are refused (fail closed). A
+secret read in plaintext while a registry key is set (written before the key was, or by a tool
+without it) still works, but is logged and counted (``plaintext_secrets``): it has been readable
+in the topic, so rotate it (``sluice orgs set ORG --rotate-identity-secret``).
 """
 
 from __future__ import annotations
@@ -127,6 +130,8 @@ class Registry:
         self.configs = ConfigStore()
         """SDK configuration (``sluice config put``, ``sluice experiments put``): same topic."""
         self.sealer = sealer
+        self.plaintext_secrets = 0
+        """Org records read with a plaintext identity secret although a registry key is set."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         kind, _, ident = key.decode().partition(":")
@@ -145,6 +150,12 @@ class Registry:
 
     def _unsealed(self, org: OrgSettings) -> OrgSettings:
         if org.identity_secret_sealed is None:
+            if org.identity_secret and self.sealer is not None:
+                self.plaintext_secrets += 1
+                log.warning(
+                    "org %s: its identity secret is stored in plaintext although SLUICE_REGISTRY_KEY is set; "
+                    "rotate it: sluice orgs set %s --rotate-identity-secret", org.org_id, org.org_id,
+                )  # fmt: skip
             return org
         try:
             if self.sealer is None:
@@ -168,6 +179,11 @@ class Registry:
 
 def key_record(record: ApiKey) -> tuple[bytes, bytes]:
     return f"key:{record.digest}".encode(), msgspec.json.encode(record)
+
+
+def new_identity_secret() -> str:
+    """A fresh org identity secret (the HS256 key that signs its users' tokens), shown once."""
+    return "ha_secret_" + secrets.token_urlsafe(32)
 
 
 def org_record(org: OrgSettings, sealer: Sealer | None = None) -> tuple[bytes, bytes]:

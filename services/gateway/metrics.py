@@ -87,6 +87,11 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             base_name("sluice_registry_lag"), "Registry records not yet read", value=follower.lag if follower else 0
         )
+        yield CounterMetricFamily(
+            base_name("sluice_registry_plaintext_secrets_total"),
+            "Org records read with a plaintext identity secret although a registry key is set (rotate it)",
+            value=follower.registry.plaintext_secrets if follower else 0,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             base_name("sluice_registry_healthy"), "1 while the registry follower keeps up (1 without a follower)",
             value=int(follower.healthy()) if follower else 1,
