@@ -142,6 +142,10 @@ def assert_matches(
         assert same_interval(ours.ci_abs, abs_out.ci), case
         assert same_interval(ours.ci_rel, rel_out.ci), case
         assert same(ours.p_value, abs_out.p_value, 1e-12), case
+        # the interval and the p-value are dual: the interval excludes 0 exactly when p < α
+        assert ours.ci_abs is not None and ours.p_value is not None
+        if abs(ours.p_value - options.alpha) > 1e-9:
+            assert (ours.ci_abs[0] > 0 or ours.ci_abs[1] < 0) == (ours.p_value < options.alpha), case
         # the relative test's p-value (analyze reports the absolute one's)
         a_stat = stats[0]
         if options.sequential:

@@ -4,7 +4,8 @@ One SQL query per metric returns a ``VariantSums`` per variant; nothing downstre
 Per exposed unit i of a variant, x_i is the unit's metric (0/1 for ``conversion``, the summed
 value for ``mean``, the number of events for ``count``, the numerator for ``ratio``) and d_i is
 the second per-unit quantity: the denominator for ``ratio``, the pre-exposure covariate (the same
-metric in the window before the unit's first exposure) for CUPED.
+metric in the window before the unit's first exposure, 0 where it has none) for CUPED. For
+``conversion`` both are 0/1, so Σx² = Σx and Σd² = Σd.
 """
 
 from __future__ import annotations
