@@ -1,8 +1,10 @@
 """The worker's own CPU per event, without Kafka or the warehouse: normalize, route, dedupe,
-state, attribution, rollups, rows — the keyed stage's batch body (``KeyedStage.prepare`` and
-``process``) on a real RocksDB state store, fed raw records made by the gateway in-process from
-the load generator's mix (5 % duplicates), then the keyed records they forward (users and
-companies). Commits are replaced by applying the staged state locally.
+state, attribution, rollups, rows — the keyed stage's batch body as the worker runs it
+(``KeyedStage.prepare``, then ``process``, which ``KeyedStage.start`` runs for every batch) on a
+real RocksDB state store, fed raw records made by the gateway in-process from the load
+generator's mix (5 % duplicates), then the keyed records they forward (users and companies).
+Writing and committing (``KeyedStage.conclude``) are replaced by encoding the rows and applying
+the staged state locally.
 
 Usage: ``python bench/worker_cpu.py [REQUESTS] [--profile]`` (default 2,000 requests of 100
 events). Prints records, events, seconds and µs per event; ``--profile`` adds cProfile's top.

@@ -24,9 +24,10 @@ group-metadata commits, which would allow one producer per worker instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,28 @@ class Fencing:
             await self.release(partition)
 
 
+Outcome = tuple[dict[str, int], dict[int, bool]]
+"""A batch's end: the rows written per table, and the partitions lost, each with whether it was fenced."""
+
+
+@dataclass
+class InFlight:
+    """A processed batch, its write and commit running (``KeyedStage.start``)."""
+
+    writes: Writes
+    early: EventRows
+    task: asyncio.Task[Outcome]
+
+    async def cancel(self) -> None:
+        """Stop the write and commit midway (the worker is stopping): nothing more is committed, and
+        the records are processed again by whoever owns their partitions next."""
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+        with contextlib.suppress(BaseException):
+            await self.early.abandon()  # if the task was cancelled before it ran
+
+
 @dataclass
 class KeyedStage:
     """The keyed stage of one worker: state, processor, sink, fencing (see the module docstring)."""
@@ -124,31 +147,43 @@ class KeyedStage:
     """Of the raw and keyed topics (the same number: partition p of each is one worker's)."""
     retry: Backoff = DEFAULT_BACKOFF
 
-    async def run(self, records: list[Record]) -> tuple[Writes, dict[str, int], dict[int, bool]]:
-        """Process ``records`` — raw and keyed, in offset order per topic partition — end to end.
-        Returns the writes, the rows written per table and the partitions lost (fenced: their
-        records must not be processed again here until they are assigned anew), each with
-        whether it was fenced."""
+    async def start(self, records: list[Record], prepared: dict[tuple[str, int, int], Decoded] | None = None,
+                    before_commit: Callable[[Writes], Awaitable[None]] | None = None) -> InFlight:  # fmt: skip
+        """The batch body, as the worker runs it for every batch: ``records`` — raw and keyed, in
+        offset order per topic partition, ``prepared`` by ``prepare`` or not — processed
+        (``process``, their event rows handed to the warehouse as they are made), then, once
+        ``before_commit`` has returned (the worker waits there for the batch before it to commit,
+        and drops what that one lost), written and committed by a task of their own
+        (``conclude``), so that the next batch is processed meanwhile. The batch's state is read by
+        the batches after it until ``settle`` takes its outcome."""
         writes, early = self.begin()
         try:
-            await self.process(records, writes, early)
+            await self.process(records, writes, early, prepared)
+            if before_commit is not None:
+                await before_commit(writes)
         except BaseException:
             await early.abandon()
-            self.processor.discard_state()
-            raise
-        try:
-            written, lost = await self.conclude(writes, early)
-        finally:
             self.processor.release(writes)
-        return writes, written, lost
+            raise
+        return InFlight(writes, early, asyncio.create_task(self.conclude(writes, early)))
+
+    async def settle(self, batch: InFlight) -> Outcome:
+        """Wait for a started batch's write and commit: the rows written per table, and the
+        partitions it lost (their records must not be processed again here until they are
+        assigned anew), each with whether it was fenced. Its state is released either way (in
+        the store once committed; dropped with the partitions let go otherwise)."""
+        try:
+            return await batch.task
+        finally:
+            self.processor.release(batch.writes)
 
     def begin(self) -> tuple[Writes, EventRows]:
         """A batch's writes, and its event rows' early writer."""
         writes = self.processor.begin()
         return writes, EventRows(self.sink, writes.events, EARLY_ROWS)
 
-    async def conclude(self, writes: Writes, early: EventRows) -> tuple[dict[str, int], dict[int, bool]]:
-        """A processed batch's rows and dead letters written, then its commit (see ``run``)."""
+    async def conclude(self, writes: Writes, early: EventRows) -> Outcome:
+        """A processed batch's rows and dead letters written, then its commit (see ``settle``)."""
         try:
             written = await self.write(writes, early)
         except BaseException:

@@ -47,12 +47,12 @@ from prometheus_client import generate_latest
 
 from pipeline.background import keep_background_low
 from pipeline.batch import stores_on
-from pipeline.keyed import Fencing, KeyedStage, Record
+from pipeline.keyed import Fencing, InFlight, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.retry import retrying
 from pipeline.rows import Writes
-from pipeline.sink import EventRows, WarehouseSink
+from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
 from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
 from pipeline.warehouse.formats import output_format
@@ -139,7 +139,7 @@ class Worker:
             while not self.stopping.is_set():
                 records = await self.intake.take()
                 async with self.lock:
-                    if self.retake or (self.tail is not None and (self.tail.task.done() or not any(records.values()))):
+                    if self.retake or (self.tail is not None and (self.tail.done or not any(records.values()))):
                         records = await self._settled(records)  # its outcome and figures, not left for later
                     await self._step(records)
             async with self.lock:
@@ -148,11 +148,7 @@ class Worker:
             background.cancel()
             if self.tail is not None:  # stopped midway: whatever it did not commit goes again
                 tail, self.tail = self.tail, None
-                tail.task.cancel()
-                with contextlib.suppress(BaseException):
-                    await tail.task
-                with contextlib.suppress(BaseException):
-                    await tail.early.abandon()  # if the task was cancelled before it ran
+                await tail.batch.cancel()
             await self.consumer.stop()
             await self.fencing.close()
             await self.producer.stop()
@@ -227,7 +223,7 @@ class Worker:
         prepared = await self.keyed.prepare(
             [(tp.topic, tp.partition, m.offset, m.value) for tp, messages in records.items() for m in messages]
         )  # fmt: skip
-        if self.tail is None or self.tail.task.done() or not self._steady(records):
+        if self.tail is None or self.tail.done or not self._steady(records):
             records = await self._settled(records)
         batch: list[Record] = []
         assigned = self.consumer.assignment()
@@ -259,19 +255,17 @@ class Worker:
         # before the batch (see SeenPruner), and not an id a batch still committing wrote again
         self.metrics.pruned.inc(self.pruner.step(keep=self.keyed.processor.holds_seen))
         started = time.perf_counter()
-        writes, early = self.keyed.begin()
-        try:
-            await self.keyed.process(batch, writes, early, prepared)
+
+        async def before_commit(writes: Writes) -> None:
+            nonlocal records
             if self.tail is not None:  # the batch before commits first; what it lost, this one drops
                 kept = await self._settled(records)  # and fetches again, from the failed batch's first
                 if dropped := {tp.partition for tp in records if tp not in kept}:
                     writes.drop(dropped)
                     records = kept
-        except BaseException:
-            await early.abandon()
-            self.keyed.processor.release(writes)
-            raise
-        self.tail = Tail(asyncio.create_task(self.keyed.conclude(writes, early)), records, writes, early, started)
+
+        in_flight = await self.keyed.start(batch, prepared, before_commit)
+        self.tail = Tail(in_flight, records, started)
 
     def _steady(self, records: dict[TopicPartition, list[Any]]) -> bool:
         """Every partition of ``records`` is owned, positioned and assigned (raw and keyed), none
@@ -311,16 +305,14 @@ class Worker:
             return
         firsts = {tp: messages[0].offset for tp, messages in tail.records.items()}
         try:
-            written, lost = await tail.task
+            written, lost = await self.keyed.settle(tail.batch)  # its state released, whatever the outcome
         except Exception:
-            self.keyed.processor.release(tail.writes)
             log.exception("the keyed stage failed; it goes on with the same records")
             self.metrics.restarts.labels("keyed").inc()
             for partition in {tp.partition for tp in tail.records}:
                 await self._let_go(partition, firsts)
             await asyncio.sleep(RESTART_PAUSE)
             return
-        self.keyed.processor.release(tail.writes)  # committed, or let go below
         for partition, fenced in lost.items():
             await self._let_go(partition, firsts)
             if fenced:
@@ -343,7 +335,7 @@ class Worker:
     def _count(self, tail: Tail, written: dict[str, int]) -> None:
         for tp, messages in tail.records.items():
             self.metrics.position(tp, messages[-1].offset)
-        writes = tail.writes
+        writes = tail.batch.writes
         for cap, count in writes.capped.items():
             self.metrics.capped.labels(cap).inc(count)
         for (family, outcome), count in writes.normalized.items():
@@ -473,13 +465,16 @@ class Worker:
 
 
 class Tail(NamedTuple):
-    """A processed batch's write and commit, in flight (``Worker._keyed``)."""
+    """The last batch, its write and commit in flight (``Worker._keyed``)."""
 
-    task: asyncio.Task[tuple[dict[str, int], dict[int, bool]]]
+    batch: InFlight
     records: dict[TopicPartition, list[Any]]
-    writes: Writes
-    early: EventRows
     started: float
+
+    @property
+    def done(self) -> bool:
+        """Its write and commit have ended (their outcome is taken by ``Worker._settle``)."""
+        return self.batch.task.done()
 
 
 class Intake:

@@ -1,10 +1,11 @@
-"""The keyed stage's batch body — ``KeyedStage.run``, what the worker runs — on the real state
-store, Kafka transactions and chDB: a crash between the rows and the commit, and an owner that
-is fenced by a new one while it holds a batch. Either way the warehouse ends on the result of an
-undisturbed run."""
+"""The keyed stage's batch body — ``KeyedStage.start`` and ``settle``, which the worker calls for
+every batch (``Worker._keyed``, ``_settle``) — on the real state store, Kafka transactions and
+chDB: a crash between the rows and the commit, and an owner that is fenced by a new one while it
+holds a batch. Either way the warehouse ends on the result of an undisturbed run."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.batch import stores_on
 from pipeline.canonical import CanonicalEvent
 from pipeline.items import encoder as routed_encoder
-from pipeline.keyed import Fencing, KeyedStage, Record
+from pipeline.keyed import Fencing, KeyedStage, Outcome, Record
 from pipeline.processor import Processor
 from pipeline.records import by_partition, partition_of, unit_route
-from pipeline.sink import WarehouseSink
+from pipeline.rows import Writes
+from pipeline.sink import EventRows, WarehouseSink
 from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse
 from sluice.envelope import DeadLetter, RawBatch, body_digest, encoder
@@ -55,7 +57,33 @@ def scripted() -> list[CanonicalEvent]:
     return out + out[::5]  # and duplicates
 
 
-def stage(settings: Settings, path: Path, warehouse: Warehouse, letters: list[DeadLetter]) -> KeyedStage:
+class StallingSink(WarehouseSink):
+    """The real sink; once ``stall`` is called, a batch stops after its rows are written, before
+    its commit — where an owner paused, or cut off from Kafka, would stop — until ``go``."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        super().__init__(warehouse)
+        self.passing = asyncio.Event()
+        self.passing.set()
+        self.stalled = asyncio.Event()
+        """Set once a batch waits."""
+
+    def stall(self) -> None:
+        self.passing.clear()
+
+    def go(self) -> None:
+        self.passing.set()
+
+    async def write(self, writes: Writes, early: EventRows | None = None) -> tuple[dict[str, int], list[DeadLetter]]:
+        written = await super().write(writes, early)
+        if not self.passing.is_set():
+            self.stalled.set()
+            await self.passing.wait()
+        return written
+
+
+def stage(settings: Settings, path: Path, warehouse: Warehouse, letters: list[DeadLetter],
+          sink: WarehouseSink | None = None) -> KeyedStage:  # fmt: skip
     state = StateStore(path, settings.state_topic, settings.kafka_bootstrap)
     processor = Processor(stores_on(state, lambda cap: None), settings.keyed_topic)
 
@@ -63,8 +91,13 @@ def stage(settings: Settings, path: Path, warehouse: Warehouse, letters: list[De
         letters.extend(batch)
 
     fencing = Fencing(settings.kafka_bootstrap, settings.worker_group)
-    return KeyedStage(state, processor, WarehouseSink(warehouse), fencing, settings.keyed_topic, send,
+    return KeyedStage(state, processor, sink or WarehouseSink(warehouse), fencing, settings.keyed_topic, send,
                       settings.raw_topic, settings.raw_partitions)  # fmt: skip
+
+
+async def run(keyed: KeyedStage, records: list[Record]) -> Outcome:
+    """One batch, as the worker takes it: decoded, started, settled."""
+    return await keyed.settle(await keyed.start(records, await keyed.prepare(records)))
 
 
 async def own(keyed: KeyedStage, partitions: int) -> None:
@@ -97,37 +130,46 @@ async def test_a_fenced_owner_and_a_crash_before_the_commit_count_nothing_twice(
     second_half = [r for r in batch if r[2] >= 10]
     letters: list[DeadLetter] = []
 
-    old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
+    old_sink = StallingSink(warehouse)
+    old = stage(kafka_settings, tmp_path / "old", warehouse, letters, old_sink)
     await own(old, partitions)
     # a rebalance may reset the consumer's position mid-fetch: the same records come twice
-    _, _, lost = await old.run(first_half + first_half)
+    _, lost = await run(old, first_half + first_half)
     assert lost == {}
 
     # The old owner stalls holding the second half: it processes it and writes its rows...
-    writes = await old.process(second_half)
-    await old.write(writes)
+    old_sink.stall()
+    stalled = await old.start(second_half, await old.prepare(second_half))
+    await asyncio.wait_for(old_sink.stalled.wait(), 60)
     # ... meanwhile a new owner is assigned its partitions: it fences the old one and redoes the batch
     new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
     await own(new, partitions)
     assert (await committed(kafka_settings, partitions)) == {
         p: max(o for _, q, o, _ in first_half if q == p) + 1 for p in range(partitions)
     }
-    _, _, lost = await new.run(second_half)
+    _, lost = await run(new, second_half)
     assert lost == {}
-    # the old owner comes back and tries to commit: fenced, dropped
-    assert await old.commit(writes) == dict.fromkeys(range(partitions), True)
+    # the old owner comes back and goes on to its commit: fenced, dropped
+    old_sink.go()
+    _, lost = await old.settle(stalled)
+    assert lost == dict.fromkeys(range(partitions), True)
     assert old.state.pending == {} and not old.fencing.producers
 
     # a crash after the rows of a batch, before its commit: the replay (a third owner) redoes it
     extra = records([exposure("late", "u-late", "exp", "A"), event("tl", unit="u-late", event="buy",
                                                                     properties={"value": 5})],
                     kafka_settings.keyed_topic, partitions, first_offset=1000)  # fmt: skip
-    crashed = stage(kafka_settings, tmp_path / "crashed", warehouse, letters)
+    crashed_sink = StallingSink(warehouse)
+    crashed_sink.stall()
+    crashed = stage(kafka_settings, tmp_path / "crashed", warehouse, letters, crashed_sink)
     await own(crashed, partitions)
-    await crashed.write(await crashed.process(extra))  # ... and the process dies here
+    dying = await crashed.start(extra, await crashed.prepare(extra))
+    await asyncio.wait_for(crashed_sink.stalled.wait(), 60)
+    await dying.cancel()  # ... and the process dies here, its rows written
     replay = stage(kafka_settings, tmp_path / "replay", warehouse, letters)
     await own(replay, partitions)
-    await replay.run(extra)
+    _, lost = await run(replay, extra)
+    assert lost == {}
 
     # The undisturbed truth: 60 exposures (30 A, 30 B), 20 purchases of 2, plus the late unit.
     assert totals(warehouse) == {
@@ -200,20 +242,25 @@ async def test_raw_batches_take_one_hop_and_a_fenced_owner_forwards_nothing(
     letters: list[DeadLetter] = []
 
     # an owner processes the raw batches and writes their rows, then stalls before its commit...
-    old = stage(kafka_settings, tmp_path / "old", warehouse, letters)
+    old_sink = StallingSink(warehouse)
+    old_sink.stall()
+    old = stage(kafka_settings, tmp_path / "old", warehouse, letters, old_sink)
     await own(old, partitions)
-    stalled = await old.process(raw)
-    await old.write(stalled)
-    assert sum(len(f) for f in stalled.forward.values()) >= 2  # alice's user items, carol's event, the copy of a2…
+    stalled = await old.start(raw, await old.prepare(raw))
+    await asyncio.wait_for(old_sink.stalled.wait(), 60)
+    forwards = sum(len(f) for f in stalled.writes.forward.values())
+    assert forwards >= 2  # alice's user items, carol's event, the copy of a2…
     # ... a new owner fences it and does the batch; the old one's commit (and forwards) are dropped
     new = stage(kafka_settings, tmp_path / "new", warehouse, letters)
     await own(new, partitions)
-    _, _, lost = await new.run(raw)
+    _, lost = await run(new, raw)
     assert lost == {}
-    assert await old.commit(stalled) == {p: True for p in offsets}
+    old_sink.go()
+    _, lost = await old.settle(stalled)
+    assert lost == {p: True for p in offsets}
     forwarded = await keyed_topic_records(kafka_settings, partitions)
-    assert len(forwarded) == sum(len(f) for f in stalled.forward.values())  # the new owner's alone
-    _, _, lost = await new.run(forwarded)
+    assert len(forwarded) == forwards  # the new owner's alone
+    _, lost = await run(new, forwarded)
     assert lost == {}
 
     events = warehouse.execute("SELECT message_id, user_id FROM events FINAL ORDER BY message_id", "TSV").decode()

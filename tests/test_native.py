@@ -29,33 +29,44 @@ HOSTILE: list[Any] = [
 ]  # fmt: skip
 
 PROCESS = """
-import json, sys
+import asyncio, json, sys, tempfile
+from pathlib import Path
 import msgspec
 from pipeline import native
+from pipeline.batch import stores_on
 from pipeline.canonical import to_rows
-from pipeline.batch import decode_raw, take_raw
-from pipeline.processor import Processor, Stores
+from pipeline.keyed import KeyedStage
+from pipeline.processor import Processor
+from pipeline.statestore import StateStore
 
-processor = Processor(Stores.in_memory(), "t.keyed", raw_topic="t.raw")
-values = msgspec.json.decode(open(sys.argv[1], "rb").read(), type=list[bytes])
-out = {"compiled": [m for m in native.MODULES if native.compiled(sys.modules[m])], "steps": []}
-offset = 0
-for start in range(0, len(values), 7):
-    writes = processor.begin()
-    forwarding = {}
-    for value in values[start : start + 7]:
-        take_raw(processor, 2, 0, offset, decode_raw(value), writes, forwarding)
-        offset += 1
-    processor.save_state(writes)
-    processor.release(writes)
-    processor.finish(writes)
-    out["steps"].append({
-        "events": to_rows(writes.events).decode(), "letters": [(d.reason, d.id, d.index) for d in writes.letters],
-        "forwarded": {p: msgspec.json.encode(items).decode() for p, items in forwarding.items()},
-        "tables": [[table, msgspec.json.encode(rows).decode()] for table, rows in writes.tables()],
-        "duplicates": dict(writes.duplicates), "capped": dict(writes.capped),
-    })
-print(json.dumps(out))
+def text(value):
+    return None if value is None else value.decode("utf-8", "replace")
+
+async def main(folder):
+    # the worker's batch body on a real state store; a batch's commit applies its staged state
+    state = StateStore(Path(folder) / "state", "t.state", "127.0.0.1:1")
+    processor = Processor(stores_on(state, lambda cap: None), "t.keyed", raw_topic="t.raw")
+    stage = KeyedStage(state, processor, None, None, "t.keyed", None, "t.raw", 2)
+    values = msgspec.json.decode(open(sys.argv[1], "rb").read(), type=list[bytes])
+    out = {"compiled": [m for m in native.MODULES if native.compiled(sys.modules[m])], "steps": []}
+    for start in range(0, len(values), 7):
+        records = [("t.raw", 0, start + n, value) for n, value in enumerate(values[start : start + 7])]
+        writes = await stage.process(records, prepared=await stage.prepare(records))
+        for items in writes.staged.values():
+            state.apply(items, {})
+        processor.release(writes)
+        out["steps"].append({
+            "events": to_rows(writes.events).decode(), "letters": [(d.reason, d.id, d.index) for d in writes.letters],
+            "forwarded": {p: [(q, text(v)) for q, v in fw] for p, fw in writes.forward.items()},
+            "staged": {p: [(text(k), text(v)) for k, v in items] for p, items in writes.staged.items()},
+            "tables": [[table, msgspec.json.encode(rows).decode()] for table, rows in writes.tables()],
+            "duplicates": dict(writes.duplicates), "capped": dict(writes.capped),
+        })
+    await state.stop()
+    return out
+
+with tempfile.TemporaryDirectory() as folder:
+    print(json.dumps(asyncio.run(main(folder))))
 """
 
 

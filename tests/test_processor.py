@@ -1,22 +1,28 @@
 """The keyed stage's rules, on plain dicts: dedupe, replays, users, attribution, rollups, caps.
 
-The batch body with the real store, Kafka transactions and the warehouse is driven in
-``tests/test_keyed.py``; ``Feed.run`` makes the same calls in the same order."""
+Batches go through the batch body the worker runs (``KeyedStage.process``, started by
+``KeyedStage.start``), as keyed records; the state is kept by in-memory stores instead of the
+state store, and nothing is written or committed. ``tests/test_keyed.py`` drives the same body
+with the real store, Kafka transactions and the warehouse."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from pipeline.canonical import CanonicalEvent
-from pipeline.items import Incoming, Routed
+from pipeline.items import Routed
+from pipeline.items import encoder as routed_encoder
+from pipeline.keyed import KeyedStage, Record
 from pipeline.processor import DictStore, Processor, Stores
 from pipeline.records import by_partition, partition_of, route, split, unit_route
 from pipeline.rows import Writes
 from pipeline.rules import decide
 from pipeline.state import CompanyState, Seen, UnitState, UserState
+from pipeline.statestore import StateStore
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)
 
@@ -39,33 +45,49 @@ def exposure(message_id: str, unit: str, experiment: str, variant: str, **fields
     return event(message_id, "exposure", unit, properties={"layers": layers}, **fields)
 
 
+KEYED = "t.keyed"
+
+
+class NoStateStore(StateStore):
+    """The state store's staging alone: the in-memory stores keep the state themselves, so nothing
+    is ever staged for a commit."""
+
+    def __init__(self) -> None:
+        self.pending = {}
+
+
 class Feed:
-    """Keyed records with offsets, as the keyed topic would hold them (one partition)."""
+    """Keyed records with offsets, as the keyed topic would hold them (one partition), and the
+    keyed stage that processes them."""
 
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
+        self.stage = KeyedStage(NoStateStore(), processor, None, None, KEYED, None, "t.raw", 1)  # type: ignore[arg-type]
         self.offset = 0
 
-    def records(self, *events: CanonicalEvent) -> list[Incoming]:
-        out = []
+    def records(self, *events: CanonicalEvent) -> list[Record]:
+        """A keyed record for each item of each event."""
+        out: list[Record] = []
         for e in events:
-            for _, record in route(e):
-                out.append(Incoming(0, self.offset, record))
+            for _, item in route(e):
+                out.append((KEYED, 0, self.offset, routed_encoder.encode([item])))
                 self.offset += 1
         return out
 
-    def run(self, items: list[Incoming]) -> Writes:
-        return process(self.processor, items)
+    def process(self, records: list[Record]) -> Writes:
+        """A batch through the worker's batch body; its state staged, as while its commit runs."""
+        return asyncio.run(self.stage.process(records))
+
+    def run(self, records: list[Record]) -> Writes:
+        """A batch processed and its state released (the in-memory stores hold it already: there
+        is nothing to commit)."""
+        writes = self.process(records)
+        self.processor.release(writes)
+        return writes
 
 
-def process(processor: Processor, items: list[Incoming]) -> Writes:
-    """What ``pipeline.keyed.KeyedStage.run`` does with a batch, without Kafka and the sink."""
-    writes = processor.begin()
-    for item in items:
-        processor.process_one(item, writes)
-    processor.save_state(writes)
-    processor.release(writes)  # the in-memory stores hold it already: nothing to commit
-    return processor.finish(writes)
+def process(processor: Processor, records: list[Record]) -> Writes:
+    return Feed(processor).run(records)
 
 
 def new_processor() -> Processor:
@@ -115,14 +137,14 @@ def test_a_replayed_batch_from_the_same_state_writes_the_same_rows() -> None:
 def test_an_item_that_fails_becomes_a_dead_letter_and_the_batch_goes_on() -> None:
     feed = Feed(new_processor())
     broken = event("t2", event="buy")
-    broken.properties = msgspec.Raw(b"{not json")  # nothing upstream makes this: an unforeseen input
+    broken.properties = msgspec.Raw(b'{"value": 1e999}')  # nothing upstream makes this: an unforeseen input
     huge = 10**400  # float() overflows: once a crash of the stage
     writes = feed.run(feed.records(
         event("t1", event="buy", properties={"value": huge, "order_total": huge}), broken, event("t3", event="ok"),
     ))  # fmt: skip
     assert [e.message_id for e in writes.events] == ["t1", "t2", "t3"]
     [letter] = writes.letters
-    assert letter.reason.startswith("worker could not process the event: DecodeError") and letter.id
+    assert letter.reason.startswith("worker could not process the event: ValidationError") and letter.id
     assert rollup_counts(writes)[("track", "", "", "buy")] == (1, 0, 0.0)  # t1, with no value
     assert rollup_counts(writes)[("track", "", "", "ok")] == (1, 0, 0.0)
 
@@ -221,7 +243,7 @@ def test_a_batch_sends_each_user_its_changes_and_its_extremes_only() -> None:
     one_by_one, collapsed = new_processor(), new_processor()
     feed = Feed(one_by_one)
     feed.run(feed.records(*events))
-    process(collapsed, [Incoming(0, 0, item, index) for index, item in enumerate(items)])
+    process(collapsed, [(KEYED, 0, 0, routed_encoder.encode(items))])  # one record of many items
     assert one_by_one.stores.users.get("acme\x00u1") == collapsed.stores.users.get("acme\x00u1")
 
 
@@ -328,10 +350,7 @@ def test_what_a_batch_staged_is_read_by_the_next_until_released_but_never_a_refu
     stores = Stores(DictStore(), Refusing(), DictStore(), DictStore())
     processor = Processor(stores, "t.keyed")
     feed = Feed(processor)
-    first = processor.begin()
-    for item in feed.records(exposure("e1", "u1", "exp", "A")):
-        processor.process_one(item, first)
-    processor.save_state(first)  # staged, not released: its commit is in flight
+    first = feed.process(feed.records(exposure("e1", "u1", "exp", "A")))  # staged, not released: committing
     second = feed.run(feed.records(event("e1"), exposure("e2", "u1", "exp", "B")))
     assert second.duplicates == {"traffical": 1}  # e1's dedupe entry read from what the first staged
     assert second.units[("acme", "exp", "B", "u1")].variants_seen == 1  # u1's refused state was not read

@@ -8,10 +8,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
 
-from pipeline.keyed import Fencing, commit_partition
+from pipeline.keyed import Fencing, KeyedStage
+from pipeline.processor import Processor, Stores
 from pipeline.retry import Backoff
+from pipeline.rows import Writes
 from pipeline.statestore import StateStore
 from sluice.settings import Settings
 
@@ -148,14 +149,19 @@ async def test_commit_waits_out_a_kafka_outage(
 
 
 async def commit(store: StateStore, fencing: Fencing, settings: Settings, close: bool = True) -> int:
-    """Commit every staged partition the way the keyed stage does (its own fenced transaction,
-    the keyed topic's offset 0 as consumed); returns the records written."""
+    """Commit every staged partition as the keyed stage commits a batch (``KeyedStage.commit``:
+    each partition in its own fenced transaction, here with the keyed topic's offset 0 as
+    consumed); returns the records written."""
     staged = sum(len(items) for items in store.pending.values())
+    partitions = sorted(store.pending)
+    processor = Processor(Stores.in_memory(), settings.keyed_topic)  # nothing is processed here
+    stage = KeyedStage(store, processor, None, fencing, settings.keyed_topic, None,  # type: ignore[arg-type]
+                       retry=Backoff(0.2, 1.0))  # fmt: skip
+    writes = Writes(last_offset={(settings.keyed_topic, p): 0 for p in partitions}, staged=store.take(partitions))
     try:
-        for partition in sorted(store.pending):
+        for partition in partitions:
             await fencing.acquire(partition)
-            offsets = {TopicPartition(settings.keyed_topic, partition): 1}
-            await commit_partition(store, fencing, partition, offsets, retry=Backoff(0.2, 1.0))
+        assert await stage.commit(writes) == {}, "a partition was lost"
     finally:
         if close:
             await fencing.close()
