@@ -340,7 +340,7 @@ class Processor:
             rollup.count += 1
             rollup.value_sum += value
             if experiment:
-                first, converted = convert(unit, experiment, variant, name, at, source)
+                first, converted = convert(unit, experiment, variant, name, at, source, value)
                 rollup.units += first
                 changed = converted or changed
         return pairs, changed
@@ -429,6 +429,8 @@ def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState, version: 
         event.org_id, event.project_id, event.env, experiment, a.variant, event.unit_key,
         _maybe_time(a.assigned_at), _maybe_time(a.first_exposed_at), _maybe_time(a.converted_at),
         {name: _time(at) for name, (at, _) in sorted(a.conversions.items())}, len(a.variants), version,
+        {name: count for name, (count, _) in sorted(a.tallies.items())},
+        {name: total for name, (_, total) in sorted(a.tallies.items())},
     )  # fmt: skip
 
 

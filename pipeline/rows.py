@@ -62,6 +62,10 @@ class UnitRow(msgspec.Struct, gc=False):
     variants_seen: int
     version: int
     """The unit's state version (``UnitState.version``)."""
+    event_counts: dict[str, int]
+    """Per event name: attributed tracks at or after the first exposure (``Assignment.tallies``)."""
+    event_values: dict[str, float]
+    """Per event name: the sum of those tracks' values."""
 
 
 class RollupRow(msgspec.Struct, gc=False):

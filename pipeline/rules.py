@@ -15,6 +15,7 @@ import msgspec
 
 from pipeline.state import (
     MAX_CONVERSIONS,
+    MAX_COUNTED,
     MAX_DECISIONS,
     MAX_ID,
     MAX_PAIRS,
@@ -78,9 +79,12 @@ def expose(unit: UnitState, experiment: str, variant: str, at: float, source: So
     return current.first_exposed_by == source, changed
 
 
-def convert(unit: UnitState, experiment: str, variant: str, event: str, at: float, source: Source) -> tuple[bool, bool]:
+def convert(
+    unit: UnitState, experiment: str, variant: str, event: str, at: float, source: Source, value: float = 0.0
+) -> tuple[bool, bool]:
     """Record an attributed track: whether it is the unit's first ``event`` in it, and whether
-    the unit changed."""
+    the unit changed. A track at or after the unit's first exposure (as known now) is also added
+    to the event's tally (``Assignment.tallies``), once per source item."""
     current = unit.experiments.get(experiment)
     created = current is None
     if current is None:
@@ -91,11 +95,32 @@ def convert(unit: UnitState, experiment: str, variant: str, event: str, at: floa
         if len(conversions) >= MAX_CONVERSIONS:
             return False, created
         conversions[event] = (at, source)
+        tally(current, event, at, source, value)
         return True, True
+    tallied = tally(current, event, at, source, value)
     if at < first[0]:
         conversions[event] = (at, first[1])  # earliest time, same counting record
         return first[1] == source, True
-    return first[1] == source, created
+    return first[1] == source, created or tallied
+
+
+def tally(current: Assignment, event: str, at: float, source: Source, value: float) -> bool:
+    """Add a track to its event's (count, value sum) if it is at or after the first exposure and
+    this source item was not tallied yet (see ``Assignment.counted``); whether it was added."""
+    exposed = current.first_exposed_at
+    if exposed is None or at < exposed:
+        return False
+    counted = current.counted
+    partition, position = source[0], (source[1], source[2])
+    mark = counted.get(partition)
+    if mark is not None and position <= mark:
+        return False
+    if mark is None and len(counted) >= MAX_COUNTED:
+        del counted[next(iter(counted))]
+    counted[partition] = position
+    count, total = current.tallies.get(event, (0, 0.0))
+    current.tallies[event] = (count + 1, total + value)
+    return True
 
 
 def touch(state: UserState | CompanyState, at: float) -> None:

@@ -1,181 +1,240 @@
-"""Experiment scorecards from ``experiment_units`` (exact: read with FINAL).
+"""Experiment results: a metric's per-variant sums from the warehouse, analysed by ``pipeline.stats``.
 
-Per variant: exposed units (units with a first exposure, counted in the variant of their first
-exposure), converting units (of those, units with an attributed conversion — any track event,
-or the one named by ``event``), the conversion rate with a 95 % Wilson interval, absolute and
-relative lift against the control, and a two-sided pooled two-proportion z-test p-value.
-Across variants: a sample-ratio-mismatch chi-square test against the expected split (equal
-unless weights are given; flagged below p = 0.001), and the number of units exposed to more than
-one variant (they stay in their first variant).
+``scorecard`` runs two statements (``pipeline.results.sql``): the span of first exposures, then
+one scan grouped by variant and bucket of first exposure — the totals are the sums over every
+bucket, the interval over time the cumulative sums at each bucket's end. One object comes out
+(``Scorecard``), which the CLI prints (``render_table`` or JSON), the HTTP API returns and the
+page draws.
+
+Health beside the statistics: the SRM p-value against the declared split
+(``pipeline.results.declared``; flagged below ``SRM_THRESHOLD``), units exposed to more than one
+variant (they stay in their first), units with attributed tracks but no exposure (not counted:
+results are per exposed unit), and the org's tracks attributed to no experiment since the
+experiment began.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
+from pipeline.results.declared import Declared
+from pipeline.results.metric import CUPED_BY_DEFAULT, WINDOW_DAYS, Metric
+from pipeline.results.sql import BOUNDS, UNATTRIBUTED, sums
+from pipeline.stats import Analysis, Options, VariantResult, VariantSums, analyze
 from pipeline.warehouse import Warehouse
-from sluice.sql import literal
+from sluice.sql import Parameters
 
 SRM_THRESHOLD = 0.001
-Z95 = 1.959963984540054
+BUCKETS = 20
+"""Points of the interval over time."""
 
 
-class VariantResult(msgspec.Struct):
-    variant: str
-    exposed: int
-    converted: int
-    rate: float
-    ci_low: float
-    ci_high: float
-    lift_abs: float | None
-    lift_rel: float | None
-    p_value: float | None
+class Variant(VariantResult):
+    """A variant's result (``pipeline.stats.VariantResult``) and its sums."""
+
+    sum: float = 0.0
+    """Σx over its units (converting units for ``conversion``; Σ numerator for ``ratio``)."""
+    exposed: int = 0
+    """= units (the scorecard's older name, kept for scripts)."""
+    converted: int | None = None
+    """``conversion``: units with the event (the older name, kept for scripts)."""
+
+
+class Point(msgspec.Struct):
+    """The result as it stood when units first exposed up to ``until`` were in."""
+
+    until: datetime
+    units: int
+    variants: list[VariantResult]
 
 
 class Scorecard(msgspec.Struct):
     org_id: str
     experiment_id: str
-    event: str | None
+    metric: str
+    kind: str
+    event: str
+    denominator: str | None
     control: str
-    variants: list[VariantResult]
+    sequential: bool
+    cuped: bool
+    alpha: float
     srm_p_value: float | None
     srm_mismatch: bool
+    weights: dict[str, float] | None
+    """The declared split the SRM test used (None: equal)."""
+    variance_reduction: float | None
+    theta: float | None
+    variants: list[Variant]
     multiple_exposure_units: int
+    unexposed_units_with_tracks: int
+    unattributed_tracks: int
+    timeline: list[Point]
+
+
+class Request(msgspec.Struct, frozen=True):
+    metric: Metric = Metric()
+    sequential: bool = True
+    cuped: bool | None = None
+    """None: the kind's default (on for mean and count)."""
+    alpha: float = 0.05
+    control: str | None = None
+    timeline: bool = True
+
+    @property
+    def use_cuped(self) -> bool:
+        return self.metric.kind in CUPED_BY_DEFAULT if self.cuped is None else self.cuped
 
 
 def scorecard(
-    warehouse: Warehouse, org_id: str, experiment_id: str, *, event: str | None = None,
-    control: str | None = None, weights: list[float] | None = None,
-) -> Scorecard:  # fmt: skip
-    converted = f"mapContains(conversions, {literal(event)})" if event else "converted_at IS NOT NULL"
-    sql = (
-        f"SELECT variant_id, count() AS exposed, countIf({converted}) AS converted, "
-        "countIf(variants_seen > 1) AS multiple "
-        f"FROM experiment_units FINAL WHERE org_id = {literal(org_id)} AND experiment_id = {literal(experiment_id)} "
-        "AND first_exposed_at IS NOT NULL GROUP BY variant_id ORDER BY variant_id"
-    )
-    rows = [msgspec.json.decode(line) for line in warehouse.execute(sql, "JSONEachRow").splitlines() if line]
-    counts = [(str(r["variant_id"]), int(r["exposed"]), int(r["converted"])) for r in rows]
-    multiple = sum(int(r["multiple"]) for r in rows)
-    return compute(org_id, experiment_id, counts, event=event, control=control, weights=weights, multiple=multiple)
+    warehouse: Warehouse, org_id: str, experiment_id: str, request: Request, declared: Declared | None = None,
+    value_property: str = "order_total",
+) -> Scorecard | None:  # fmt: skip
+    """The experiment's result, or None when it has no exposed unit."""
+    declared = declared or Declared()
+    parameters: dict[str, str | int | float] = {"org": org_id, "experiment": experiment_id}
+    [span] = _rows(warehouse, BOUNDS, parameters)
+    if span["first"] is None:
+        return None
+    first, last = int(span["first"]), int(span["last"])
+    metric, cuped = request.metric, request.use_cuped and request.metric.kind != "ratio"
+    window = int(WINDOW_DAYS * 86_400_000)
+    parameters |= {
+        "event": metric.event, "denominator": metric.denominator_event, "value_property": value_property,
+        "first": first, "width": max(1000, math.ceil((last - first + 1) / BUCKETS)),
+        "window_ms": window, "pre_from": first - window, "pre_to": last,
+    }  # fmt: skip
+    rows = _rows(warehouse, sums(metric.kind, cuped), parameters)
+    unattributed = _rows(warehouse, UNATTRIBUTED, {"org": org_id, "first": first})[0]["tracks"]
+    return build(org_id, experiment_id, request, declared, rows, int(unattributed or 0), first, parameters["width"])
 
 
-def compute(
-    org_id: str, experiment_id: str, counts: list[tuple[str, int, int]], *, event: str | None = None,
-    control: str | None = None, weights: list[float] | None = None, multiple: int = 0,
+def build(
+    org_id: str, experiment_id: str, request: Request, declared: Declared, rows: list[dict[str, Any]],
+    unattributed: int, first: int, width: int | str | float,
 ) -> Scorecard:  # fmt: skip
-    names = [name for name, _, _ in counts]
-    base = control if control in names else ("control" if "control" in names else (names[0] if names else ""))
-    by_name = {name: (n, c) for name, n, c in counts}
-    n0, c0 = by_name.get(base, (0, 0))
-    p0 = c0 / n0 if n0 else 0.0
-    variants = []
-    for name, n, c in counts:
-        rate = c / n if n else 0.0
-        low, high = wilson(c, n)
-        is_control = name == base
-        variants.append(VariantResult(
-            name, n, c, rate, low, high,
-            None if is_control else rate - p0,
-            None if is_control or p0 == 0 else (rate - p0) / p0,
-            None if is_control else two_proportion_p(c, n, c0, n0),
-        ))  # fmt: skip
-    srm = srm_p_value([n for _, n, _ in counts], weights)
+    """The scorecard from the sums query's rows (per variant and bucket; bucket −1: never exposed)."""
+    metric = request.metric
+    buckets: dict[int, dict[str, VariantSums]] = {}
+    unexposed = multiple = 0
+    for row in rows:
+        bucket = int(row["bucket"])
+        if bucket < 0:
+            unexposed += int(row["unexposed_tracked"])
+            continue
+        multiple += int(row["multi_exposed"])
+        buckets.setdefault(bucket, {})[str(row["variant"])] = msgspec.convert(row, VariantSums, strict=False)
+    names = sorted({name for sums_ in buckets.values() for name in sums_})
+    control = _control(names, request.control, declared)
+    options = Options(
+        kind=metric.kind, sequential=request.sequential, cuped=request.use_cuped, alpha=request.alpha,
+        weights=declared.weights,
+    )  # fmt: skip
+    running = {name: VariantSums(name, 0, 0.0, 0.0) for name in names}
+    timeline: list[Point] = []
+    analysis: Analysis | None = None
+    for bucket in sorted(buckets):
+        for name, more in buckets[bucket].items():
+            running[name] = _add(running[name], more, name)
+        analysis = _analyze(running, control, names, options)
+        if request.timeline and sum(s.n for s in running.values()) > 0:
+            until = datetime.fromtimestamp((first + (bucket + 1) * int(width)) / 1000, UTC)
+            timeline.append(Point(until, sum(s.n for s in running.values()), analysis.variants))
+    analysis = analysis or _analyze(running, control, names, options)
+    srm = analysis.srm_p_value
+    totals = {name: running[name] for name in names}
     return Scorecard(
-        org_id, experiment_id, event, base, variants, srm, srm is not None and srm < SRM_THRESHOLD, multiple
-    )
+        org_id=org_id, experiment_id=experiment_id, metric=metric.name, kind=metric.kind, event=metric.event,
+        denominator=metric.denominator_event if metric.kind == "ratio" else None, control=control,
+        sequential=analysis.sequential, cuped=analysis.cuped, alpha=analysis.alpha, srm_p_value=srm,
+        srm_mismatch=srm is not None and srm < SRM_THRESHOLD, weights=declared.weights,
+        variance_reduction=analysis.variance_reduction, theta=analysis.theta,
+        variants=[_variant(v, totals[v.variant], metric) for v in analysis.variants],
+        multiple_exposure_units=multiple, unexposed_units_with_tracks=unexposed, unattributed_tracks=unattributed,
+        timeline=timeline,
+    )  # fmt: skip
 
 
-def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
-    if trials == 0:
-        return 0.0, 0.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - margin), min(1.0, centre + margin)
+def _analyze(running: dict[str, VariantSums], control: str, names: list[str], options: Options) -> Analysis:
+    return analyze(running[control], [running[name] for name in names if name != control], options)
 
 
-def two_proportion_p(c1: int, n1: int, c0: int, n0: int) -> float | None:
-    if n1 == 0 or n0 == 0:
-        return None
-    pooled = (c1 + c0) / (n1 + n0)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    if se == 0:
-        return 1.0
-    z = (c1 / n1 - c0 / n0) / se
-    return math.erfc(abs(z) / math.sqrt(2))
+def _add(a: VariantSums, b: VariantSums, name: str) -> VariantSums:
+    return VariantSums(
+        name, a.n + b.n, a.sum + b.sum, a.sum_squares + b.sum_squares, a.d_sum + b.d_sum,
+        a.d_sum_squares + b.d_sum_squares, a.sum_of_products + b.sum_of_products, a.multi_exposed + b.multi_exposed,
+    )  # fmt: skip
 
 
-def srm_p_value(observed: list[int], weights: list[float] | None = None) -> float | None:
-    """Chi-square goodness of fit of the units per variant to the expected split."""
-    total = sum(observed)
-    if len(observed) < 2 or total == 0:
-        return None
-    shares = weights if weights and len(weights) == len(observed) else [1.0] * len(observed)
-    expected = [total * w / sum(shares) for w in shares]
-    chi2 = sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=True) if e > 0)
-    return chi2_survival(chi2, len(observed) - 1)
+def _variant(result: VariantResult, sums_: VariantSums, metric: Metric) -> Variant:
+    fields = msgspec.structs.asdict(result)
+    converted = round(sums_.sum) if metric.kind == "conversion" else None
+    return Variant(**fields, sum=sums_.sum, exposed=result.units, converted=converted)
 
 
-def chi2_survival(x: float, df: int) -> float:
-    """P(X ≥ x) for X ~ χ²(df): the regularized upper incomplete gamma Q(df/2, x/2)."""
-    a, x = df / 2.0, x / 2.0
-    if x <= 0:
-        return 1.0
-    if x < a + 1:  # series for P, then Q = 1 - P
-        term = total = 1.0 / a
-        k = a
-        for _ in range(1000):
-            k += 1
-            term *= x / k
-            total += term
-            if abs(term) < abs(total) * 1e-15:
-                break
-        return max(0.0, 1.0 - total * math.exp(-x + a * math.log(x) - math.lgamma(a)))
-    # continued fraction for Q (Lentz)
-    tiny = 1e-300
-    b = x + 1 - a
-    c = 1 / tiny
-    d = 1 / b
-    h = d
-    for i in range(1, 1000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return min(1.0, math.exp(-x + a * math.log(x) - math.lgamma(a)) * h)
+def _control(names: list[str], asked: str | None, declared: Declared) -> str:
+    for candidate in (asked, declared.control, "control"):
+        if candidate and candidate in names:
+            return candidate
+    return names[0]
+
+
+def _rows(warehouse: Warehouse, sql: str, parameters: Parameters) -> list[dict[str, Any]]:
+    out = warehouse.execute(sql, "JSONEachRow", parameters=parameters, behind_writes=True)
+    return [msgspec.json.decode(line) for line in out.splitlines() if line]
+
+
+# --- the table ----------------------------------------------------------------------------------
 
 
 def render_table(card: Scorecard) -> str:
-    head = f"experiment {card.experiment_id} (org {card.org_id}); conversion: {card.event or 'any track event'}"
-    lines = [head, ""]
-    header = ["variant", "exposed", "converted", "rate", "95% CI", "lift (abs)", "lift (rel)", "p-value"]
-    table = [header]
+    test = "sequential (always valid)" if card.sequential else "fixed horizon"
+    cuped = f"CUPED on (variance reduction {card.variance_reduction:.1%})" if card.cuped and card.variance_reduction \
+        is not None else ("CUPED on" if card.cuped else "CUPED off")  # fmt: skip
+    lines = [
+        f"experiment {card.experiment_id} (org {card.org_id}); metric {card.metric}",
+        f"{test}, {1 - card.alpha:.0%} intervals; {cuped}",
+        "",
+    ]
+    table = [["variant", "units", "mean", "lift (abs)", "interval (abs)", "lift (rel)", "interval (rel)", "p-value"]]
     for v in card.variants:
         table.append([
-            v.variant + (" (control)" if v.variant == card.control else ""), str(v.exposed), str(v.converted),
-            f"{v.rate:.2%}", f"[{v.ci_low:.2%}, {v.ci_high:.2%}]",
-            "-" if v.lift_abs is None else f"{v.lift_abs:+.2%}",
-            "-" if v.lift_rel is None else f"{v.lift_rel:+.1%}",
+            v.variant + (" (control)" if v.control else ""), str(v.units), _number(v.mean),
+            _signed(v.lift_abs), _interval(v.ci_abs, _signed), _percent(v.lift_rel), _interval(v.ci_rel, _percent),
             "-" if v.p_value is None else f"{v.p_value:.4f}",
         ])  # fmt: skip
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    lines += [v.variant + ": " + v.error for v in card.variants if v.error]
     srm = "n/a" if card.srm_p_value is None else f"p = {card.srm_p_value:.4g}"
+    split = "declared weights" if card.weights else "equal weights"
     verdict = "MISMATCH — do not trust the results" if card.srm_mismatch else "ok"
     lines += [
         "",
-        f"sample ratio: {srm} ({verdict})",
+        f"sample ratio ({split}): {srm} ({verdict})",
         f"units exposed to more than one variant: {card.multiple_exposure_units}",
+        f"units with attributed tracks but no exposure: {card.unexposed_units_with_tracks}",
+        f"tracks attributed to no experiment since the first exposure: {card.unattributed_tracks}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.4g}"
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1%}"
+
+
+def _interval(ci: tuple[float, float] | None, show: Callable[[float | None], str]) -> str:
+    return "-" if ci is None else f"[{show(ci[0])}, {show(ci[1])}]"

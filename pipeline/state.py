@@ -45,6 +45,14 @@ class Assignment(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     first_exposed_by: Source | None = None
     variants: list[str] = []
     conversions: dict[str, tuple[float, Source]] = {}
+    tallies: dict[str, tuple[int, float]] = {}
+    """Per event name: (count, value sum) of the attributed tracks at or after the first exposure
+    known when each was processed (the per-unit metrics of ``pipeline.results``); names as capped
+    by ``MAX_CONVERSIONS``."""
+    counted: dict[int, tuple[int, int]] = {}
+    """Per source partition: (offset, index) of the last track tallied. A tally is a sum, not a
+    merge, so it is kept idempotent by order: a unit's items of one source partition come in
+    offset order, and an item at or below the mark (the same record replayed) is not added again."""
 
     @property
     def converted_at(self) -> float | None:
@@ -64,6 +72,9 @@ MAX_VARIANTS = 16
 """Distinct variants remembered per unit and experiment (for the variants_seen column)."""
 MAX_CONVERSIONS = 64
 """Distinct track event names remembered per unit and experiment."""
+MAX_COUNTED = 8
+"""Source partitions a unit's tally marks are kept for (a unit's items come from its raw partition
+and its keyed partition: two)."""
 MAX_TRAITS = 500
 """Traits kept per user or company; new names past it are not added."""
 MAX_ID = 200

@@ -57,9 +57,20 @@ class XaikuExperiment(msgspec.Struct, kw_only=True):
     variants: msgspec.Raw
 
 
-KINDS = ("config", "experiment")
+class SavedMetrics(msgspec.Struct, kw_only=True):
+    """The metrics an experiment's results show by default (``sluice experiments metrics set``),
+    written ``kind:event`` or ``ratio:numerator/denominator`` (``pipeline.results.metric``)."""
+
+    org_id: str
+    experiment_id: str
+    metrics: list[str]
+    updated_at: float
+
+
+KINDS = ("config", "experiment", "metrics")
 _bundle_decoder = msgspec.json.Decoder(TrafficalBundle)
 _experiment_decoder = msgspec.json.Decoder(XaikuExperiment)
+_metrics_decoder = msgspec.json.Decoder(SavedMetrics)
 
 
 def _ident(*parts: str) -> str:
@@ -74,12 +85,17 @@ def experiment_key(org_id: str, experiment_id: str) -> bytes:
     return f"experiment:{_ident(org_id, experiment_id)}".encode()
 
 
+def metrics_key(org_id: str, experiment_id: str) -> bytes:
+    return f"metrics:{_ident(org_id, experiment_id)}".encode()
+
+
 class ConfigStore:
     """The in-memory view of the config records of the registry topic."""
 
     def __init__(self) -> None:
         self.bundles: dict[tuple[str, str, str], TrafficalBundle] = {}
         self.experiments: dict[str, dict[str, XaikuExperiment]] = {}
+        self.metrics: dict[tuple[str, str], SavedMetrics] = {}
 
     def apply(self, kind: str, ident: str, value: bytes | None) -> None:
         """Take one record of the topic; one that cannot be read is skipped (and logged), so it
@@ -103,6 +119,12 @@ class ConfigStore:
                 self.experiments.get(org, {}).pop(experiment, None)
             else:
                 self.experiments.setdefault(org, {})[experiment] = _experiment_decoder.decode(value)
+        elif kind == "metrics":
+            org, experiment = parts
+            if value is None:
+                self.metrics.pop((org, experiment), None)
+            else:
+                self.metrics[org, experiment] = _metrics_decoder.decode(value)
 
     def bundle(self, org_id: str, project_id: str, env: str) -> TrafficalBundle | None:
         return self.bundles.get((org_id, project_id, env))

@@ -1,0 +1,116 @@
+"""The results' SQL: per variant and time bucket, the sufficient statistics of one metric.
+
+One scan of ``experiment_units FINAL`` (the experiment's units, by the sorting key) gives, per
+variant and bucket of first exposure, n, Σx, Σx², and Σd, Σd², Σxd for a ratio's denominator or
+CUPED's covariate; nothing per unit leaves the engine. The worker keeps each unit's tallies
+(``event_counts``, ``event_values``: attributed tracks at or after its first exposure), so x and a
+ratio's d are map lookups.
+
+CUPED's covariate is the same metric for the unit in the ``window_days`` before its first exposure,
+0 where it has none. It comes from ``events``: the tracks named E in the experiment's whole
+pre-window (its earliest first exposure − window … its latest), grouped per unit into a small
+array — only units with such tracks, so the join's right side stays small — then LEFT JOINed to
+the units and filtered per unit to its own window. Copies of one event (a replay) are one: the
+array keeps distinct (message id hash, time, value), which copies share, so ``events`` need not be
+read with FINAL.
+
+Values are the worker's: a track's ``value`` property if numeric, else the configured value
+property (``order_total``) if numeric, else 0 (``pipeline.processor``).
+"""
+
+from __future__ import annotations
+
+from pipeline.stats import Kind
+
+BOUNDS = (
+    "SELECT toUnixTimestamp64Milli(min(first_exposed_at)) AS first, toUnixTimestamp64Milli(max(first_exposed_at)) "
+    "AS last FROM experiment_units WHERE org_id = {org:String} AND experiment_id = {experiment:String} "
+    "AND first_exposed_at IS NOT NULL"
+)
+"""The span of first exposures (without FINAL: an older version of a unit has a later or no first
+exposure, so the span read is never narrower than the true one)."""
+
+EXPERIMENTS = (
+    "SELECT experiment_id, count() AS units, toUnixTimestamp64Milli(max(first_exposed_at)) AS last "
+    "FROM experiment_units WHERE org_id = {org:String} AND first_exposed_at IS NOT NULL "
+    "GROUP BY experiment_id ORDER BY last DESC LIMIT 500"
+)
+"""An org's experiments with exposed units (rows, not units: versions counted; for listing)."""
+
+ORGS = "SELECT DISTINCT org_id FROM experiment_units ORDER BY org_id LIMIT 500"
+
+UNATTRIBUTED = (
+    "SELECT toUInt64(sum(count)) AS tracks FROM rollups_1m FINAL WHERE org_id = {org:String} AND kind = 'track' "
+    "AND experiment_id = '' AND minute >= toDateTime(intDiv({first:Int64}, 1000), 'UTC')"
+)
+"""The org's tracks attributed to no experiment at all since the experiment's first exposure."""
+
+_VALUE = (
+    "if(JSONType(properties, 'value') IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, 'value'), "
+    "if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
+    "JSONExtractFloat(properties, {value_property:String}), 0.))"
+)
+
+_EVENT = "({event:String} = '' OR event = {event:String})"
+
+
+def metric_x(kind: Kind) -> str:
+    """The per-unit metric x over a unit's tallies (E = '' means any attributed track)."""
+    if kind == "conversion":
+        return (
+            "toFloat64(if({event:String} = '', arrayExists(c -> c > 0, mapValues(event_counts)), "
+            "event_counts[{event:String}] > 0))"
+        )
+    if kind == "count":
+        return "toFloat64(if({event:String} = '', arraySum(mapValues(event_counts)), event_counts[{event:String}]))"
+    return "if({event:String} = '', arraySum(mapValues(event_values)), event_values[{event:String}])"
+
+
+def covariate(kind: Kind) -> str:
+    """The per-unit covariate d: the metric over ``pre``, the unit's tracks (time ms, value)
+    before its first exposure ``t0`` (ms), within the window."""
+    inside = "p -> p.2 >= t0 - {window_ms:Int64} AND p.2 < t0"
+    if kind == "conversion":
+        return f"toFloat64(arrayExists({inside}, pre))"
+    if kind == "count":
+        return f"toFloat64(arrayCount({inside}, pre))"
+    return "arraySum(p -> if(p.2 >= t0 - {window_ms:Int64} AND p.2 < t0, p.3, 0.), pre)"
+
+
+def sums(kind: Kind, cuped: bool) -> str:
+    """Per variant and bucket of first exposure (−1: units never exposed), the sums of x and d.
+    Parameters: org, experiment, event, denominator (ratio), value_property, first and width (ms:
+    the buckets' origin and width), and with ``cuped`` window_ms, pre_from and pre_to (ms)."""
+    x = metric_x(kind)
+    if kind == "ratio":
+        d = "toFloat64(event_counts[{denominator:String}])"
+    elif cuped:
+        d = covariate(kind)
+    else:
+        d = "0."
+    units = (
+        "SELECT variant_id, unit_key, variants_seen, conversions, event_counts, event_values, "
+        "first_exposed_at IS NOT NULL AS exposed, ifNull(toUnixTimestamp64Milli(first_exposed_at), 0) AS t0 "
+        "FROM experiment_units FINAL WHERE org_id = {org:String} AND experiment_id = {experiment:String}"
+    )
+    source = f"({units}) AS u"
+    if cuped and kind != "ratio":
+        pre = (
+            f"SELECT unit_key, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), {_VALUE})) "
+            f"AS pre FROM events WHERE org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
+            "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
+            "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC') GROUP BY unit_key"
+        )
+        source += f" LEFT JOIN ({pre}) AS e ON u.unit_key = e.unit_key"
+    per_unit = (
+        f"SELECT variant_id, exposed, variants_seen, conversions, {x} AS x, {d} AS d, "
+        "if(exposed, intDiv(t0 - {first:Int64}, {width:Int64}), -1) AS bucket "
+        f"FROM {source}"
+    )
+    return (
+        "SELECT variant_id AS variant, bucket, count() AS n, sum(x) AS sum, sum(x * x) AS sum_squares, "
+        "sum(d) AS d_sum, sum(d * d) AS d_sum_squares, sum(x * d) AS sum_of_products, "
+        "countIf(variants_seen > 1) AS multi_exposed, "
+        "countIf(NOT exposed AND notEmpty(conversions)) AS unexposed_tracked "
+        f"FROM ({per_unit}) GROUP BY variant, bucket ORDER BY variant, bucket"
+    )

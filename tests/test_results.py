@@ -1,0 +1,141 @@
+"""The results' data path on the embedded warehouse: per-variant sums from ``experiment_units``
+(FINAL) and CUPED's covariate from ``events``, against sums computed here from the same rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from pipeline.results.declared import Declared
+from pipeline.results.metric import Metric
+from pipeline.scorecard import Request, render_table, scorecard
+from pipeline.stats import Options, VariantSums, analyze
+from pipeline.warehouse import Warehouse
+
+pytestmark = pytest.mark.clickhouse
+
+T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+WINDOW = timedelta(days=14)
+
+
+def ms(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@dataclass
+class Unit:
+    key: str
+    variant: str
+    exposed: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    seen: int = 1
+    pre: list[tuple[datetime, float]] = field(default_factory=list)
+    """Purchases before exposure (time, value) as the events table holds them."""
+
+
+UNITS = [
+    Unit("a1", "control", T0, {"purchase": 2}, {"purchase": 30.0}, pre=[(T0 - timedelta(days=3), 12.0)]),
+    Unit("a2", "control", T0 + timedelta(hours=1)),
+    Unit("a3", "control", T0 + timedelta(hours=2), {"purchase": 1, "signup": 1}, {"purchase": 5.0, "signup": 0.0},
+         pre=[(T0 - timedelta(days=20), 99.0), (T0 + timedelta(hours=1), 4.0)]),
+    Unit("b1", "treatment", T0 + timedelta(hours=3), {"purchase": 3}, {"purchase": 45.5},
+         pre=[(T0 + timedelta(hours=2), 7.0), (T0 + timedelta(hours=2, minutes=1), 3.0)]),
+    Unit("b2", "treatment", T0 + timedelta(hours=4), {"signup": 2}, {"signup": 0.0}, seen=2),
+    Unit("b3", "treatment", T0 + timedelta(hours=5), {"purchase": 1}, {"purchase": 8.0}),
+    Unit("b4", "treatment", None),  # decided, tracked, never exposed
+]  # fmt: skip
+
+
+def fill(warehouse: Warehouse, experiment: str = "exp") -> None:
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for unit in UNITS:
+        row = {
+            "org_id": "acme", "project_id": "web", "env": "production", "experiment_id": experiment,
+            "variant_id": unit.variant, "unit_key": unit.key, "first_exposed_at": unit.exposed and ms(unit.exposed),
+            "conversions": {"purchase": ms(T0)} if unit.exposed is None else {}, "variants_seen": unit.seen,
+            "event_counts": unit.counts, "event_values": unit.values, "version": 10,
+        }  # fmt: skip
+        stale = row | {"event_counts": {"purchase": 99}, "event_values": {"purchase": 1e6}, "version": 9}
+        rows += [stale, row]  # an older version of each unit: FINAL must keep the newer
+        for n, (moment, value) in enumerate(unit.pre):
+            properties = {"value": value} if n % 2 == 0 else {"order_total": value}
+            event = {
+                "org_id": "acme", "project_id": "web", "env": "production", "message_id": f"{unit.key}-{n}",
+                "family": "traffical", "type": "track", "event": "purchase", "unit_key": unit.key,
+                "timestamp": ms(moment), "received_at": ms(moment), "context": "{}", "traits": "{}",
+                "properties": msgspec.json.encode(properties).decode(),
+            }  # fmt: skip
+            events += [event, event]  # a replayed copy: counted once
+    warehouse.insert_json("experiment_units", msgspec.json.encode(rows))
+    warehouse.insert_json("events", msgspec.json.encode(events))
+
+
+def truth(kind: str, cuped: bool, variant: str) -> VariantSums:
+    """The sums computed from ``UNITS``: x as the metric defines it, d the ratio's denominator or
+    the covariate (the metric over the purchases in the 14 days before first exposure)."""
+    xs: list[tuple[float, float]] = []
+    multi = 0
+    for unit in UNITS:
+        if unit.variant != variant or unit.exposed is None:
+            continue
+        pre = [v for t, v in unit.pre if unit.exposed - WINDOW <= t < unit.exposed]
+        count, value = unit.counts.get("purchase", 0), unit.values.get("purchase", 0.0)
+        x = {"conversion": float(count > 0), "mean": value, "count": float(count), "ratio": value}[kind]
+        d = {"conversion": float(bool(pre)), "mean": sum(pre), "count": float(len(pre)), "ratio": float(count)}[kind]
+        xs.append((x, d if (cuped or kind == "ratio") else 0.0))
+        multi += unit.seen > 1
+    return VariantSums(
+        variant, len(xs), sum(x for x, _ in xs), sum(x * x for x, _ in xs), sum(d for _, d in xs),
+        sum(d * d for _, d in xs), sum(x * d for x, d in xs), multi,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["conversion", "mean", "count", "ratio"])
+@pytest.mark.parametrize("cuped", [False, True])
+def test_the_sums_and_the_result_equal_those_computed_from_the_rows(
+    warehouse: Warehouse, kind: str, cuped: bool
+) -> None:
+    fill(warehouse)
+    request = Request(Metric("purchase", kind), cuped=cuped)  # type: ignore[arg-type]
+    card = scorecard(warehouse, "acme", "exp", request)
+    assert card is not None
+    control, treatment = truth(kind, cuped, "control"), truth(kind, cuped, "treatment")
+    expected = analyze(control, [treatment], Options(kind=kind, cuped=cuped))  # type: ignore[arg-type]
+    assert [(v.variant, v.units) for v in card.variants] == [("control", control.n), ("treatment", treatment.n)]
+    assert [v.sum for v in card.variants] == pytest.approx([control.sum, treatment.sum])
+    got, want = card.variants[1], expected.variants[1]
+    assert got.mean == pytest.approx(want.mean) and got.variance == pytest.approx(want.variance)
+    assert got.ci_abs == pytest.approx(want.ci_abs) and got.p_value == pytest.approx(want.p_value)
+    assert card.cuped == (cuped and kind != "ratio")
+    assert (card.multiple_exposure_units, card.unexposed_units_with_tracks) == (1, 1)
+    assert card.timeline[-1].units == control.n + treatment.n
+    assert [p.units for p in card.timeline] == sorted(p.units for p in card.timeline)
+
+
+def test_any_event_and_a_second_event_as_denominator(warehouse: Warehouse) -> None:
+    fill(warehouse)
+    anything = scorecard(warehouse, "acme", "exp", Request(Metric("", "count"), cuped=False))
+    assert anything is not None
+    assert [v.sum for v in anything.variants] == [4.0, 6.0]  # purchases and signups after exposure
+    per_signup = scorecard(warehouse, "acme", "exp", Request(Metric("purchase", "ratio", "signup")))
+    assert per_signup is not None and per_signup.metric == "ratio:purchase/signup"
+    assert per_signup.variants[0].mean == pytest.approx(35.0 / 1)  # control: 35 of purchases over 1 signup
+
+
+def test_defaults_declared_weights_and_the_table(warehouse: Warehouse) -> None:
+    fill(warehouse)
+    assert scorecard(warehouse, "acme", "nothing", Request()) is None
+    mean = scorecard(warehouse, "acme", "exp", Request(Metric("purchase", "mean")))
+    assert mean is not None and mean.cuped and mean.sequential and mean.variance_reduction is not None
+    skewed = Declared(weights={"control": 1.0, "treatment": 99.0}, control="treatment")
+    card = scorecard(warehouse, "acme", "exp", Request(Metric("purchase")), skewed)
+    assert card is not None and card.control == "treatment" and card.variants[0].variant == "treatment"
+    assert card.srm_mismatch and card.weights == {"control": 1.0, "treatment": 99.0}
+    table = render_table(card)
+    assert "MISMATCH" in table and "treatment (control)" in table and "declared weights" in table
