@@ -1,14 +1,16 @@
-"""``sluice warehouse``'s doors: a credential on every request, no browsers, SQL only by POST."""
+"""``sluice warehouse``'s doors: a credential on every request, no browsers, writes only by POST.
+(The protocol itself, against the real engine and real clients: tests/test_warehouse_clients.py.)"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from pipeline.warehouse.http.engine import Outcome
 from pipeline.warehouse.serve import Engine, build_app
 from sluice.cli import main
 
@@ -21,16 +23,27 @@ class Recorder(Engine):
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.version, self.timezone = "26.9", "UTC"
+        self.output_formats = frozenset({"TSV", "JSONEachRow"})
 
-    def run(self, sql: str, fmt: str, database: str, settings: dict[str, str]) -> bytes:
+    def query(self, sql: str, fmt: str, database: str = "", params: dict[str, str] | None = None) -> Outcome:
         self.statements.append(sql)
-        return b"1\n"
+        return Outcome(b"1\n")
+
+    def insert(self, sql: str, fmt: str, database: str, data: bytes) -> Outcome:
+        self.statements.append(sql)
+        return Outcome(b"", written_rows=1)
+
+
+def admit(sql: str, run: Callable[[str], bytes], *, writes: bool) -> str:
+    """The allow-list stands aside here: it needs the real engine (tests/test_query_guard.py)."""
+    return sql
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Client, Recorder]]:
     engine = Recorder()
-    async with TestClient(TestServer(build_app(engine, "sluice", PASSWORD))) as client:
+    async with TestClient(TestServer(build_app(engine, "sluice", PASSWORD, guard=admit))) as client:
         yield client, engine
 
 
@@ -82,12 +95,16 @@ async def test_browsers_are_refused_even_with_the_credential(served: tuple[Clien
     assert engine.statements == []
 
 
-async def test_get_runs_no_sql_and_ping_needs_no_credential(served: tuple[Client, Recorder]) -> None:
+async def test_get_reads_only_and_ping_needs_no_credential(served: tuple[Client, Recorder]) -> None:
     client, engine = served
     write = await client.get("/", params={"query": "DROP TABLE events"}, headers=basic("sluice", PASSWORD))
-    read = await client.get("/", params={"query": "SELECT 1"}, headers=basic("sluice", PASSWORD))
-    assert (write.status, read.status) == (405, 405)
+    assert (write.status, write.headers["X-ClickHouse-Exception-Code"]) == (403, "164")
     assert engine.statements == []
+    read = await client.get("/", params={"query": "SELECT 1"}, headers=basic("sluice", PASSWORD))
+    assert (read.status, await read.read()) == (200, b"1\n")
+    assert engine.statements == ["SELECT 1\nSETTINGS readonly = 2"]
+    stranger = await client.get("/", params={"query": "SELECT 1"})
+    assert stranger.status == 401
     ping = await client.get("/ping")
     assert (ping.status, await ping.text()) == (200, "Ok.\n")
 
@@ -99,4 +116,4 @@ def test_it_will_not_start_without_a_password(
     assert main(["warehouse"]) == 2
     assert "SLUICE_WAREHOUSE_PASSWORD" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs a password"):
-        build_app(Recorder(), "sluice", "")
+        build_app(Recorder(), "sluice", "", guard=admit)

@@ -94,7 +94,9 @@ def doors(user: str, password: str, version: str) -> Middleware:
             return await handler(request)
         presented = ":".join(credentials(request)).encode()
         if not hmac.compare_digest(presented, expected):
-            error = ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user with such name")
+            error = ClickHouseError(
+                516, f"{user}: Authentication failed: password is incorrect, or there is no user with such name"
+            )
             return response(error, version)
         return await handler(request)
 
@@ -109,7 +111,7 @@ class Requests:
         self.guard = guard
         self.sessions = Sessions()
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {"X-ClickHouse-Query-Id": request.query.get("query_id") or str(uuid.uuid4()),
                    "X-ClickHouse-Timezone": self.engine.timezone,
                    "X-ClickHouse-Server-Display-Name": "sluice-warehouse"}  # fmt: skip
@@ -133,6 +135,7 @@ class Requests:
         statement = split(query.encode() + b"\n" + body if query else body, self.engine.output_formats)
         session = self._session(request)
         database = request.headers.get("X-ClickHouse-Database") or params.get("database") or session.database
+        database = database or "default"
         settings = dict(session.settings)
         for name, value in params.items():
             if name not in HTTP_PARAMETERS and not name.startswith("param_") and SETTING_NAME.match(name):
@@ -143,7 +146,9 @@ class Requests:
         fmt = statement.output_format or request.headers.get("X-ClickHouse-Format") or params.get("default_format")
         fmt = fmt or "TabSeparated"
         query_params = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
-        outcome = await asyncio.to_thread(self._run, statement, session, settings, readonly, database, fmt, query_params)
+        outcome = await asyncio.to_thread(
+            self._run, statement, session, settings, readonly, database, fmt, query_params
+        )
         out = outcome.body
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = json.dumps(outcome.summary(), separators=(",", ":"))
@@ -174,16 +179,18 @@ class Requests:
         if readonly and kind not in READING and kind not in ("SET", "USE"):
             raise ClickHouseError(164, f"Cannot execute query in readonly mode (readonly = {readonly})")
         if kind == "INSERT" and statement.data is not None:
-            head = statement.sql + (" VALUES" if statement.input_format == "Values" else f" FORMAT {statement.input_format}")
+            head = statement.sql + (
+                " VALUES" if statement.input_format == "Values" else f" FORMAT {statement.input_format}"
+            )
             self.guard(head, run_text, writes=True)
             named = dict(statement.insert_settings)
             merged = [f"{k} = {v}" for k, v in settings.items() if k not in named]
             merged += [f"{k} = {v}" for k, v in statement.insert_settings]
             sql = statement.sql + (" SETTINGS " + ", ".join(merged) if merged else "")
             return self.engine.insert(sql, statement.input_format, database, statement.data)
-        self.guard(statement.sql, run_text, writes=not readonly)
         if kind == "SET":
-            return self._set(statement.sql, session, settings, readonly)
+            return self._set(statement.sql, session, settings, readonly, run_text)
+        self.guard(statement.sql, run_text, writes=not readonly)
         if kind == "USE":
             name = use_target(statement.sql)
             if not self.engine.query(f"SELECT 1 FROM system.databases WHERE name = {literal(name)}", "TSV").body:
@@ -194,11 +201,15 @@ class Requests:
         sql = f"{statement.sql}\nSETTINGS {clause}" if clause else statement.sql
         return self.engine.query(sql, fmt, database, params)
 
-    def _set(self, sql: str, session: Session, settings: dict[str, str], readonly: int) -> Outcome:
-        """A client's ``SET``: checked by the engine (in a query of its own), kept in its session."""
+    def _set(
+        self, sql: str, session: Session, settings: dict[str, str], readonly: int, run: Callable[[str], bytes]
+    ) -> Outcome:
+        """A client's ``SET``: checked by the engine (in a query of its own), kept in its session.
+        It changes no data, so the allow-list sees it as a write only to judge its settings."""
         changes = assignments(sql.split(None, 1)[1] if " " in sql.strip() else "")
         if readonly == 1 or (readonly and any(name == "readonly" for name, _ in changes)):
             raise ClickHouseError(164, "Cannot modify settings in readonly mode")
+        self.guard(sql, run, writes=True)
         clause = ", ".join(f"{k} = {v}" for k, v in {**settings, **dict(changes)}.items())
         self.engine.query(f"SELECT 1 SETTINGS {clause}", "TSV")
         session.settings.update(changes)
@@ -239,7 +250,7 @@ def build_app(
         handler_args={"auto_decompress": False},  # the body's Content-Encoding is ours to decode (codec)
     )
     app.router.add_get("/ping", ping)
-    app.router.add_route("*", "/", Requests(engine, guard))
+    app.router.add_route("*", "/", Requests(engine, guard).handle)
     return app
 
 

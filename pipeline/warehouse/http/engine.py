@@ -82,7 +82,9 @@ class Engine:
                     result = inserter.finish()
             except RuntimeError as exc:
                 raise from_engine(str(exc)) from exc
-            return Outcome(b"", written_rows=result.rows_written, written_bytes=result.bytes_written, elapsed=result.elapsed)
+            return Outcome(
+                b"", written_rows=result.rows_written, written_bytes=result.bytes_written, elapsed=result.elapsed
+            )
 
 
 def identifier(name: str) -> str:

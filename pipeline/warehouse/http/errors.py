@@ -38,6 +38,9 @@ STATUS = {
 }  # fmt: skip
 CODE = re.compile(r"Code: (\d+)\. ")
 NAMED = re.compile(r"\([A-Z][A-Z0-9_]+\)(?: \(version [^)]*\))?\s*$")
+VERSIONED = re.compile(r"\(version [^)]*\)\s*$")
+# chDB repeats the prefix of some errors: ``Code: 115. DB::Exception: Code: 115. DB::Exception: …``
+REPEATED = re.compile(r"^(Code: \d+\. DB::Exception: )\1")
 
 
 class ClickHouseError(Exception):
@@ -55,6 +58,7 @@ def from_engine(text: str) -> ClickHouseError:
     at = text.find("Code: ")
     if at > 0:
         text = text[at:]
+    text = REPEATED.sub(r"\1", text)
     match = CODE.match(text)
     return ClickHouseError(int(match.group(1)) if match else 1001, text.strip())
 
@@ -65,7 +69,7 @@ def response(error: ClickHouseError, version: str, headers: dict[str, str] | Non
         text = f"Code: {error.code}. DB::Exception: {text.rstrip('.')}."
     if not NAMED.search(text):
         text += f" ({NAMES.get(error.code, 'UNKNOWN_EXCEPTION')})"
-    if "(version " not in text[-40:]:
+    if not VERSIONED.search(text):
         text += f" (version {version})"
     return web.Response(
         status=error.status,

@@ -14,6 +14,7 @@ rest.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -162,7 +163,7 @@ def split(text: bytes, output_formats: frozenset[str]) -> Statement:
     if any(t.start < end for t in semicolons):
         raise ClickHouseError(62, "Syntax error (Multi-statements are not allowed)")
     output = ""
-    for before, after in zip(found, found[1:], strict=False):
+    for before, after in itertools.pairwise(found):
         if before.word == "FORMAT" and before.depth == 0 and after.text.decode("latin-1") in output_formats:
             output = after.text.decode("ascii")
     return Statement(kind, decode(text[:end]), output_format=output)
