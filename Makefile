@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUSTOMIZE := .sluice/bin/kustomize
 KUSTOMIZE_VERSION := v5.7.1
 
-.PHONY: run test lint kafka jars native clean bench soak
+.PHONY: run test lint kafka jars native clients clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ kafka: $(STAMP) jars
 $(KUSTOMIZE):
 	GOBIN=$(CURDIR)/.sluice/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-test: $(STAMP) jars native $(KUSTOMIZE)
+# The ClickHouse clients that tests/test_warehouse_clients.py runs against `sluice warehouse`: the Node
+# client (npm) and the JDBC driver (Maven), pinned in tests/clients/, fetched into .sluice/clients
+clients:
+	tests/clients/fetch.sh
+
+test: $(STAMP) jars native clients $(KUSTOMIZE)
 	$(BIN)/pytest
 
 # The fault suite at larger sizes and for longer (minutes, not part of `make test`)
