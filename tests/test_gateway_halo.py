@@ -62,6 +62,21 @@ async def test_identify_user_and_company_are_recorded_without_the_token(gw: Harn
     assert events_of(company) == [halo_company()]
 
 
+async def test_a_token_is_dropped_whatever_its_spelling_and_numbers_stay_as_sent(gw: Harness) -> None:
+    """The token is taken out of the decoded payload: an escaped name is the same name; a number
+    no float holds (it was a 500) is kept as sent."""
+    body = (
+        encode(halo_user(user_token="tok-secret", traits={"plan": "pro"}))
+        .replace(b'"user_token"', b'"user\\u005ftoken"')
+        .replace(b'"plan":"pro"', b'"plan":"pro","big":1e400,"exact":0.10')
+    )
+    response = await gw.post(USERS, body, **auth(gw.key()))
+    assert (response.status, await response.json()) == (200, {"success": True})
+    [user] = gw.raw()
+    forwarded = bytes(user.events[0])
+    assert b"tok-secret" not in forwarded and b'"big":1E+400,"exact":0.10' in forwarded
+
+
 @pytest.mark.parametrize(
     ("path", "body", "error"),
     [

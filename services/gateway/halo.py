@@ -15,6 +15,7 @@ from aiohttp import web
 from services.gateway.batches import decode_body, sort_events
 from services.gateway.context import PUBLISHABLE, Gateway, bearer, gateway_of, json_text
 from services.gateway.errors import GatewayError, json_response
+from services.gateway.identity import without_token
 from sluice.envelope import Family
 from sluice.registry import ApiKey
 from sluice.wire import halo
@@ -47,13 +48,6 @@ async def events(request: web.Request) -> web.Response:
     return json_response(SUCCESS)
 
 
-def _without_token(body: bytes) -> msgspec.Raw:
-    """The identify payload as sent, less the ``user_token`` credential."""
-    payload: dict[str, Any] = msgspec.json.decode(body)
-    payload.pop("user_token", None)
-    return msgspec.Raw(msgspec.json.encode(payload))
-
-
 async def identify_user(request: web.Request) -> web.Response:
     return await _identify(request, halo.user_decoder, "user_id", halo.MAX_USER_PAYLOAD_BYTES)
 
@@ -79,7 +73,7 @@ async def _identify(
         raise GatewayError(400, f"{id_field} must not be empty")
     _check_traits(payload.traits, payload.context, limit)
     await gateway.publish(
-        gateway.raw_batch(request, FAMILY, key, body, [_without_token(body)]), [payload.user_id or ""]
+        gateway.raw_batch(request, FAMILY, key, body, [without_token(body, "user_token")]), [payload.user_id or ""]
     )
     gateway.metrics.accepted(FAMILY, 1)
     return json_response(SUCCESS)

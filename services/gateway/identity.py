@@ -9,14 +9,20 @@ trusted to speak for any user of their org. Which events need a token on each ro
 ``docs/security.md``.
 
 PyJWT checks ``exp`` against the wall clock, so the lifetime check does too.
+
+Tokens are credentials: :func:`without_token` takes them out of what the gateway forwards or
+dead-letters, from the decoded JSON (so any spelling JSON allows, ``"user\\u0054oken"`` too).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
+from typing import Any
 
 import jwt
+import msgspec
 
 from services.gateway.errors import GatewayError
 from sluice.registry import ApiKey, OrgSettings
@@ -70,3 +76,27 @@ def refusal(
     except GatewayError as exc:
         return exc.message
     return None
+
+
+# Any JSON the gateway accepted decodes, numbers as sent (1e400 too, which a float cannot hold),
+# and encodes back the same but for the field taken out.
+_loose_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_loose_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def loose_fields(raw: bytes) -> Any:
+    """``raw`` as plain JSON values (None if it does not decode: not in practice, as the envelope
+    holding it did)."""
+    try:
+        return _loose_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def without_token(raw: bytes, field: str) -> msgspec.Raw:
+    """The object ``raw`` less its ``field`` (a credential); unchanged if it has none."""
+    fields = loose_fields(raw)
+    if isinstance(fields, dict) and field in fields:
+        del fields[field]
+        return msgspec.Raw(_loose_encoder.encode(fields))
+    return msgspec.Raw(raw)

@@ -18,21 +18,19 @@ dead-letters, from the decoded event (any spelling of the name JSON allows, esca
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Any
-
 import msgspec
 from aiohttp import web
 
 from services.gateway.batches import Sorted, decode_body, sort_events
 from services.gateway.context import Gateway, gateway_of
 from services.gateway.errors import GatewayError, json_response
-from services.gateway.identity import FAILED, needs_proof
+from services.gateway.identity import FAILED, loose_fields, needs_proof, without_token
 from sluice.envelope import Family
 from sluice.registry import ApiKey
 from sluice.wire import solute
 
 FAMILY: Family = "solute"
+TOKEN = "userToken"
 UNCHANGING = ("track", "page")
 """The event types that change no user (``solute.named_users`` names nobody for them)."""
 
@@ -61,7 +59,7 @@ async def handle(request: web.Request) -> web.Response:
     invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
     raws = list(envelope.batch)
     for index, _ in invalid:  # dead letters are read by analysts: no credentials
-        raws[index] = _without_token(raws[index])
+        raws[index] = without_token(raws[index], TOKEN)
     dead = Sorted([], [], invalid).dead_letters(raws, FAMILY, request.path, key, received_at)
     report: dict[str, object] = {"processed": len(events.accepted), "failed": len(events.errors)}
     if events.errors:
@@ -84,35 +82,14 @@ async def handle(request: web.Request) -> web.Response:
 
 def _forwarded(event: solute.SoluteEvent, raw: msgspec.Raw) -> msgspec.Raw:
     """An accepted event as forwarded: as sent, less its token (decoded again only if it has one)."""
-    return raw if event.userToken is None else _without_token(raw)
-
-
-# Any JSON the envelope held decodes: numbers as sent (1e400 too, which a float cannot hold).
-_loose_decoder = msgspec.json.Decoder(float_hook=Decimal)
-_loose_encoder = msgspec.json.Encoder(decimal_format="number")
-
-
-def _fields(raw: msgspec.Raw) -> Any:
-    try:
-        return _loose_decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError):  # not in practice: the envelope holding it decoded
-        return None
-
-
-def _without_token(raw: msgspec.Raw) -> msgspec.Raw:
-    """The event as sent, less its ``userToken`` (a credential) if it has one."""
-    fields = _fields(raw)
-    if isinstance(fields, dict) and "userToken" in fields:
-        del fields["userToken"]
-        return msgspec.Raw(_loose_encoder.encode(fields))
-    return raw
+    return raw if event.userToken is None else without_token(raw, TOKEN)
 
 
 def _loose_refusal(gateway: Gateway, key: ApiKey, raw: msgspec.Raw) -> str | None:
     """Why an event that failed its checks may not change the users it names, read from its JSON
     whatever its types: one that is not plainly a track or page names its ``userId`` (and, unless
     it is an identify or group, its ``previousId``), and must prove them like a valid one."""
-    fields = _fields(raw)
+    fields = loose_fields(raw)
     if not isinstance(fields, dict) or fields.get("type") in UNCHANGING:
         return None
     names = ("userId",) if fields.get("type") in ("identify", "group") else ("userId", "previousId")
