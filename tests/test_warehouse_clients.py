@@ -397,3 +397,25 @@ def test_a_url_setting_lasts_one_request(server: Server) -> None:
     # the statement's own SETTINGS win over the URL's, as in ClickHouse
     assert sql(server, "SELECT getSetting('max_threads') SETTINGS max_threads = 2", max_threads="3") == b"2\n"
     assert_error(http(server, {"no_such_setting": "1"}, b"SELECT 1"), 400, 115)
+
+
+def test_an_inserts_own_settings_and_the_urls_apply_to_it(server: Server, table: str) -> None:
+    rows = b'{"id": 1, "name": "a"}\n{"id": "bad"}\n{"id": 2, "name": "b"}\n'
+    assert_error(http(server, {"query": f"INSERT INTO {table} FORMAT JSONEachRow"}, rows), 400, 27)
+    assert rows_in(server, table) == 0
+    own = f"INSERT INTO {table} SETTINGS input_format_allow_errors_num = 1 FORMAT JSONEachRow"
+    status, headers, _ = http(server, {"query": own, "max_threads": "2"}, rows)
+    assert status == 200 and json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "2"
+    status, headers, _ = http(
+        server, {"query": f"INSERT INTO {table} FORMAT JSONEachRow", "input_format_allow_errors_num": "1"}, rows
+    )
+    assert status == 200 and json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "2"
+    assert rows_in(server, table) == 4
+
+
+def test_settings_that_name_a_path_are_refused_wherever_they_come_from(server: Server, table: str) -> None:
+    assert_error(http(server, {"format_schema": "/etc/passwd"}, b"SELECT 1"), 403, 497)
+    assert_error(http(server, {"session_id": "s-path"}, b"SET format_schema = '/etc/passwd'"), 403, 497)
+    inline = f"INSERT INTO {table} SETTINGS format_schema = '/etc/passwd' FORMAT JSONEachRow"
+    assert_error(http(server, {"query": inline}, b'{"id": 1, "name": "a"}\n'), 403, 497)
+    assert rows_in(server, table) == 0

@@ -110,6 +110,7 @@ class Requests:
         self.engine = engine
         self.guard = guard
         self.sessions = Sessions()
+        self.admitted: set[str] = set()  # settings clauses the allow-list passed
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {"X-ClickHouse-Query-Id": request.query.get("query_id") or str(uuid.uuid4()),
@@ -178,16 +179,10 @@ class Requests:
 
         if readonly and kind not in READING and kind not in ("SET", "USE"):
             raise ClickHouseError(164, f"Cannot execute query in readonly mode (readonly = {readonly})")
+        self._admit_settings(settings, run_text)
         if kind == "INSERT" and statement.data is not None:
-            head = statement.sql + (
-                " VALUES" if statement.input_format == "Values" else f" FORMAT {statement.input_format}"
-            )
-            self.guard(head, run_text, writes=True)
-            named = dict(statement.insert_settings)
-            merged = [f"{k} = {v}" for k, v in settings.items() if k not in named]
-            merged += [f"{k} = {v}" for k, v in statement.insert_settings]
-            sql = statement.sql + (" SETTINGS " + ", ".join(merged) if merged else "")
-            return self.engine.insert(sql, statement.input_format, database, statement.data)
+            self.guard(statement.head, run_text, writes=True)
+            return self._insert(statement, settings, database)
         if kind == "SET":
             return self._set(statement.sql, session, settings, readonly, run_text)
         self.guard(statement.sql, run_text, writes=not readonly)
@@ -200,6 +195,25 @@ class Requests:
         clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
         sql = f"{statement.sql}\nSETTINGS {clause}" if clause else statement.sql
         return self.engine.query(sql, fmt, database, params)
+
+    def _admit_settings(self, settings: dict[str, str], run: Callable[[str], bytes]) -> None:
+        """The request's and its session's settings, past the allow-list's rules for settings (no
+        disk, path or schema file) as a statement of their own; each set of them once."""
+        clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
+        if clause and clause not in self.admitted:
+            self.guard(f"SELECT 1 SETTINGS {clause}", run, writes=True)
+            if len(self.admitted) > 10_000:
+                self.admitted.clear()
+            self.admitted.add(clause)
+
+    def _insert(self, statement: Statement, settings: dict[str, str], database: str) -> Outcome:
+        """The data as bytes into the engine's streamed insert; the insert's own settings win."""
+        named = dict(statement.insert_settings)
+        merged = [f"{k} = {v}" for k, v in settings.items() if k not in named]
+        merged += [f"{k} = {v}" for k, v in statement.insert_settings]
+        sql = statement.sql + (" SETTINGS " + ", ".join(merged) if merged else "")
+        assert statement.data is not None
+        return self.engine.insert(sql, statement.input_format, database, statement.data)
 
     def _set(
         self, sql: str, session: Session, settings: dict[str, str], readonly: int, run: Callable[[str], bytes]

@@ -40,9 +40,9 @@ class Token:
 
 @dataclass
 class Statement:
-    """What a request asks: ``sql`` to run (for an insert, the part before its data), the
-    insert's ``data`` and its ``input_format``, the query's own ``FORMAT`` clause, and the
-    ``SETTINGS`` an insert already names (``insert_settings``: the place to merge ours)."""
+    """What a request asks: ``sql`` to run (for an insert, the part before its data and its own
+    ``SETTINGS``), the insert's ``data`` and its ``input_format``, the query's own ``FORMAT``
+    clause, and the ``SETTINGS`` an insert already names (``insert_settings``: ours merge in)."""
 
     kind: str
     sql: str
@@ -50,6 +50,7 @@ class Statement:
     input_format: str = ""
     output_format: str = ""
     insert_settings: list[tuple[str, str]] = field(default_factory=list)
+    head: str = ""  # an insert's statement as sent, up to its data (for the allow-list)
 
 
 def tokens(text: bytes, start: int = 0, stop_at_data: bool = False) -> list[Token]:
@@ -188,7 +189,10 @@ def _insert(text: bytes, head: list[Token], head_end: int, data_start: int, fmt:
         insert_settings = assignments(decode(text[settings_at.end : head_end]))
         sql_end = settings_at.start
     sql = decode(text[:sql_end]).rstrip()
-    return Statement("INSERT", sql, data=text[data_start:], input_format=fmt, insert_settings=insert_settings)
+    head = decode(text[:data_start]).rstrip()
+    return Statement(
+        "INSERT", sql, data=text[data_start:], input_format=fmt, insert_settings=insert_settings, head=head
+    )
 
 
 def assignments(text: str) -> list[tuple[str, str]]:
