@@ -155,9 +155,11 @@ def _headers(family: str, key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
 
-async def run(options: Options) -> Result:
+async def run(options: Options, result: Result | None = None) -> Result:
+    """Run the load; ``result`` (a new one by default) counts the answers as they come, so that a
+    caller may watch it while the load runs."""
     generator = Generator(options)
-    result = Result()
+    result = result if result is not None else Result()
     deadline = time.monotonic() + options.duration
     interval = options.batch_size / options.rate if options.rate > 0 else 0.0
     next_slot = time.monotonic()

@@ -20,6 +20,9 @@ class Partition:
         self._waiting: set[asyncio.StreamWriter] = set()
         """Clients accepted while cut, not yet connected through (closed at stop)."""
         self._server: asyncio.Server | None = None
+        self.held = 0
+        """Bytes (and connections) that came while cut and were held back: a test waits on it to
+        know that a client is in the middle of something (``holding``)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -35,6 +38,10 @@ class Partition:
     def partition(self) -> None:
         """Cut: from now on nothing passes, in either direction."""
         self._loop.call_soon_threadsafe(self._healed.clear)
+
+    def holding(self) -> bool:
+        """Whether a client sent anything since the cut (and waits for it to pass)."""
+        return self.held > 0
 
     def heal(self) -> None:
         """Heal: the stuck connections are closed (as a real partition's would time out)."""
@@ -69,6 +76,8 @@ class Partition:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._waiting.add(writer)
+        if not self._healed.is_set():
+            self.held += 1
         await self._healed.wait()
         self._waiting.discard(writer)
         try:
@@ -82,6 +91,8 @@ class Partition:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, ConnectionError):
             while data := await reader.read(65536):
+                if not self._healed.is_set():
+                    self.held += len(data)
                 await self._healed.wait()  # bytes in flight go nowhere while cut
                 if writer not in self._writers:
                     return

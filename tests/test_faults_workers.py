@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from tests.processes import (
     warehouse_server,
     warehouse_settings,
 )  # fmt: skip
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -91,14 +93,24 @@ async def post_paced(settings: Settings, key: str, batches: list[bytes], seconds
         await asyncio.to_thread(at[pending.pop(0)])
 
 
+def metric_lines(worker: Settings) -> list[str]:
+    with urllib.request.urlopen(f"{worker.worker_url}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text.splitlines()
+
+
 def events_handled(worker: Settings) -> float:
     """Events this worker's stages took in or wrote out, from its /metrics."""
-    with urllib.request.urlopen(f"{worker.worker_url}/metrics", timeout=5) as response:
-        text = response.read().decode()
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1]) for line in metric_lines(worker)
         if line.startswith("sluice_worker_events_total{") and ('outcome="in"' in line or 'outcome="out"' in line)
     )  # fmt: skip
+
+
+def batches_fenced(worker: Settings) -> float:
+    """Batches this worker dropped because another worker had fenced it (``sluice_worker_fenced_total``)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metric_lines(worker)
+               if line.startswith("sluice_worker_fenced_total "))  # fmt: skip
 
 
 async def test_three_workers_one_killed_mid_stream_counts_exactly(shared: Settings, tmp_path: Path) -> None:
@@ -251,24 +263,48 @@ async def two_workers_through(
     fault: Callable[[list[subprocess.Popen[bytes]]], tuple[Callable[[], None], Callable[[], None]]],
 ) -> None:  # fmt: skip
     """Two workers under an A/B load with 10 % duplicates; ``fault(workers)`` gives the start and
-    the end of a fault, 5 s into the load and ``PAUSE_SECONDS`` apart. The totals must be exact
-    and both workers alive afterwards."""
+    the end of a fault that hits the first worker while it holds a batch, ``PAUSE_SECONDS`` apart.
+
+    Holding a batch is made sure of, not hoped for: the first worker reaches the warehouse
+    through a proxy, cut 5 s into the load until the worker's rows wait there (a batch processed,
+    not committed); the fault starts then, and the warehouse is back. Without that, a stall that
+    fell between two batches — most of them, at this load — would prove nothing. The totals must
+    be exact, both workers alive, and the first worker fenced: it came back to a batch whose
+    partitions another worker had taken over, and dropped it."""
     batches, truth = ab_test(
         experiment, {"control": 1500, "treatment": 1500}, {"control": 0.2, "treatment": 0.3},
         duplicate_rate=0.10, batch_size=100, seed=seed,
     )  # fmt: skip
     key = sluice(settings, "keys", "create", "--org", "acme", "--kind", "secret", "--scope", "sdk:write").stdout.strip()
+    warehouse = urllib.parse.urlsplit(members[0].clickhouse_url)
+    hold = Partition(free_port(), warehouse.port or 80)
+    hold.start()
+    held_url = warehouse._replace(netloc=warehouse.netloc.replace(f":{warehouse.port}", f":{hold.listen_port}"))
+    members = [Settings.from_env(members[0].to_env(), clickhouse_url=held_url.geturl()), *members[1:]]
     logs = [tmp_path / f"worker{n}.log" for n in range(len(members))]
     workers = [spawn(member, "worker", log) for member, log in zip(members, logs, strict=True)]
+
+    async def stall(start: Callable[[], None], end: Callable[[], None]) -> None:
+        await asyncio.sleep(5.0)  # into the load
+        hold.partition()
+        await wait_until(hold.holding, 60, "the first worker writing a batch's rows")
+        await asyncio.to_thread(start)
+        hold.heal()
+        await asyncio.sleep(PAUSE_SECONDS)
+        await asyncio.to_thread(end)
+
     try:
         for member, worker in zip(members, workers, strict=True):
             await asyncio.to_thread(wait_http, f"{member.worker_url}/healthz", 60, worker)
-        start, end = fault(workers)
         with running(settings, "gateway", f"{gateway_url(settings)}/readyz", tmp_path / "gw.log"):
+            fault_task = asyncio.create_task(stall(*fault(workers)))
             body = [encode(b) for b in batches]
-            await post_paced(settings, key, body, PAUSE_SECONDS + 15.0, {5.0: start, 5.0 + PAUSE_SECONDS: end})
+            await post_paced(settings, key, body, PAUSE_SECONDS + 15.0, {})
+            await fault_task
         await settles_on_truth(settings, truth, within=180)
         assert all(worker.poll() is None for worker in workers), "a worker died"
+        # the assertion exact totals alone lack: the fault hit a batch, and fencing dropped it
+        await wait_until(lambda: batches_fenced(members[0]), 60, "the stalled worker fenced at its commit")
     except BaseException:
         for log in logs:
             sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-4000:])
@@ -278,6 +314,7 @@ async def two_workers_through(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGCONT)
             terminate(worker)
+        hold.stop()
 
 
 async def test_a_worker_paused_past_its_session_counts_nothing_twice(shared: Settings, tmp_path: Path) -> None:

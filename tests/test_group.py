@@ -9,7 +9,6 @@ milliseconds of each other could rebalance thousands of times a minute, assignin
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,6 +17,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from pipeline.worker import group_consumer
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -39,6 +39,8 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = group_consumer(settings, {})
         self.consumer.subscribe([settings.raw_topic, settings.keyed_topic, settings.dlq_topic], listener=self)
         self.held: set[TopicPartition] = set()
+        self.heartbeats = 0
+        """Heartbeats the coordinator accepted (one refused during a rebalance is not counted)."""
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.held = set()
@@ -48,6 +50,15 @@ class Member(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.start()
+        coordinator = self.consumer._coordinator  # aiokafka counts no heartbeats: count them here
+        beat = coordinator._do_heartbeat
+
+        async def counted() -> bool:
+            accepted = bool(await beat())
+            self.heartbeats += accepted
+            return accepted
+
+        coordinator._do_heartbeat = counted
         try:
             while not stop.is_set():
                 await self.consumer.getmany(timeout_ms=200)
@@ -76,13 +87,17 @@ def generation(member: Member) -> int:
 
 async def settled(members: list[Member], settings: Settings, within: float) -> int:
     """The generation once every member holds its share of a complete assignment."""
-    deadline = time.monotonic() + within
-    while True:
+
+    found: list[int] = []
+
+    def one_generation() -> bool:
         generations = {generation(m) for m in members}
         if complete([m.held for m in members], settings) and all(m.held for m in members) and len(generations) == 1:
-            return generations.pop()
-        assert time.monotonic() < deadline, f"no complete assignment after {within} s: {[m.held for m in members]}"
-        await asyncio.sleep(0.1)
+            found.append(generations.pop())
+        return bool(found)
+
+    await wait_until(one_generation, within, "a complete assignment", every=0.1)
+    return found[0]
 
 
 async def test_each_member_that_joins_costs_one_rebalance_and_the_group_then_stays(six_partitions: Settings) -> None:
@@ -98,7 +113,11 @@ async def test_each_member_that_joins_costs_one_rebalance_and_the_group_then_sta
             now = await settled(members, settings, within=25)
             assert now == last + 1, f"{len(members)} members: generation {last} became {now}, not {last + 1}"
             last = now
-        await asyncio.sleep(5)  # a rejoin's time, several times over: a rebalance storm would show here
+        # a rejoin's time, several times over: a rebalance storm would show here (a member
+        # rejoining gets its heartbeats refused until the group has settled again)
+        marks = [m.heartbeats for m in members]
+        await wait_until(lambda: all(m.heartbeats >= mark + 3 for m, mark in zip(members, marks, strict=True)), 60,
+                         "three accepted heartbeats of every member")  # fmt: skip
         assert {generation(m) for m in members} == {last}, "the group rebalanced with no member joining or leaving"
     finally:
         stop.set()
