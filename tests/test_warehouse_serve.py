@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from pipeline.warehouse.http import codec
 from pipeline.warehouse.http.engine import Outcome
+from pipeline.warehouse.http.errors import ClickHouseError
+from pipeline.warehouse.http.statement import split
 from pipeline.warehouse.serve import Engine, build_app
 from sluice.cli import main
 
@@ -117,3 +120,74 @@ def test_it_will_not_start_without_a_password(
     assert "SLUICE_WAREHOUSE_PASSWORD" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs a password"):
         build_app(Recorder(), "sluice", "", guard=admit)
+
+
+FORMATS = frozenset({"JSON", "TSV", "Native"})
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "sql", "data", "output"),
+    [
+        (b"SELECT 1", "SELECT", "SELECT 1", None, ""),
+        (b"SELECT 1;  -- done\n", "SELECT", "SELECT 1", None, ""),
+        (b"/* c */ SELECT ';' AS x -- y", "SELECT", "/* c */ SELECT ';' AS x", None, ""),
+        (b"SELECT format FROM t FORMAT JSON", "SELECT", "SELECT format FROM t FORMAT JSON", None, "JSON"),
+        (b"(SELECT 1)", "SELECT", "(SELECT 1)", None, ""),
+        (b"INSERT INTO t FORMAT Native\n\n\x00\xff", "INSERT", "INSERT INTO t", b"\n\x00\xff", ""),
+        (b"INSERT INTO t (a, `b c`) FORMAT RowBinary  \r\n \x01", "INSERT", "INSERT INTO t (a, `b c`)", b" \x01", ""),
+        (b"insert into t values (1, 'a;b')", "INSERT", "insert into t", b" (1, 'a;b')", ""),
+        (b"INSERT INTO t SELECT format FROM s", "INSERT", "INSERT INTO t SELECT format FROM s", None, ""),
+        (
+            b"INSERT INTO t SELECT * FROM values('x UInt8', 1)",
+            "INSERT",
+            "INSERT INTO t SELECT * FROM values('x UInt8', 1)",
+            None,
+            "",
+        ),
+    ],
+)
+def test_a_requests_sql_is_split_from_its_data(
+    text: bytes, kind: str, sql: str, data: bytes | None, output: str
+) -> None:
+    statement = split(text, FORMATS)
+    assert (statement.kind, statement.sql, statement.data, statement.output_format) == (kind, sql, data, output)
+
+
+def test_an_inserts_own_settings_are_kept_apart() -> None:
+    statement = split(b"INSERT INTO t SETTINGS a = 1, b = 'x,y' FORMAT JSONEachRow\n{}", FORMATS)
+    assert (statement.sql, statement.insert_settings, statement.input_format) == (
+        "INSERT INTO t",
+        [("a", "1"), ("b", "'x,y'")],
+        "JSONEachRow",
+    )
+    assert (statement.head, statement.data) == ("INSERT INTO t SETTINGS a = 1, b = 'x,y' FORMAT JSONEachRow", b"{}")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        (b"", 62),
+        (b" ; ", 62),
+        (b"SELECT 1; DROP TABLE t", 62),
+        (b"SELECT '\xff'", 36),
+        (b"SELECT 'open", 62),
+        (b"SELECT /* open", 62),
+    ],
+)
+def test_what_is_not_one_utf8_statement_is_refused(text: bytes, code: int) -> None:
+    with pytest.raises(ClickHouseError) as error:
+        split(text, FORMATS)
+    assert error.value.code == code
+
+
+def test_compressed_blocks_round_trip_and_are_checked() -> None:
+    data = bytes(range(256)) * 5000  # over one block
+    for method in (codec.LZ4, codec.ZSTD):
+        assert codec.unframe(codec.frame(data, method)) == data
+    assert codec.frame(b"") == b""
+    damaged = bytearray(codec.frame(data))
+    damaged[40] ^= 1  # in the first block's data
+    with pytest.raises(ClickHouseError) as error:
+        codec.unframe(bytes(damaged))
+    assert error.value.code == 40
+    assert codec.decode_body(codec.ENCODERS["zstd"](codec.ENCODERS["gzip"](b"x")), "gzip, zstd") == b"x"

@@ -189,9 +189,9 @@ def _insert(text: bytes, head: list[Token], head_end: int, data_start: int, fmt:
         insert_settings = assignments(decode(text[settings_at.end : head_end]))
         sql_end = settings_at.start
     sql = decode(text[:sql_end]).rstrip()
-    head = decode(text[:data_start]).rstrip()
+    as_sent = decode(text[:data_start]).rstrip()
     return Statement(
-        "INSERT", sql, data=text[data_start:], input_format=fmt, insert_settings=insert_settings, head=head
+        "INSERT", sql, data=text[data_start:], input_format=fmt, insert_settings=insert_settings, head=as_sent
     )
 
 
