@@ -94,5 +94,5 @@ def _loose_refusal(gateway: Gateway, key: ApiKey, raw: msgspec.Raw) -> str | Non
         return None
     names = ("userId",) if fields.get("type") in ("identify", "group") else ("userId", "previousId")
     users = [None if fields.get(n) is None else str(fields[n]) for n in names]
-    token = fields.get("userToken")
+    token = fields.get(TOKEN)
     return gateway.identity_refusal(key, users, token if isinstance(token, str) else None)
