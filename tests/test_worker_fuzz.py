@@ -1,18 +1,15 @@
 """Worker-side fuzzing: hypothesis builds requests the gateway may accept, for every family, full
 of hostile values (times anywhere from year 1 to 9999 and any text, numbers far past a float,
 any unicode, many layers and experiments), and sends them through the real gateway → Kafka →
-worker → chDB. After each example a canary event must land within seconds and the worker must
-still be running with no stage restarted. ``make test`` runs a modest number of examples,
+worker → chDB. After each example a canary event for a unit of every partition must land within
+seconds and the worker must still be running with no stage restarted. ``make test`` runs a modest number of examples,
 ``make soak`` (SLUICE_SOAK=1) many more."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 import urllib.error
 import urllib.request
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,9 @@ from hypothesis import strategies as st
 
 from pipeline.warehouse.readonly import token_path
 from sluice.settings import Settings
-from tests.builders import solute_event
+from tests.canary import canary_batch, landed_sql
 from tests.processes import gateway_url, running, sluice
+from tests.waiting import wait_until_blocking
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -116,13 +114,13 @@ def test_whatever_the_gateway_accepts_never_stops_the_worker(kafka_settings: Set
     ):
         token = token_path(kafka_settings.home).read_text().strip()
 
-        def landed(message_id: str) -> bool:
+        def landed(message_ids: list[str]) -> bool:
             request = urllib.request.Request(
                 f"{kafka_settings.worker_url}/query?format=TSV", headers={"Authorization": f"Bearer {token}"},
-                data=f"SELECT count() FROM events WHERE message_id = '{message_id}'".encode(),
+                data=landed_sql(message_ids).encode(),
             )  # fmt: skip
             with urllib.request.urlopen(request, timeout=30) as answer:
-                return bool(answer.read().strip() == b"1")
+                return bool(answer.read().strip() == str(len(message_ids)).encode())
 
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
         @given(requests)
@@ -130,14 +128,15 @@ def test_whatever_the_gateway_accepts_never_stops_the_worker(kafka_settings: Set
             family, body = example
             status = post(f"{url}{ROUTES[family][0]}", msgspec.json.encode(body), key_value)
             assert status < 500, (family, status)
-            canary = f"canary-{uuid.uuid4().hex}"
-            canary_body = json.dumps({"batch": [solute_event(messageId=canary)]}).encode()
+            canary_body, canaries = canary_batch("acme", kafka_settings.raw_partitions)
             assert post(f"{url}/api/events", canary_body, key_value) == 200
-            deadline = time.monotonic() + CANARY_SECONDS
-            while not landed(canary):
+
+            def alive_and_landed() -> bool:
                 assert worker.poll() is None, f"the worker died after a {family} request"
-                assert time.monotonic() < deadline, f"the pipeline stalled after a {family} request: {body!r:.500}"
-                time.sleep(0.2)
+                return landed(canaries)
+
+            stalled = f"a canary in every partition after a {family} request: {body!r:.500}"
+            wait_until_blocking(alive_and_landed, CANARY_SECONDS, stalled, every=0.2)
 
         one()
         with urllib.request.urlopen(f"{kafka_settings.worker_url}/metrics", timeout=10) as answer:
