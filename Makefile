@@ -40,6 +40,7 @@ clients:
 	tests/clients/fetch.sh
 
 test: $(STAMP) jars native clients $(KUSTOMIZE)
+	@[ -x /usr/bin/chromium ] || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || sudo apt-get install -y chromium  # Playwright drives it (tests/test_results_page.py)
 	$(BIN)/pytest
 
 # The fault suite at larger sizes and for longer (minutes, not part of `make test`)

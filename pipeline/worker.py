@@ -50,6 +50,7 @@ from pipeline.batch import stores_on
 from pipeline.keyed import Fencing, InFlight, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
+from pipeline.results import web as results_web
 from pipeline.retry import retrying
 from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
@@ -426,6 +427,7 @@ class Worker:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/query", self._query)
+        results_web.install(app, self.warehouse, self.query_token, self.settings)  # GET /results, /api/v1/experiments
         return app
 
     async def _health(self, request: web.Request) -> web.Response:

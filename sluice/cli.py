@@ -24,6 +24,7 @@ from sluice.registry import (
     read_registry,
     write_records,
 )
+from sluice.resultscli import add_results_commands
 from sluice.sealing import new_master_key, sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
@@ -106,14 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     experiments = sub.add_parser("experiments", help="scorecards; Xaiku experiments to serve").add_subparsers(
         required=True, metavar="ACTION"
     )
-    results = experiments.add_parser("results", help="per-variant results, lift, p-values, SRM check")
-    results.add_argument("experiment")
-    results.add_argument("--org", required=True)
-    results.add_argument("--format", choices=["table", "json"], default="table")
-    results.add_argument("--event", help="the conversion event (default: any attributed track event)")
-    results.add_argument("--control", help="the control variant (default: 'control', else the first)")
-    results.add_argument("--weights", help="expected split for the SRM test, e.g. 50,50 (default: equal)")
-    results.set_defaults(run=cmd_experiments_results)
+    add_results_commands(experiments)
     add_config_commands(sub, experiments)
 
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters").add_subparsers(required=True, metavar="ACTION")
@@ -351,32 +345,6 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     except (WarehouseError, ValueError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
-    return 0
-
-
-def cmd_experiments_results(settings: Settings, args: argparse.Namespace) -> int:
-    import msgspec
-
-    from pipeline.scorecard import render_table, scorecard
-    from pipeline.warehouse import WarehouseError
-    from pipeline.warehouse.remote import warehouse_for_cli
-
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-    try:
-        card = scorecard(
-            warehouse_for_cli(settings), args.org, args.experiment, event=args.event, control=args.control,
-            weights=weights,
-        )  # fmt: skip
-    except WarehouseError as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
-        return 1
-    if not card.variants:
-        print(f"sluice: no exposures for experiment {args.experiment} in org {args.org}", file=sys.stderr)
-        return 1
-    if args.format == "json":
-        print(msgspec.json.encode(card).decode())
-    else:
-        sys.stdout.write(render_table(card))
     return 0
 
 

@@ -1,0 +1,217 @@
+"""Results over HTTP on the worker's analyst port (beside ``/query`` and ``/metrics``):
+
+- ``GET /api/v1/experiments/{id}/results?org=…&metric=…&kind=…&denominator=…&fixed=…&cuped=…&alpha=…``
+  → the scorecard as JSON (``pipeline.scorecard.Scorecard``, the CLI's ``--format json``);
+- ``GET /results`` (the orgs; ``?org=`` its experiments) and ``GET /results/{org}/{id}`` (per metric:
+  the lifts with their intervals as bars, the interval over time, the SRM warning), as HTML drawn
+  here, with no script and nothing loaded from elsewhere.
+
+All behind the analysts' query token (``pipeline.warehouse.readonly.query_token``): as a bearer
+token, or as the password of HTTP Basic (any user name) — which a browser asks for itself. Unlike
+``/query`` these run only Sluice's own statements, so they are served with a ClickHouse server too.
+The experiment's declared split and saved metrics come from the registry topic, followed in the
+background (``RegistryFollower``); until it has caught up, the split is taken as equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+from aiohttp import web
+
+from pipeline.results.declared import Declared, declared
+from pipeline.results.metric import Metric, MetricError, metric
+from pipeline.results.page import experiments_page, results_page
+from pipeline.results.sql import EXPERIMENTS, ORGS
+from pipeline.scorecard import Request, Scorecard, scorecard
+from pipeline.warehouse import Warehouse, WarehouseError
+from sluice.configs import ConfigStore
+from sluice.kafkaconf import kafka_security
+from sluice.settings import Settings
+
+log = logging.getLogger("sluice.results")
+
+REALM = 'Basic realm="Sluice results", charset="UTF-8"'
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def token_of(header: str) -> str:
+    """The token an ``Authorization`` header carries: ``Bearer <token>`` or Basic with it as password."""
+    if header.startswith("Bearer "):
+        return header.removeprefix("Bearer ").strip()
+    if header.startswith("Basic "):
+        try:
+            decoded = base64.b64decode(header.removeprefix("Basic ").strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
+    return ""
+
+
+class ResultsWeb:
+    def __init__(
+        self, warehouse: Warehouse, token: str, configs: Callable[[], ConfigStore | None] = lambda: None,
+        value_property: str = "order_total",
+    ) -> None:  # fmt: skip
+        self.warehouse = warehouse
+        self.token = token
+        self.configs = configs
+        self.value_property = value_property
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/experiments/{experiment}/results", self._json)
+        app.router.add_get("/results", self._experiments)
+        app.router.add_get("/results/{org}/{experiment}", self._page)
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        given = token_of(request.headers.get("Authorization", ""))
+        if self.token and given and hmac.compare_digest(given.encode(), self.token.encode()):
+            return None
+        return web.Response(
+            text="the analysts' query token is required (Bearer, or as the Basic password)\n", status=401,
+            headers={"WWW-Authenticate": REALM, **HEADERS},
+        )  # fmt: skip
+
+    async def _json(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        org = request.query.get("org", "")
+        if not org:
+            return _error("org is required", 400)
+        try:
+            chosen = metric(request.query.get("metric"), request.query.get("kind"), request.query.get("denominator"))
+            ask = _request(request, chosen)
+            card = await self._scorecard(org, request.match_info["experiment"], ask)
+        except (MetricError, ValueError) as exc:
+            return _error(str(exc), 400)
+        except WarehouseError as exc:
+            return _error(str(exc), 503)
+        if card is None:
+            return _error("no exposed units for this experiment", 404)
+        return web.Response(body=msgspec.json.encode(card), content_type="application/json", headers=HEADERS)
+
+    async def _experiments(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        org = request.query.get("org")
+        try:
+            if org:
+                experiments = await self._rows(EXPERIMENTS, {"org": org})
+                return _html(experiments_page(org, [], experiments))
+            orgs = [str(r["org_id"]) for r in await self._rows(ORGS, {})]
+        except WarehouseError as exc:
+            return _error(str(exc), 503)
+        return _html(experiments_page(None, orgs, []))
+
+    async def _page(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        org, experiment = request.match_info["org"], request.match_info["experiment"]
+        known = self._declared(org, experiment)
+        try:
+            named = request.query.get("metric")
+            metrics = [metric(named, request.query.get("kind"), request.query.get("denominator"))] if named else []
+            metrics = metrics or list(known.metrics) or [Metric()]
+            cards = [c for m in metrics if (c := await self._scorecard(org, experiment, _request(request, m)))]
+        except (MetricError, ValueError) as exc:
+            return _error(str(exc), 400)
+        except WarehouseError as exc:
+            return _error(str(exc), 503)
+        return _html(results_page(org, experiment, cards, {k: v for k, v in request.query.items() if k != "metric"}))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _declared(self, org: str, experiment: str) -> Declared:
+        return declared(self.configs(), org, experiment)
+
+    async def _scorecard(self, org: str, experiment: str, ask: Request) -> Scorecard | None:
+        known = self._declared(org, experiment)
+        return await asyncio.to_thread(scorecard, self.warehouse, org, experiment, ask, known, self.value_property)
+
+    async def _rows(self, sql: str, parameters: dict[str, str]) -> list[dict[str, object]]:
+        out = await asyncio.to_thread(
+            self.warehouse.execute, sql, "JSONEachRow", parameters=parameters, behind_writes=True
+        )
+        return [msgspec.json.decode(line) for line in out.splitlines() if line]
+
+
+def _request(request: web.Request, chosen: Metric) -> Request:
+    query = request.query
+    cuped = query.get("cuped")
+    alpha = float(query.get("alpha", "0.05"))
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    return Request(
+        chosen, sequential=query.get("fixed", "").lower() not in _TRUE,
+        cuped=None if cuped is None else cuped.lower() in _TRUE, alpha=alpha, control=query.get("control"),
+    )  # fmt: skip
+
+
+def _error(message: str, status: int) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=HEADERS)
+
+
+def _html(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/html", headers=HEADERS)
+
+
+@contextlib.asynccontextmanager
+async def followed_registry(bootstrap: str, topic: str, security: dict[str, object]) -> AsyncIterator[
+    Callable[[], ConfigStore | None]
+]:  # fmt: skip
+    """The registry's configs as a follower keeps them (None until it has started: Kafka may be
+    down; it is tried again in the background)."""
+    from sluice.registry import RegistryFollower
+
+    holder: list[RegistryFollower] = []
+
+    async def start() -> None:
+        while True:
+            follower = RegistryFollower(bootstrap, topic, security=security)
+            try:
+                await follower.start()
+            except Exception as exc:  # no broker yet, or no topic: results use equal weights meanwhile
+                log.warning("results: registry not followed yet (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(5)
+                continue
+            holder.append(follower)
+            return
+
+    task = asyncio.create_task(start())
+    try:
+        yield lambda: holder[0].registry.configs if holder else None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for follower in holder:
+            await follower.stop()
+
+
+def install(app: web.Application, warehouse: Warehouse, token: str, settings: Settings) -> None:
+    """Results on ``app`` (the worker's analyst port), following the registry while it runs."""
+    configs: list[Callable[[], ConfigStore | None]] = []
+
+    async def follow(app: web.Application) -> AsyncIterator[None]:
+        security = dict(kafka_security(settings))
+        async with followed_registry(settings.kafka_bootstrap, settings.registry_topic, security) as current:
+            configs.append(current)
+            yield
+
+    app.cleanup_ctx.append(follow)
+    web_ = ResultsWeb(warehouse, token, lambda: configs[0]() if configs else None, settings.value_property)
+    web_.install(app)
