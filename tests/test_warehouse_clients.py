@@ -119,6 +119,8 @@ def test_a_sessions_set_stays_in_it_and_nobody_makes_the_server_read_only(server
         a.command(f"INSERT INTO {table} VALUES (1, 'a', now())")
     with pytest.raises(Exception, match="164"):
         a.command("SET readonly = 0")
+    with pytest.raises(Exception, match="164"):  # nor can its URL lift it
+        a.command(f"INSERT INTO {table} VALUES (1, 'a', now())", settings={"readonly": 0})
     # the one that asked for read-only is; nobody else is
     b.command(f"INSERT INTO {table} VALUES (2, 'b', now())")
     b.command("CREATE TABLE IF NOT EXISTS cc_sessions_2 (x UInt8) ENGINE = Memory")

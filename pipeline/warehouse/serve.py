@@ -34,7 +34,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -129,11 +129,8 @@ class Requests:
 
     async def _statement(self, request: web.Request, headers: dict[str, str]) -> web.Response:
         params = request.query
-        body = codec.decode_body(await request.read(), request.headers.get("Content-Encoding", ""))
-        if params.get("decompress") == "1":
-            body = codec.unframe(body)
-        query = params.get("query", "")
-        statement = split(query.encode() + b"\n" + body if query else body, self.engine.output_formats)
+        raw = await request.read()
+        statement = await asyncio.to_thread(self._read, raw, params, request.headers.get("Content-Encoding", ""))
         session = self._session(request)
         database = request.headers.get("X-ClickHouse-Database") or params.get("database") or session.database
         database = database or "default"
@@ -141,27 +138,40 @@ class Requests:
         for name, value in params.items():
             if name not in HTTP_PARAMETERS and not name.startswith("param_") and SETTING_NAME.match(name):
                 settings[name] = literal(value)
-        readonly = max(_int(settings.get("readonly", "0")), 2 if request.method == "GET" else 0)
+        # read-only as strict as any source asks: the session's, the URL's, a GET's (2, as ClickHouse)
+        asked = (session.settings.get("readonly", "0"), settings.get("readonly", "0"))
+        readonly = max(*(_int(value) for value in asked), 2 if request.method == "GET" else 0)
         if readonly:
             settings["readonly"] = str(readonly)
         fmt = statement.output_format or request.headers.get("X-ClickHouse-Format") or params.get("default_format")
         fmt = fmt or "TabSeparated"
         query_params = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
-        outcome = await asyncio.to_thread(
-            self._run, statement, session, settings, readonly, database, fmt, query_params
-        )
+        change = Session()  # what a SET or USE changes, applied here: sessions are the event loop's
+        outcome = await asyncio.to_thread(self._run, statement, change, settings, readonly, database, fmt, query_params)
+        session.settings.update(change.settings)
+        session.database = change.database or session.database
         out = outcome.body
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = json.dumps(outcome.summary(), separators=(",", ":"))
         headers["Content-Type"] = _content_type(fmt)
         if params.get("compress") == "1":
-            out = codec.frame(out)
+            out = await asyncio.to_thread(codec.frame, out)
         elif params.get("enable_http_compression") == "1" and out:
             encoding = codec.response_encoding(request.headers.get("Accept-Encoding", ""))
             if encoding:
-                out = codec.ENCODERS[encoding](out)
+                out = await asyncio.to_thread(codec.ENCODERS[encoding], out)
                 headers["Content-Encoding"] = encoding
         return web.Response(body=out, headers=headers)
+
+    def _read(self, raw: bytes, params: Mapping[str, str], content_encoding: str) -> Statement:
+        """The body decoded (its ``Content-Encoding``, then ClickHouse's blocks if ``decompress=1``),
+        joined to ``?query=`` by a newline as ClickHouse joins them, and split (in a thread: a
+        large body takes a while)."""
+        body = codec.decode_body(raw, content_encoding)
+        if params.get("decompress") == "1":
+            body = codec.unframe(body)
+        query = params.get("query", "")
+        return split(query.encode() + b"\n" + body if query else body, self.engine.output_formats)
 
     def _session(self, request: web.Request) -> Session:
         session_id = request.query.get("session_id", "")
@@ -170,7 +180,7 @@ class Requests:
         timeout = _int(request.query.get("session_timeout", "60")) or 60
         return self.sessions.get(session_id, min(timeout, 3600), request.query.get("session_check") == "1")
 
-    def _run(self, statement: Statement, session: Session, settings: dict[str, str], readonly: int,
+    def _run(self, statement: Statement, change: Session, settings: dict[str, str], readonly: int,
              database: str, fmt: str, params: dict[str, str]) -> Outcome:  # fmt: skip
         kind = statement.kind
 
@@ -184,13 +194,13 @@ class Requests:
             self.guard(statement.head, run_text, writes=True)
             return self._insert(statement, settings, database)
         if kind == "SET":
-            return self._set(statement.sql, session, settings, readonly, run_text)
+            return self._set(statement.sql, change, settings, readonly, run_text)
         self.guard(statement.sql, run_text, writes=not readonly)
         if kind == "USE":
             name = use_target(statement.sql)
             if not self.engine.query(f"SELECT 1 FROM system.databases WHERE name = {literal(name)}", "TSV").body:
                 raise ClickHouseError(81, f"Database {name} does not exist")
-            session.database = name
+            change.database = name
             return Outcome(b"")
         clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
         sql = f"{statement.sql}\nSETTINGS {clause}" if clause else statement.sql
@@ -216,7 +226,7 @@ class Requests:
         return self.engine.insert(sql, statement.input_format, database, statement.data)
 
     def _set(
-        self, sql: str, session: Session, settings: dict[str, str], readonly: int, run: Callable[[str], bytes]
+        self, sql: str, change: Session, settings: dict[str, str], readonly: int, run: Callable[[str], bytes]
     ) -> Outcome:
         """A client's ``SET``: checked by the engine (in a query of its own), kept in its session.
         It changes no data, so the allow-list sees it as a write only to judge its settings."""
@@ -226,7 +236,7 @@ class Requests:
         self.guard(sql, run, writes=True)
         clause = ", ".join(f"{k} = {v}" for k, v in {**settings, **dict(changes)}.items())
         self.engine.query(f"SELECT 1 SETTINGS {clause}", "TSV")
-        session.settings.update(changes)
+        change.settings.update(changes)
         return Outcome(b"")
 
 
