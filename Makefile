@@ -38,6 +38,7 @@ $(KUSTOMIZE):
 # client (npm) and the JDBC driver (Maven), pinned in tests/clients/, fetched into .sluice/clients
 clients:
 	tests/clients/fetch.sh
+	tests/clients/sdks/install.sh  # the Segment and PostHog Node SDKs and posthog-js (tests/test_sdk_segment_posthog*.py)
 
 test: $(STAMP) jars native clients $(KUSTOMIZE)
 	@[ -x /usr/bin/chromium ] || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || sudo apt-get install -y chromium  # Playwright drives it (tests/test_results_page.py)

@@ -42,6 +42,8 @@ MODULES = (
     "pipeline.normalize",
     "pipeline.normalize.common",
     "pipeline.normalize.halo",
+    "pipeline.normalize.posthog",
+    "pipeline.normalize.segment",
     "pipeline.normalize.solute",
     "pipeline.normalize.traffical",
     "pipeline.normalize.xaiku",

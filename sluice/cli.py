@@ -14,7 +14,9 @@ import msgspec
 from sluice.configcli import add_config_commands
 from sluice.kafkaconf import kafka_security
 from sluice.registry import (
+    SDK_PREFIX,
     ApiKey,
+    KeyKind,
     Registry,
     key_record,
     new_identity_secret,
@@ -72,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--org", required=True)
     create.add_argument("--project", default="default")
     create.add_argument("--env", default="production")
-    create.add_argument("--kind", choices=["publishable", "secret"], required=True)
+    create.add_argument("--kind", choices=["publishable", "secret"], help="required unless --sdk (publishable then)")
+    create.add_argument(
+        "--sdk", choices=sorted(SDK_PREFIX),
+        help="a key that SDK takes: a Segment write key (wk_…), a PostHog project token (phc_…)",
+    )  # fmt: skip
     create.add_argument("--scope", action="append", default=[], help="repeatable, e.g. sdk:write")
     create.add_argument("--prefix", help="ab_live_, pk_, traffical_sk_… (default pk_ or sk_ by kind)")
     create.add_argument("--expires-in", help="30d, 12h, 15m…")
@@ -220,8 +226,12 @@ def cmd_warehouse(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         expires = parse_duration(args.expires_in) if args.expires_in else None
+        kind: KeyKind | None = args.kind or ("publishable" if args.sdk else None)
+        if kind is None:
+            raise ValueError("--kind is required (or --sdk segment|posthog, publishable by default)")
+        prefix = args.prefix or (SDK_PREFIX[args.sdk] if args.sdk else None)
         key, record = new_key(
-            args.org, args.kind, prefix=args.prefix, project_id=args.project, env=args.env,
+            args.org, kind, prefix=prefix, project_id=args.project, env=args.env,
             scopes=args.scope, expires_in=expires, allowed_origins=args.allowed_origin,
         )  # fmt: skip
     except ValueError as exc:

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-Family = Literal["halo", "xaiku", "solute", "traffical"]
+Family = Literal["halo", "xaiku", "solute", "traffical", "segment", "posthog"]
 
 
 class RawBatch(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -41,6 +41,9 @@ KeyKind = Literal["publishable", "secret"]
 log = logging.getLogger("sluice.registry")
 
 DEFAULT_PREFIX: dict[KeyKind, str] = {"publishable": "pk_", "secret": "sk_"}
+SDK_PREFIX = {"segment": "wk_", "posthog": "phc_"}
+"""Prefixes of the keys ``keys create --sdk`` makes: Segment write keys, PostHog project tokens
+(``phc_``, as posthog-js expects; PostHog's personal keys, ``phx_``, are refused by the gateway)."""
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}_$")
 
 

@@ -326,3 +326,68 @@ def traffical_sdk_batch(unit: str = "user-abc") -> dict[str, Any]:
              **sdk},
         ]
     }  # fmt: skip
+
+
+# --- Segment: the HTTP Tracking API's track example, as analytics-python 2.4 sends it --------
+
+SEGMENT_EXAMPLE_EVENT: dict[str, Any] = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "user_123",
+    "anonymousId": "anon_456",
+    "properties": {"revenue": 39.95, "shipping": "2-day"},
+    "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+    "timestamp": "2025-01-15T10:30:00+00:00",
+    "messageId": "seg-msg-1",
+    "integrations": {},
+}
+
+
+def segment_event(**changes: Any) -> dict[str, Any]:
+    """The example event; ``field=None`` removes a field."""
+    event = copy.deepcopy(SEGMENT_EXAMPLE_EVENT)
+    for name, value in changes.items():
+        if value is None:
+            event.pop(name, None)
+        else:
+            event[name] = value
+    return event
+
+
+def segment_batch(*events: dict[str, Any], **fields: Any) -> bytes:
+    """A ``/v1/batch`` body (``sentAt`` five seconds after the example's time unless given)."""
+    body: dict[str, Any] = {"batch": list(events) or [segment_event()], "sentAt": "2025-01-15T10:30:05+00:00"}
+    body.update(fields)
+    return msgspec.json.encode({k: v for k, v in body.items() if v is not None})
+
+
+# --- PostHog: capture events as posthog-python 7 sends them ---------------------------------
+
+POSTHOG_EXAMPLE_EVENT: dict[str, Any] = {
+    "event": "purchase",
+    "distinct_id": "user_123",
+    "properties": {"amount": 20, "$lib": "posthog-python", "$lib_version": "7.91.1"},
+    "timestamp": "2025-01-15T10:30:00+00:00",
+    "uuid": "0194690b-7c00-7000-8000-000000000001",
+    "type": "capture",
+}
+
+
+def posthog_event(**changes: Any) -> dict[str, Any]:
+    """The example event; ``field=None`` removes a field."""
+    event = copy.deepcopy(POSTHOG_EXAMPLE_EVENT)
+    for name, value in changes.items():
+        if value is None:
+            event.pop(name, None)
+        else:
+            event[name] = value
+    return event
+
+
+def posthog_batch(*events: dict[str, Any], api_key: str | None = None, **fields: Any) -> bytes:
+    """A ``/batch/`` body: ``{api_key, batch, sent_at}`` (sent five seconds after the example)."""
+    body: dict[str, Any] = {"batch": list(events) or [posthog_event()], "sent_at": "2025-01-15T10:30:05+00:00"}
+    if api_key is not None:
+        body["api_key"] = api_key
+    body.update(fields)
+    return msgspec.json.encode(body)

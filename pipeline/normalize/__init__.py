@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 
 from pipeline.canonical import CanonicalEvent, Invalid
-from pipeline.normalize import halo, solute, traffical, xaiku
+from pipeline.normalize import halo, posthog, segment, solute, traffical, xaiku
 from sluice.envelope import RawBatch
 
 log = logging.getLogger("sluice.worker")
@@ -26,6 +26,8 @@ MAPPERS: dict[str, Mapper] = {
     "halo": halo.normalize,
     "xaiku": xaiku.normalize,
     "traffical": traffical.normalize,
+    "segment": segment.normalize,
+    "posthog": posthog.normalize,
 }
 
 

@@ -13,7 +13,7 @@ import msgspec
 
 from services.gateway.routes import ROUTES
 from sluice.configs import Variant
-from sluice.wire import halo, solute, traffical, xaiku
+from sluice.wire import halo, segment, solute, traffical, xaiku
 
 REF = "#/components/schemas/{name}"
 JsonSchema = dict[str, Any]
@@ -154,11 +154,111 @@ def _config_operations() -> dict[str, JsonSchema]:
     }  # fmt: skip
 
 
+def _segment_operations() -> JsonSchema:
+    """Segment's HTTP Tracking API: 200 to whatever parses (an event Segment would drop is a dead
+    letter), 400 for a body that does not parse or is too large; the write key as Basic's user
+    name or ``writeKey`` in the body."""
+    batch = _envelope(
+        ["batch"], batch=_events(_ref("SegmentEvent"), segment.MAX_EVENTS) | {"minItems": 0},
+        sentAt={"type": "string"}, writeKey={"type": "string"}, context=OBJECT, integrations=OBJECT,
+    )  # fmt: skip
+    plain = ("application/json", "text/plain")
+    return {
+        "segment.call": _operation(
+            "One call of Segment's HTTP Tracking API (the route names its type)",
+            "basic",
+            _ref("SegmentEvent"),
+            SUCCESS,
+            ERROR,
+            {"403": ERROR},
+            plain,
+        ),
+        "segment.batch": _operation(
+            "A batch of Segment calls (≤2,500 events, 500 KB)", "basic", batch, SUCCESS, ERROR, {"403": ERROR}, plain
+        ),
+    }
+
+
+def _posthog_operations() -> JsonSchema:
+    """PostHog's capture: the token in the body (``api_key``/``token``, or each event's); the body
+    JSON, gzip (sniffed), base64 or lz-string, or a ``data`` form field; a GET carries ``data``."""
+    answer = {"status": {"const": 1}}
+    ok = {
+        "description": "Accepted: durable in Kafka",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": answer}}},
+    }
+    event = {
+        "type": "object",
+        "required": ["event"],
+        "additionalProperties": True,
+        "properties": {
+            "event": {"type": "string"},
+            "distinct_id": {},
+            "properties": OBJECT,
+            "uuid": {"type": "string"},
+            "timestamp": {"type": "string"},
+        },
+    }
+    body = {
+        "oneOf": [
+            _envelope(
+                ["batch"],
+                batch={"type": "array", "items": event},
+                api_key={"type": "string"},
+                token={"type": "string"},
+                sent_at={"type": "string"},
+                historical_migration={"type": "boolean"},
+            ),
+            {"type": "array", "items": event, "minItems": 1},
+            event,
+        ]
+    }
+    errors = {
+        code: {"description": why, "content": {"application/json": {"schema": ERROR}}}
+        for code, why in (
+            ("400", "Undecodable, or an event without a name or distinct_id"),
+            ("401", "Missing or unknown token"),
+            ("403", "A person change refused by identity verification"),
+            ("413", "Body too large"),
+            ("429", "Over the key's rate; see Retry-After"),
+            ("503", "Not made durable; retry after Retry-After"),
+        )
+    }
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": why}
+        for name, why in (
+            ("compression", "gzip, gzip-js, lz64, base64"),
+            ("data", "the payload (GET)"),
+            ("beacon", "1: answer 204"),
+            ("_", "the client's time in ms"),
+            ("ver", "SDK version"),
+        )
+    ]
+    capture = {"parameters": query, "responses": {"200": ok, "204": {"description": "Accepted (beacon=1)"}, **errors}}
+    content = {ct: {"schema": body} for ct in ("application/json", "text/plain")}
+    flags = {"description": "No feature flags", "content": {"application/json": {"schema": OBJECT}}}
+    return {
+        "posthog.capture": {
+            "post": {"summary": "PostHog capture", "requestBody": {"required": False, "content": content}, **capture},
+            "get": {"summary": "PostHog capture (data= in the query)", **capture},
+        },
+        "posthog.flags": {
+            "post": {"summary": "posthog-js start-up: feature flags (none)", "responses": {"200": flags}},
+            "get": {"summary": "posthog-js start-up: feature flags (none)", "responses": {"200": flags}},
+        },
+        "posthog.config": {"get": {
+            "summary": "posthog-js start-up: the project's remote configuration (nothing on)",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": flags},
+        }},
+    }  # fmt: skip
+
+
 @functools.cache
 def openapi_document() -> JsonSchema:
     _, components = msgspec.json.schema_components(
         [xaiku.XaikuEvent, solute.SoluteEvent, traffical.Exposure,
-         traffical.Decision, traffical.Track, Variant],
+         traffical.Decision, traffical.Track, Variant, segment.SegmentEvent],
         ref_template=REF,
     )  # fmt: skip
     # by hand: HaloEvent's Raw fields have defaults msgspec cannot put in a schema
@@ -212,6 +312,8 @@ def openapi_document() -> JsonSchema:
         ),
         "traffical.events": traffical_op,
         **_config_operations(),
+        **_segment_operations(),
+        **_posthog_operations(),
     }  # fmt: skip
     paths: dict[str, JsonSchema] = {}
     for route in ROUTES:
@@ -226,6 +328,7 @@ def openapi_document() -> JsonSchema:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
                 "publicKey": {"type": "apiKey", "in": "header", "name": "X-public-key"},
+                "basic": {"type": "http", "scheme": "basic", "description": "the write key as user name"},
             },
         },
     }
