@@ -421,3 +421,12 @@ def test_settings_that_name_a_path_are_refused_wherever_they_come_from(server: S
     inline = f"INSERT INTO {table} SETTINGS format_schema = '/etc/passwd' FORMAT JSONEachRow"
     assert_error(http(server, {"query": inline}, b'{"id": 1, "name": "a"}\n'), 403, 497)
     assert rows_in(server, table) == 0
+
+
+def test_a_requests_settings_never_become_part_of_a_view(server: Server) -> None:
+    sql(server, "CREATE VIEW http_view AS SELECT getSetting('max_threads') AS m", max_threads="3")
+    try:
+        assert b"SETTINGS" not in sql(server, "SHOW CREATE TABLE http_view FORMAT TSVRaw")
+        assert sql(server, "SELECT m FROM http_view") != b"3\n"
+    finally:
+        sql(server, "DROP VIEW http_view")

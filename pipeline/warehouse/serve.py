@@ -203,7 +203,7 @@ class Requests:
             change.database = name
             return Outcome(b"")
         clause = ", ".join(f"{k} = {v}" for k, v in settings.items())
-        sql = f"{statement.sql}\nSETTINGS {clause}" if clause else statement.sql
+        sql = f"{statement.sql}\nSETTINGS {clause}" if clause and not statement.stores_query else statement.sql
         return self.engine.query(sql, fmt, database, params)
 
     def _admit_settings(self, settings: dict[str, str], run: Callable[[str], bytes]) -> None:

@@ -51,6 +51,8 @@ class Statement:
     output_format: str = ""
     insert_settings: list[tuple[str, str]] = field(default_factory=list)
     head: str = ""  # an insert's statement as sent, up to its data (for the allow-list)
+    # A view's definition keeps a trailing SETTINGS clause: a request's settings must not go there
+    stores_query: bool = False
 
 
 def tokens(text: bytes, start: int = 0, stop_at_data: bool = False) -> list[Token]:
@@ -167,7 +169,11 @@ def split(text: bytes, output_formats: frozenset[str]) -> Statement:
     for before, after in itertools.pairwise(found):
         if before.word == "FORMAT" and before.depth == 0 and after.text.decode("latin-1") in output_formats:
             output = after.text.decode("ascii")
-    return Statement(kind, decode(text[:end]), output_format=output)
+    words = [t.word for t in found if t.depth == 0]
+    stores = kind in ("CREATE", "ATTACH", "ALTER") and (
+        "VIEW" in words or any(a == "MODIFY" and b == "QUERY" for a, b in itertools.pairwise(words))
+    )
+    return Statement(kind, decode(text[:end]), output_format=output, stores_query=stores)
 
 
 def _data_start(text: bytes, i: int) -> int:
