@@ -176,6 +176,7 @@ def test_node_client(server: Server) -> None:
     assert (out["unknownTable"]["code"], out["unknownTable"]["type"]) == ("60", "UNKNOWN_TABLE")
     assert out["badInsert"]["type"] == "CANNOT_PARSE_INPUT_ASSERTION_FAILED"
     assert out["countAfterBadInsert"] == [{"n": 3}]
+    assert (out["authError"]["code"], out["authError"]["type"]) == ("516", "AUTHENTICATION_FAILED")
     assert out["sessionSetting"] == [{"v": 3}] and out["otherSetting"] != [{"v": 3}]
     assert (out["sessionReadonly"]["code"], out["sessionReadonly"]["type"]) == ("164", "READONLY")
     assert out["othersWrite"]["written_rows"] == "1"

@@ -65,6 +65,9 @@ out.syntaxError = await errorOf(client.query({ query: 'SELEC 1' }))
 out.unknownTable = await errorOf(client.query({ query: 'SELECT * FROM no_such_table_here' }))
 out.badInsert = await errorOf(client.insert({ table, values: [{ id: 'not a number' }], format: 'JSONEachRow' }))
 out.countAfterBadInsert = await rows(client, `SELECT count() AS n FROM ${table}`)
+const stranger = createClient({ ...options, password: 'wrong' })
+out.authError = await errorOf(stranger.query({ query: 'SELECT 1' }))
+await stranger.close()
 
 // A session's SET stays in it; another client (no session) does not see it
 const a = createClient({ ...options, session_id: `node-a-${table}` })
