@@ -24,7 +24,7 @@ import msgspec
 
 from pipeline.results.declared import Declared
 from pipeline.results.metric import CUPED_BY_DEFAULT, WINDOW_DAYS, Metric
-from pipeline.results.sql import BOUNDS, UNATTRIBUTED, sums
+from pipeline.results.sql import BOUNDS, UNATTRIBUTED, sums, units
 from pipeline.stats import Analysis, Options, VariantResult, VariantSums, analyze
 from pipeline.warehouse import Warehouse
 from sluice.sql import Parameters
@@ -104,14 +104,31 @@ def scorecard(
     first, last = int(span["first"]), int(span["last"])
     metric, cuped = request.metric, request.use_cuped and request.metric.kind != "ratio"
     window = int(WINDOW_DAYS * 86_400_000)
+    width = max(1000, math.ceil((last - first + 1) / BUCKETS))
     parameters |= {
         "event": metric.event, "denominator": metric.denominator_event, "value_property": value_property,
-        "first": first, "width": max(1000, math.ceil((last - first + 1) / BUCKETS)),
+        "first": first, "width": width, "last_bucket": (last - first) // width,
         "window_ms": window, "pre_from": first - window, "pre_to": last,
     }  # fmt: skip
-    rows = _rows(warehouse, sums(metric.kind, cuped), parameters)
+    rows = merged(_rows(warehouse, units(), parameters), _rows(warehouse, sums(metric.kind, cuped), parameters))
     unattributed = _rows(warehouse, UNATTRIBUTED, {"org": org_id, "first": first})[0]["tracks"]
-    return build(org_id, experiment_id, request, declared, rows, int(unattributed or 0), first, parameters["width"])
+    return build(org_id, experiment_id, request, declared, rows, int(unattributed or 0), first, width)
+
+
+SUMS = ("n", "sum", "sum_squares", "d_sum", "d_sum_squares", "sum_of_products", "multi_exposed", "unexposed_tracked")
+
+
+def merged(*parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statements' rows, one per (variant, bucket), each sum added (0 where a statement had none)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            key = (str(row["variant"]), int(row["bucket"]))
+            into = out.setdefault(key, {"variant": key[0], "bucket": key[1]} | dict.fromkeys(SUMS, 0))
+            for name in SUMS:
+                if name in row:
+                    into[name] += float(row[name]) if "sum" in name else int(row[name])
+    return [out[key] for key in sorted(out)]
 
 
 def build(

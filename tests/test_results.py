@@ -54,11 +54,22 @@ UNITS = [
 def fill(warehouse: Warehouse, experiment: str = "exp") -> None:
     rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    for unit in UNITS:
+    rollups: list[dict[str, Any]] = []
+    for offset, unit in enumerate(UNITS):
+        if unit.exposed is not None:  # the exposure rollup row of the unit's first exposure, written twice
+            rollup = {
+                "org_id": "acme", "project_id": "web", "env": "production", "kind": "exposure",
+                "experiment_id": experiment, "variant_id": unit.variant, "event": "exposure",
+                "minute": unit.exposed.strftime("%Y-%m-%d %H:%M:00"), "count": 1, "units": 1,
+                "source_topic": "t", "source_partition": 0, "source_offset": offset,
+            }  # fmt: skip
+            again = rollup | {"units": 0, "source_offset": 100 + offset}  # exposed again later: no unit
+            rollups += [rollup, rollup, again]
         row = {
             "org_id": "acme", "project_id": "web", "env": "production", "experiment_id": experiment,
             "variant_id": unit.variant, "unit_key": unit.key, "first_exposed_at": unit.exposed and ms(unit.exposed),
-            "conversions": {"purchase": ms(T0)} if unit.exposed is None else {}, "variants_seen": unit.seen,
+            "conversions": {"purchase": ms(T0)} if unit.exposed is None else dict.fromkeys(unit.counts, ms(T0)),
+            "variants_seen": unit.seen,
             "event_counts": unit.counts, "event_values": unit.values, "version": 10,
         }  # fmt: skip
         stale = row | {"event_counts": {"purchase": 99}, "event_values": {"purchase": 1e6}, "version": 9}
@@ -74,6 +85,8 @@ def fill(warehouse: Warehouse, experiment: str = "exp") -> None:
             events += [event, event]  # a replayed copy: counted once
     warehouse.insert_json("experiment_units", msgspec.json.encode(rows))
     warehouse.insert_json("events", msgspec.json.encode(events))
+    for row in rollups:  # one insert each: rows of one insert block are not deduplicated by the window
+        warehouse.insert_json("rollups_1m", msgspec.json.encode([row]))
 
 
 def truth(kind: str, cuped: bool, variant: str) -> VariantSums:

@@ -1,10 +1,10 @@
 """The results' SQL: per variant and time bucket, the sufficient statistics of one metric.
 
-One scan of ``experiment_units FINAL`` (the experiment's units, by the sorting key) gives, per
-variant and bucket of first exposure, n, Σx, Σx², and Σd, Σd², Σxd for a ratio's denominator or
-CUPED's covariate; nothing per unit leaves the engine. The worker keeps each unit's tallies
-(``event_counts``, ``event_values``: attributed tracks at or after its first exposure), so x and a
-ratio's d are map lookups.
+Per variant and bucket of first exposure: n, Σx, Σx², and Σd, Σd², Σxd for a ratio's denominator
+or CUPED's covariate; nothing per unit leaves the engine. Two statements: n from the exposure
+rollups (``units``), and the other sums over the units that can make them non-zero (``sums``). The
+worker keeps each unit's tallies (``event_counts``, ``event_values``: attributed tracks at or after
+its first exposure), so x and a ratio's d are map lookups.
 
 CUPED's covariate is the same metric for the unit in the ``window_days`` before its first exposure,
 0 where it has none. It comes from ``events``: the tracks named E in the experiment's whole
@@ -77,38 +77,66 @@ def covariate(kind: Kind) -> str:
     return "arraySum(p -> if(p.2 >= t0 - {window_ms:Int64} AND p.2 < t0, p.3, 0.), pre)"
 
 
+_BUCKET = "intDiv({t} - {{first:Int64}}, {{width:Int64}})"
+
+
+def units() -> str:
+    """Exposed units per variant and bucket, from the exposure rollups: a unit is counted once, in
+    the variant and minute of its first exposure's record (``pipeline.processor``), exactly — a
+    rollup row is keyed by its source record, so a replay replaces it. Parameters: org,
+    experiment, first, width, last_bucket."""
+    bucket = _BUCKET.format(t="toInt64(toUnixTimestamp(minute)) * 1000")
+    return (
+        f"SELECT variant_id AS variant, least(greatest({bucket}, 0), {{last_bucket:Int64}}) AS bucket, "
+        "toUInt64(sum(units)) AS n FROM rollups_1m FINAL WHERE org_id = {org:String} AND kind = 'exposure' "
+        "AND experiment_id = {experiment:String} AND units > 0 GROUP BY variant, bucket ORDER BY variant, bucket"
+    )
+
+
 def sums(kind: Kind, cuped: bool) -> str:
-    """Per variant and bucket of first exposure (−1: units never exposed), the sums of x and d.
-    Parameters: org, experiment, event, denominator (ratio), value_property, first and width (ms:
-    the buckets' origin and width), and with ``cuped`` window_ms, pre_from and pre_to (ms)."""
+    """Per variant and bucket of first exposure (−1: never exposed): Σx, Σx², and Σd, Σd², Σxd (a
+    ratio's denominator, or with ``cuped`` the covariate), with the health counts.
+
+    Only units with an attributed track can have x ≠ 0 (or a ratio's d ≠ 0), and with CUPED only
+    those with a track named E in the window can have d ≠ 0; the rest add nothing to any sum. So
+    the scan keeps those units alone *before* FINAL merges versions (``PREWHERE``, which
+    ClickHouse applies before FINAL): a unit's tallies, conversions and variants only grow, and
+    whether it has pre-window tracks does not depend on the version, so when a unit's newest
+    version passes the filter every version after it does, and FINAL still keeps the newest.
+    With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
+    right side of a LEFT JOIN, filtered per unit to its own window.
+    Parameters: org, experiment, event, denominator (ratio), first, width; with ``cuped`` also
+    value_property, window_ms, pre_from, pre_to."""
     x = metric_x(kind)
-    if kind == "ratio":
-        d = "toFloat64(event_counts[{denominator:String}])"
-    elif cuped:
-        d = covariate(kind)
-    else:
-        d = "0."
+    kept = "notEmpty(conversions) OR variants_seen > 1"
+    window = (
+        f"org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
+        "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
+        "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC')"
+    )
+    cuped = cuped and kind != "ratio"
+    if cuped:
+        kept += f" OR unit_key IN (SELECT unit_key FROM events WHERE {window})"
+    d = "toFloat64(event_counts[{denominator:String}])" if kind == "ratio" else "0."
     units = (
-        "SELECT variant_id, unit_key, variants_seen, conversions, event_counts, event_values, "
-        "first_exposed_at IS NOT NULL AS exposed, ifNull(toUnixTimestamp64Milli(first_exposed_at), 0) AS t0 "
-        "FROM experiment_units FINAL WHERE org_id = {org:String} AND experiment_id = {experiment:String}"
+        f"SELECT variant_id, unit_key, variants_seen, conversions, first_exposed_at IS NOT NULL AS exposed, "
+        f"ifNull(toUnixTimestamp64Milli(first_exposed_at), 0) AS t0, {x} AS x, {d} AS d0 "
+        f"FROM experiment_units FINAL PREWHERE {kept} "
+        "WHERE org_id = {org:String} AND experiment_id = {experiment:String}"
     )
     source = f"({units}) AS u"
-    if cuped and kind != "ratio":
+    if cuped:
         pre = (
-            f"SELECT unit_key, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), {_VALUE})) "
-            f"AS pre FROM events WHERE org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
-            "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
-            "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC') GROUP BY unit_key"
+            "SELECT unit_key, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), "
+            f"{_VALUE})) AS pre FROM events WHERE {window} GROUP BY unit_key"
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit_key = e.unit_key"
     per_unit = (
-        f"SELECT variant_id, exposed, variants_seen, conversions, {x} AS x, {d} AS d, "
-        "if(exposed, intDiv(t0 - {first:Int64}, {width:Int64}), -1) AS bucket "
-        f"FROM {source}"
+        f"SELECT variant_id, variants_seen, conversions, exposed, x, {covariate(kind) if cuped else 'd0'} AS d, "
+        f"if(exposed, {_BUCKET.format(t='t0')}, -1) AS bucket FROM {source}"
     )
     return (
-        "SELECT variant_id AS variant, bucket, count() AS n, sum(x) AS sum, sum(x * x) AS sum_squares, "
+        "SELECT variant_id AS variant, bucket, sum(x) AS sum, sum(x * x) AS sum_squares, "
         "sum(d) AS d_sum, sum(d * d) AS d_sum_squares, sum(x * d) AS sum_of_products, "
         "countIf(variants_seen > 1) AS multi_exposed, "
         "countIf(NOT exposed AND notEmpty(conversions)) AS unexposed_tracked "
