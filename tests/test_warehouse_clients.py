@@ -431,3 +431,26 @@ def test_a_requests_settings_never_become_part_of_a_view(server: Server) -> None
         assert sql(server, "SELECT m FROM http_view") != b"3\n"
     finally:
         sql(server, "DROP VIEW http_view")
+
+
+def test_no_statement_reaches_files_or_the_network_through_sluice_warehouse(server: Server, tmp_path: Path) -> None:
+    """Issue 24's finding 1 on the writable server: the operator's password lets a client
+    create tables and insert, never read the worker's environment, write a file or fetch a URL."""
+    client = server.client()
+    written = tmp_path / "x.pth"
+    attacks = [
+        "SELECT file('/proc/self/environ')",
+        "DESCRIBE file('/etc/passwd', 'TSVWithNames')",
+        f"DESCRIBE url('{server.plain}/ping', 'TSVWithNames')",
+        f"SELECT 'import os' INTO OUTFILE '{written}' APPEND FORMAT TSVRaw",
+        f"INSERT INTO FUNCTION file('{written}', 'TSVRaw', 'a String') SELECT 'import os'",
+        "CREATE TABLE leak (a String) ENGINE = File(LineAsString, '/etc/passwd')",
+        "CREATE DATABASE fs ENGINE = Filesystem('/')",
+    ]
+    for sql in attacks:
+        with pytest.raises(clickhouse_connect.driver.exceptions.DatabaseError, match="ACCESS_DENIED"):
+            client.command(sql)
+    assert not written.exists()
+    table = make_table(client, "after_attacks")  # and it still serves what clients do
+    client.insert(table, [[1, "a"]], column_names=["id", "name"])
+    assert count(client, table) == 1
