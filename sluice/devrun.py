@@ -24,6 +24,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from pipeline.warehouse.readonly import token_path
 from sluice.configs import (
     TrafficalBundle,
     XaikuExperiment,
@@ -143,7 +144,9 @@ def run_all(settings: Settings) -> int:
         # Keys are made only once everything is up, so a failed first start does not create
         # keys that were never shown.
         keys = asyncio.run(bootstrap_dev_org(settings))
-        _banner(gateway_url, keys, time.monotonic() - started, log_dir)
+        results = (f"  {settings.worker_url}/results?org={DEV_ORG}  (a browser asks for a password: the query "
+                   f"token in {token_path(settings.home)}; any user name)")  # fmt: skip
+        _banner(gateway_url, keys, time.monotonic() - started, log_dir, results)
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
         for child, name in ((gateway, "gateway"), (worker, "worker")):
@@ -158,7 +161,7 @@ def run_all(settings: Settings) -> int:
         print("stopped.", flush=True)
 
 
-def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir: Path) -> None:
+def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir: Path, results: str = "") -> None:
     print(f"\nSluice is up ({took:.1f}s). Gateway {gateway_url}; logs in {log_dir}/")
     if keys:
         print("\nDev org 'dev' created. Its keys (shown only now; they are stored hashed):")
@@ -173,4 +176,6 @@ def _banner(gateway_url: str, keys: list[tuple[str, str]], took: float, log_dir:
           f"                       orgId: '{DEV_ORG}', projectId: '{DEV_PROJECT}', env: '{DEV_ENV}'\n"
           f"  Xaiku browser        proxyApiUrl: '{gateway_url}/api/v1', experimentIds: ['exp_hero']\n"
           f"  Halo                 {gateway_url}/api/sdk    Solute  {gateway_url}/api/events")  # fmt: skip
+    if results:
+        print(f"\nExperiment results (also `sluice experiments results`):\n{results}")
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
