@@ -30,12 +30,20 @@ class Seen:
     content_type: str
     content_encoding: str
     size: int
+    gzipped: bool = False
+    """The body starts with gzip's magic bytes, whatever the headers say."""
+    fetch_mode: str = ""
+    """``Sec-Fetch-Mode`` from a browser: ``no-cors`` for a ``navigator.sendBeacon`` of a safelisted type."""
 
     def line(self) -> str:
         parts = [self.method, self.path, str(self.status)]
         if self.status != self.gateway_status:
             parts.append(f"(gateway: {self.gateway_status})")
         parts += [f"{self.content_type or '-'}", f"{self.content_encoding or '-'}", f"{self.size} B"]
+        if self.gzipped and not self.content_encoding:
+            parts.append("(gzip unannounced)")
+        if self.fetch_mode:
+            parts.append(f"mode={self.fetch_mode}")
         return " ".join(parts)
 
 
@@ -99,6 +107,7 @@ class SdkProxy:
                 proxy.seen.append(Seen(
                     self.command, self.path, sent, status, self.headers.get("Content-Type", ""),
                     self.headers.get("Content-Encoding", ""), len(body),
+                    body.startswith(b"\x1f\x8b"), self.headers.get("Sec-Fetch-Mode", ""),
                 ))  # fmt: skip
                 self.send_response(sent)
                 for name, value in answer_headers:

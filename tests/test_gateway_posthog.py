@@ -137,6 +137,9 @@ async def test_start_up_calls_answer_minimal_bodies(gw: Harness) -> None:
         assert answer["flags"] == answer["featureFlags"] == {} and answer["errorsWhileComputingFlags"] is False
     response = await gw.client.get("/array/phc_x/config")
     assert response.status == 200 and (await response.json())["supportedCompression"] == ["gzip", "gzip-js"]
+    script = await (await gw.client.get("/array/phc_x%22%3B/config.js")).text()  # the token as a JSON string
+    assert script.startswith("window._POSTHOG_REMOTE_CONFIG = ")
+    assert 'window._POSTHOG_REMOTE_CONFIG["phc_x\\";"]' in script
     preflight = await gw.client.options(
         "/e/", headers={"Origin": "http://page.test", "Access-Control-Request-Method": "POST",
                         "Access-Control-Request-Headers": "content-type"},

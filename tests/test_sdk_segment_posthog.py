@@ -14,12 +14,15 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from sluice.localkafka import free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.processes import gateway_url, query_rows, running, sluice
-from tests.sdk_proxy import SdkProxy, sdk_proxy
+from tests.sdk_proxy import SdkProxy, Seen, sdk_proxy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -282,3 +285,113 @@ def test_posthog_node(system: System) -> None:
     counted_once(system, org, "new-onboarding", "variant-b", "user-node")
     assert person(system, org, "user-node")["traits"] == {"email": "node@example.com"}
     assert aliases(system, org, 1) == [("anon-node", "user-node")]
+
+
+# --- the browser ----------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+# opt_out_useragent_filter: posthog-js drops the events of browsers that say they are automated
+# (HeadlessChrome, navigator.webdriver), and its own warning names this option for end-to-end tests
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>shop</title>
+<script src="/array.full.js"></script>
+<script>posthog.init(%s, {api_host: %s, opt_out_useragent_filter: true})</script>
+</head><body><button id="buy">Buy</button></body></html>
+"""
+
+
+@contextmanager
+def page_server(token: str, api_host: str) -> Iterator[str]:
+    """The shop's page and posthog-js (from npm, as it ships) on an origin of their own."""
+    script = (NODE_MODULES / "posthog-js" / "dist" / "array.full.js").read_bytes()
+    page = (PAGE % (json.dumps(token), json.dumps(api_host))).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body, kind = (script, "text/javascript") if self.path == "/array.full.js" else (page, "text/html")
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def wait_seen(proxy: SdkProxy, wanted: Callable[[Seen], bool], timeout: float = 30) -> Seen:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := next((s for s in proxy.seen if wanted(s)), None):
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no such request; seen: {proxy.lines()}")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (make test installs it)")
+async def test_posthog_js_in_chromium_from_another_origin(system: System) -> None:
+    from playwright.async_api import async_playwright
+
+    if not (NODE_MODULES / "posthog-js").is_dir():
+        pytest.skip("posthog-js is not installed (tests/clients/sdks/install.sh, run by make test)")
+    org = "ph-js"
+    token = await asyncio.to_thread(new_key, system, org, "posthog")
+    console: list[str] = []
+    with sdk_proxy(system.url) as proxy, page_server(token, proxy.url) as origin:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            )
+            try:
+                page = await browser.new_page()
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                await page.goto(f"{origin}/")
+                await page.evaluate("""() => {
+                    posthog.identify('user-js', {plan: 'pro'})
+                    posthog.capture('$feature_flag_called', {$feature_flag: 'hero', $feature_flag_response: 'bold'})
+                    posthog.capture('signed up', {source: 'hero'})
+                }""")  # fmt: skip
+                # the batches go as gzip in a text/plain body that says nothing of it
+                await asyncio.to_thread(wait_seen, proxy, lambda s: s.method == "POST" and s.path.startswith("/e/"))
+                await page.evaluate("() => posthog.capture('purchase', {amount: 20})")
+                await page.goto("about:blank")  # unload: what is queued goes by navigator.sendBeacon
+                beacon = await asyncio.to_thread(wait_seen, proxy, lambda s: s.fetch_mode == "no-cors")
+            finally:
+                await browser.close()
+    report(f"posthog-js {node_version('posthog-js')} (Chromium, page on {origin})", proxy)
+    assert not [line for line in console if line.startswith("error")], console
+    for s in proxy.seen:
+        assert s.status < 300, s.line()
+    captures = [s for s in proxy.seen if s.method == "POST" and s.path.startswith("/e/")]
+    assert captures and all(s.content_type == "text/plain" and s.gzipped and not s.content_encoding for s in captures)
+    # navigator.sendBeacon (a no-cors request): gzip as text/plain too, answered like any capture
+    assert (beacon.method, beacon.path, beacon.status, beacon.content_type) == ("POST", "/e/", 200, "text/plain")
+    startup = {s.path.split("?")[0].replace(token, "{token}") for s in proxy.seen if not s.path.startswith("/e/")}
+    assert startup <= {"/flags/", "/array/{token}/config.js", "/array/{token}/config", "/decide/"}
+    assert "/flags/" in startup and startup & {"/array/{token}/config.js", "/array/{token}/config"}
+    rows = landed(system, org, 5)
+    mine = {r[1:7] for r in rows if r[3] == "user-js"}
+    assert {
+        ("identify", "$identify", "user-js", "user-js", "", ""),
+        ("alias", "$identify", "user-js", "user-js", "", ""),
+        ("exposure", "$feature_flag_called", "user-js", "user-js", "hero", "bold"),
+        ("track", "signed up", "user-js", "user-js", "", ""),
+        ("track", "purchase", "user-js", "user-js", "", ""),
+    } <= mine
+    [pageview] = [r for r in rows if r[2] == "$pageview"]
+    assert pageview[1] == "page" and pageview[3] == "" and pageview[7]["$current_url"] == f"{origin}/"
+    counted_once_each = "SELECT sum(tracks) AS n FROM tracks_1m WHERE org_id = 'ph-js' AND experiment_id = 'hero'"
+    assert wait_rows(system, counted_once_each, 1)[0]["n"] >= 2
+    assert person(system, org, "user-js")["traits"] == {"plan": "pro"}

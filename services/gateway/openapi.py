@@ -179,6 +179,9 @@ def _segment_operations() -> JsonSchema:
     }
 
 
+SCRIPT = {"schema": {"type": "string"}}
+
+
 def _posthog_operations() -> JsonSchema:
     """PostHog's capture: the token in the body (``api_key``/``token``, or each event's); the body
     JSON, gzip (sniffed), base64 or lz-string, or a ``data`` form field; a GET carries ``data``."""
@@ -245,6 +248,13 @@ def _posthog_operations() -> JsonSchema:
         "posthog.flags": {
             "post": {"summary": "posthog-js start-up: feature flags (none)", "responses": {"200": flags}},
             "get": {"summary": "posthog-js start-up: feature flags (none)", "responses": {"200": flags}},
+        },
+        "posthog.config_js": {
+            "get": {
+                "summary": "posthog-js start-up: the same configuration as a script",
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "A script", "content": {"application/javascript": SCRIPT}}},
+            }
         },
         "posthog.config": {"get": {
             "summary": "posthog-js start-up: the project's remote configuration (nothing on)",

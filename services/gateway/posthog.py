@@ -12,7 +12,8 @@ Identity verification: where the org has it on, an event that changes a person (
 ``$set``, ``$set_once``, ``$create_alias``) from a publishable token fails the request with 403
 (PostHog's events carry no proof); use a secret key on servers.
 
-The start-up calls answer minimal valid bodies: no feature flags, no remote configuration — what
+The start-up calls answer minimal valid bodies (``config.js`` a script that sets the same configuration):
+no feature flags, no remote configuration — what
 a project with none configured gets, so the SDK runs as usual and sends its events.
 """
 
@@ -131,3 +132,16 @@ async def flags(request: web.Request) -> web.Response:
 async def remote_config(request: web.Request) -> web.Response:
     """``GET /array/{token}/config``: the remote configuration of a project with nothing on."""
     return json_response(CONFIG)
+
+
+CONFIG_JS = (
+    "window._POSTHOG_REMOTE_CONFIG = window._POSTHOG_REMOTE_CONFIG || {};\n"
+    "window._POSTHOG_REMOTE_CONFIG[%s] = {config: %s, siteApps: []};\n"
+)
+
+
+async def remote_config_js(request: web.Request) -> web.Response:
+    """``GET /array/{token}/config.js``, which posthog-js loads as a script first (then the JSON)."""
+    token = msgspec.json.encode(request.match_info["token"]).decode()
+    script = CONFIG_JS % (token, msgspec.json.encode(CONFIG).decode())
+    return web.Response(text=script, content_type="application/javascript")

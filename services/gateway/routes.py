@@ -50,6 +50,7 @@ ROUTES = (
         for method in ("POST", "GET")
     ),
     Route("/array/{token}/config", "posthog", posthog.remote_config, "posthog.config", "GET", plain=True),
+    Route("/array/{token}/config.js", "posthog", posthog.remote_config_js, "posthog.config_js", "GET", plain=True),
     # the GET routes the SDKs fetch their configuration from
     Route("/v1/config/{projectId}", "traffical", config.traffical_config, "traffical.config", "GET"),
     Route("/api/v1/experiments", "xaiku", config.xaiku_experiments, "xaiku.experiments", "GET"),
