@@ -731,9 +731,11 @@ def write_report(r: dict[str, Any]) -> None:
         "| `make bench` |",
         f"| state store holding {r['dedupe']['ids']:,.0f} dedupe ids, peak RSS of its process | (part of the 1.5 GB) | "
         f"{r['dedupe']['peak_rss_mb']:.0f} MB | {met(r['dedupe']['peak_rss_mb'] <= 1536)} | {DEDUPE} |",
-        f"| experiment results, {q['units']:,} exposed units, embedded warehouse, slowest kind (conversion, mean, "
-        f"count with CUPED; ratio) | ≤2 s | {q['max_seconds']:.2f} s ({kinds}) | {met(q['max_seconds'] <= 2)} | "
+        f"| experiment results, {q['units']:,} exposed units, embedded warehouse, slowest kind with CUPED "
+        f"(conversion, mean, count; ratio) | ≤2 s | {q['max_seconds']:.2f} s | {met(q['max_seconds'] <= 2)} | "
         f"{RESULTS} |",
+        f"| the same, slowest kind without CUPED | ≤2 s | {q['max_seconds_without_cuped']:.2f} s ({kinds}) | "
+        f"{met(q['max_seconds_without_cuped'] <= 2)} | {RESULTS} |",
         "",
         "## Gateway: one process under wrk",
         "`wrk -t2 -cN -s bench/wrk.lua` against one gateway process: 400 requests of the four families' mix "
