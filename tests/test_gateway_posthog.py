@@ -45,13 +45,15 @@ async def test_every_route_and_body_shape(gw: Harness, path: str) -> None:
         {"batch": [posthog_event()], "token": token},
         [posthog_event(token=token)],
         posthog_event(api_key=token),
-        posthog_event(properties={"token": token}),
+        posthog_event(properties={**posthog_event()["properties"], "token": token}),
         posthog_event(**{"$token": token}),
     ]
     for shape in shapes:
         response = await gw.post(path, shape)
         assert (response.status, await response.json()) == (200, {"status": 1}), shape
     assert len(gw.raw()) == len(shapes)
+    assert all(events_of(record) == [posthog_event()] for record in gw.raw())  # the token taken out
+    assert not [r for _, _, r in gw.sink.records if token.encode() in r]
 
 
 async def test_encodings(gw: Harness) -> None:

@@ -5,7 +5,8 @@ All or nothing, as PostHog's capture: an event without a name or a ``distinct_id
 request with 400 and nothing of it is kept. The project token (a Sluice key, ``phc_…`` from
 ``sluice keys create --sdk posthog``) is the batch's ``api_key``/``token``, else the events'
 (which must agree); a personal API key (``phx_…``) is refused with 401 before any lookup.
-``beacon=1`` (``navigator.sendBeacon`` on unload) answers 204. The body's ``sent_at``, else the
+``beacon=1`` answers 204. The token is taken out of every event forwarded (posthog-js puts it in
+each event's properties): keys are never stored. The body's ``sent_at``, else the
 ``_`` parameter (ms), is the client's clock for skew correction (in the worker).
 
 Identity verification: where the org has it on, an event that changes a person (``$identify``,
@@ -82,7 +83,9 @@ async def capture(request: web.Request) -> web.Response:
                 gateway.metrics.rejected(FAMILY, "unverified", len(events))
                 raise GatewayError(403, refused)
     received_at = gateway.clock()
-    batch = gateway.raw_batch(request, FAMILY, key, text, raws, None, received_at, sent_at or _sent_at(query.get("_")))
+    forwarded = [_without_token(raw, event) for raw, event in zip(raws, events, strict=True)]
+    client_clock = sent_at or _sent_at(query.get("_"))
+    batch = gateway.raw_batch(request, FAMILY, key, text, forwarded, None, received_at, client_clock)
     await gateway.publish(batch, [posthog.distinct_id(event) for event in events])
     gateway.metrics.accepted(FAMILY, len(events))
     if query.get("beacon") == "1":
@@ -100,6 +103,23 @@ def _event(raw: msgspec.Raw, index: int, route: str) -> posthog.PostHogEvent:
     if reason := posthog.check(event, route):
         raise GatewayError(400, f"Invalid event at index {index}: {reason}")
     return event
+
+
+TOKEN_FIELDS = ("token", "$token", "api_key")
+
+
+def _without_token(raw: msgspec.Raw, event: posthog.PostHogEvent) -> msgspec.Raw:
+    """The event as sent, less the project token where it carries one (posthog-js puts it in every
+    event's properties): a key is never stored."""
+    properties = event.properties
+    if not (event.token or event.dollar_token or event.api_key or (properties and "token" in properties)):
+        return raw
+    fields = msgspec.json.decode(raw)
+    for name in TOKEN_FIELDS:
+        fields.pop(name, None)
+    if isinstance(fields.get("properties"), dict):
+        fields["properties"].pop("token", None)
+    return msgspec.Raw(msgspec.json.encode(fields))
 
 
 def _token(batch_token: str | None, events: list[posthog.PostHogEvent]) -> str:

@@ -3,7 +3,8 @@ routes ``/v1/batch`` and ``/v1/import``, and analytics.js's short paths ``/v1/{t
 (whose bodies come as ``text/plain``).
 
 The write key comes as HTTP Basic's user name (empty password), or as ``writeKey`` in the body;
-the official clients send both. As Segment does, the answer is 400 only for a body that is not
+the official clients send both. A ``writeKey`` is taken out of every event forwarded or
+dead-lettered (keys are never stored). As Segment does, the answer is 400 only for a body that is not
 JSON or is too large (32 KB a call and a batch's event, 500 KB a batch, 2,500 events), and 200
 ``{"success": true}`` otherwise: an event Segment would drop (no ``userId`` nor ``anonymousId``,
 a track without ``event``) becomes a dead letter with the reason. Bodies may be gzip-encoded
@@ -88,9 +89,12 @@ async def handle(request: web.Request) -> web.Response:
         return segment.check(event, kind)
 
     received_at = gateway.clock()
-    events = sort_events(raws, segment.event_decoder, check, segment.unit_of)
+    events = sort_events(raws, segment.event_decoder, check, segment.unit_of, _forwarded)
     invalid = [(i, reason) for i, reason in events.errors if not reason.startswith(FAILED)]
-    dead = Sorted([], [], invalid).dead_letters(raws, FAMILY, route, key, received_at)
+    letters = list(raws)
+    for index, _ in invalid:  # dead letters are read by analysts: no keys
+        letters[index] = _without_key(letters[index])
+    dead = Sorted([], [], invalid).dead_letters(letters, FAMILY, route, key, received_at)
     batch = None
     if events.accepted:
         batch = gateway.raw_batch(
@@ -103,3 +107,19 @@ async def handle(request: web.Request) -> web.Response:
     if batch is None and events.errors and not invalid:
         return json_response({"success": False, "error": events.errors[0][1]}, 403)
     return web.Response(body=SUCCESS, content_type="application/json")
+
+
+def _forwarded(event: segment.SegmentEvent, raw: msgspec.Raw) -> msgspec.Raw:
+    """An accepted event as forwarded: as sent, less its ``writeKey`` (analytics.js puts the key in
+    each call's body; a key is never stored)."""
+    return raw if event.writeKey is None else _without_key(raw)
+
+
+def _without_key(raw: msgspec.Raw) -> msgspec.Raw:
+    try:
+        fields = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return raw
+    if isinstance(fields, dict) and fields.pop("writeKey", None) is not None:
+        return msgspec.Raw(msgspec.json.encode(fields))
+    return raw
