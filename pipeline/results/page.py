@@ -22,7 +22,7 @@ td:first-child,th:first-child{text-align:left}
 .ok{color:#1e6b34}.muted{color:#5f6b7a}svg text{font:12px system-ui,sans-serif;fill:#1d232a}
 a{color:#0b57d0}
 """
-WIDTH, ROW, LEFT, RIGHT = 640, 34, 140, 60
+WIDTH, ROW, LEFT, RIGHT = 680, 34, 140, 100
 COLOURS = ("#0b57d0", "#b3261e", "#1e6b34", "#8e4ec6", "#c26401", "#00838f")
 
 
