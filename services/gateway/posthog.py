@@ -28,7 +28,7 @@ from aiohttp import web
 from services.gateway.batches import decode_body
 from services.gateway.context import gateway_of
 from services.gateway.errors import GatewayError, json_response
-from services.gateway.posthog_body import payload, read_bytes
+from services.gateway.posthog_body import hold, payload, read_bytes
 from sluice.envelope import Family
 from sluice.wire import posthog
 
@@ -65,6 +65,8 @@ async def capture(request: web.Request) -> web.Response:
     query = request.query
     body = await read_bytes(gateway, request, FAMILY) if request.method == "POST" else b""
     text = payload(body, query, request.content_type, gateway.settings.max_body_bytes)
+    if text is not body:
+        hold(request, len(body) + len(text))  # the decompressed payload is held too
     parsed = decode_body(posthog.body_decoder, text, "an event, an array of events or {batch: [...]}")
     if isinstance(parsed, list):
         raws, token, sent_at = parsed, None, None

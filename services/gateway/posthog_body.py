@@ -57,7 +57,16 @@ async def read_bytes(gateway: Gateway, request: web.Request, family: str) -> byt
     body = b"".join(chunks)
     if encoding := request.headers.get("Content-Encoding"):
         body = decode_content(body, encoding, limit)
+        hold(request, size + len(body))
     return body
+
+
+def hold(request: web.Request, total: int) -> None:
+    """Count ``total`` bytes (the body as read and what it decoded to) against the in-flight budget."""
+    try:
+        request[RESERVATION].grow(total)
+    except OverBudget:
+        raise unavailable("Too many requests in flight; retry later") from None
 
 
 def payload(body: bytes, query: Mapping[str, str], content_type: str, limit: int) -> bytes:
