@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq_replay = dlq.add_parser("replay", help="re-submit dead letters to the raw topic")
     dlq_replay.add_argument("--id", action="append", default=[], help="a letter's id from `dlq list` (repeatable)")
     dlq_replay.add_argument("--org", help="every letter of this org")
+    dlq_replay.add_argument(
+        "--trust-identity", action="store_true",
+        help="also re-submit letters that may change a user of an org that verifies identities (they carry no token)",
+    )  # fmt: skip
     dlq_replay.set_defaults(run=cmd_dlq_replay)
 
     loadgen = sub.add_parser("loadgen", help="drive a gateway with a mix of the four families")
@@ -380,11 +384,19 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
         print("sluice: say which letters: --id ID (repeatable) or --org ORG", file=sys.stderr)
         return 2
     try:
-        count = asyncio.run(replay(settings, warehouse_for_cli(settings), ids=args.id, org_id=args.org))
+        registry = asyncio.run(read_registry(settings.kafka_bootstrap, settings.registry_topic,
+                                             security=kafka_security(settings)))  # fmt: skip
+        verified = frozenset(org for org, org_settings in registry.orgs.items() if org_settings.identity_verification)
+        done = asyncio.run(replay(settings, warehouse_for_cli(settings), ids=args.id, org_id=args.org,
+                                  verified_orgs=verified, trust_identity=args.trust_identity))  # fmt: skip
     except WarehouseError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 1
-    print(f"re-submitted {count} event(s) to {settings.raw_topic}", file=sys.stderr)
+    print(f"re-submitted {done.submitted} event(s) to {settings.raw_topic}", file=sys.stderr)
+    if done.held:
+        print(f"held back {len(done.held)} letter(s) that may change a user of an org that verifies identities "
+              f"(their tokens were stripped); check them and add --trust-identity to send them: "
+              f"{', '.join(done.held)}", file=sys.stderr)  # fmt: skip
     return 0
 
 
