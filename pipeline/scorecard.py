@@ -24,7 +24,7 @@ import msgspec
 
 from pipeline.results.declared import Declared
 from pipeline.results.metric import CUPED_BY_DEFAULT, WINDOW_DAYS, Metric
-from pipeline.results.sql import BOUNDS, UNATTRIBUTED, sums, units
+from pipeline.results.sql import BOUNDS, PRE_MARGIN_MS, UNATTRIBUTED, sums, units
 from pipeline.stats import Analysis, Options, VariantResult, VariantSums, analyze
 from pipeline.warehouse import Warehouse
 from sluice.sql import Parameters
@@ -98,9 +98,10 @@ def scorecard(
     """The experiment's result, or None when it has no exposed unit."""
     declared = declared or Declared()
     parameters: dict[str, str | int | float] = {"org": org_id, "experiment": experiment_id}
-    [span] = _rows(warehouse, BOUNDS, parameters)
-    if span["first"] is None:
+    spans = _rows(warehouse, BOUNDS, parameters)
+    if not spans:
         return None
+    span = spans[0]
     first, last = int(span["first"]), int(span["last"])
     metric, cuped = request.metric, request.use_cuped and request.metric.kind != "ratio"
     window = int(WINDOW_DAYS * 86_400_000)
@@ -108,7 +109,7 @@ def scorecard(
     parameters |= {
         "event": metric.event, "denominator": metric.denominator_event, "value_property": value_property,
         "first": first, "width": width, "last_bucket": (last - first) // width,
-        "window_ms": window, "pre_from": first - window, "pre_to": last,
+        "window_ms": window, "pre_from": first - window - PRE_MARGIN_MS, "pre_to": last,
     }  # fmt: skip
     rows = merged(_rows(warehouse, units(), parameters), _rows(warehouse, sums(metric.kind, cuped), parameters))
     unattributed = _rows(warehouse, UNATTRIBUTED, {"org": org_id, "first": first})[0]["tracks"]

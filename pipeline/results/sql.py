@@ -23,12 +23,15 @@ from __future__ import annotations
 from pipeline.stats import Kind
 
 BOUNDS = (
-    "SELECT toUnixTimestamp64Milli(min(first_exposed_at)) AS first, toUnixTimestamp64Milli(max(first_exposed_at)) "
-    "AS last FROM experiment_units WHERE org_id = {org:String} AND experiment_id = {experiment:String} "
-    "AND first_exposed_at IS NOT NULL"
+    "SELECT toInt64(toUnixTimestamp(min(minute))) * 1000 AS first, toInt64(toUnixTimestamp(max(minute))) * 1000 "
+    "+ 59999 AS last FROM rollups_1m WHERE org_id = {org:String} AND kind = 'exposure' "
+    "AND experiment_id = {experiment:String} AND units > 0 HAVING count() > 0"
 )
-"""The span of first exposures (without FINAL: an older version of a unit has a later or no first
-exposure, so the span read is never narrower than the true one)."""
+"""The span of first exposures, from the exposure rollups (a few rows, where ``experiment_units``
+has one per unit): every unit's first exposure is before the end of the minute of its first
+exposure's record. A unit's first exposure moves earlier only when an exposure with an earlier
+time is processed later; the CUPED window reaches ``PRE_MARGIN_MS`` further back for those."""
+PRE_MARGIN_MS = 86_400_000
 
 EXPERIMENTS = (
     "SELECT experiment_id, count() AS units, toUnixTimestamp64Milli(max(first_exposed_at)) AS last "
@@ -77,7 +80,7 @@ def covariate(kind: Kind) -> str:
     return "arraySum(p -> if(p.2 >= t0 - {window_ms:Int64} AND p.2 < t0, p.3, 0.), pre)"
 
 
-_BUCKET = "intDiv({t} - {{first:Int64}}, {{width:Int64}})"
+_BUCKET = "least(greatest(intDiv({t} - {{first:Int64}}, {{width:Int64}}), 0), {{last_bucket:Int64}})"
 
 
 def units() -> str:
@@ -87,7 +90,7 @@ def units() -> str:
     experiment, first, width, last_bucket."""
     bucket = _BUCKET.format(t="toInt64(toUnixTimestamp(minute)) * 1000")
     return (
-        f"SELECT variant_id AS variant, least(greatest({bucket}, 0), {{last_bucket:Int64}}) AS bucket, "
+        f"SELECT variant_id AS variant, {bucket} AS bucket, "
         "toUInt64(sum(units)) AS n FROM rollups_1m FINAL WHERE org_id = {org:String} AND kind = 'exposure' "
         "AND experiment_id = {experiment:String} AND units > 0 GROUP BY variant, bucket ORDER BY variant, bucket"
     )
@@ -105,7 +108,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     version passes the filter every version after it does, and FINAL still keeps the newest.
     With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
     right side of a LEFT JOIN, filtered per unit to its own window.
-    Parameters: org, experiment, event, denominator (ratio), first, width; with ``cuped`` also
+    Parameters: org, experiment, event, denominator (ratio), first, width, last_bucket; with ``cuped`` also
     value_property, window_ms, pre_from, pre_to."""
     x = metric_x(kind)
     kept = "notEmpty(conversions) OR variants_seen > 1"
