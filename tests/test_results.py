@@ -152,3 +152,14 @@ def test_defaults_declared_weights_and_the_table(warehouse: Warehouse) -> None:
     assert card.srm_mismatch and card.weights == {"control": 1.0, "treatment": 99.0}
     table = render_table(card)
     assert "MISMATCH" in table and "treatment (control)" in table and "declared weights" in table
+
+
+def test_the_tally_columns_reach_a_clusters_distributed_tables_too() -> None:
+    from pipeline.warehouse import migrations
+    from pipeline.warehouse.cluster import for_cluster
+
+    [(_, _, statements)] = [m for m in migrations() if m[1] == "0005_unit_tallies.sql"]
+    alters = [part for s in statements for part in for_cluster(s, "c") if part.startswith("ALTER")]
+    assert [a.split(" ADD COLUMN")[0] for a in alters] == [
+        "ALTER TABLE experiment_units_local ON CLUSTER c", "ALTER TABLE experiment_units ON CLUSTER c",
+    ] * 2  # fmt: skip

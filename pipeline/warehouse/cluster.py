@@ -5,7 +5,8 @@ table ``t_local`` (``ReplicatedXMergeTree`` under ``/clickhouse/tables/{shard}/{
 and a ``Distributed`` table ``t`` in front of it, sharded by a hash of the sorting key — so every
 version of a row lands on one shard and ``FINAL`` stays exact. Views are created on the cluster
 as they are; they read the Distributed tables by their usual names; ``ALTER TABLE t`` alters
-``t_local`` on every replica.
+``t_local`` on every replica (and ``ADD COLUMN`` the Distributed ``t`` too, or inserts and reads
+through it would not know the column).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
         return [f"CREATE VIEW IF NOT EXISTS {view['name']} ON CLUSTER {cluster} AS {view['query']}"]
     alter = _ALTER.fullmatch(statement.strip())
     if alter:
-        return [f"ALTER TABLE {alter['name']}_local ON CLUSTER {cluster} {alter['rest']}"]
+        local = f"ALTER TABLE {alter['name']}_local ON CLUSTER {cluster} {alter['rest']}"
+        if alter["rest"].lstrip().upper().startswith("ADD COLUMN"):  # the Distributed table in front too
+            return [local, f"ALTER TABLE {alter['name']} ON CLUSTER {cluster} {alter['rest']}"]
+        return [local]
     raise ValueError(f"no cluster form for: {statement[:80]}")
 
 
