@@ -68,6 +68,14 @@ async def test_sigkill_during_load_loses_and_double_counts_nothing(kafka_setting
         assert {v["variant"]: (v["exposed"], v["converted"]) for v in card["variants"]} == {
             v: (truth.exposed[v], truth.converted[v]) for v in truth.exposed
         }
+        # the worker's per-unit tallies (count and value of each unit's purchases) are exact too
+        for kind, each in (("count", 1.0), ("mean", 10.0)):
+            asked = ("--metric", "purchase", "--kind", kind, "--no-cuped", "exp_crash")
+            tallied = json.loads(sluice(settings, "experiments", "results", "--org", "acme", "--format", "json",
+                                        *asked).stdout)  # fmt: skip
+            assert {v["variant"]: v["sum"] for v in tallied["variants"]} == {
+                v: truth.converted[v] * each for v in truth.exposed
+            }
     except BaseException:
         sys.stderr.write(log.read_text(errors="replace")[-6000:])
         raise
