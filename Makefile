@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 jars: $(STAMP)
-	$(BIN)/python -c "from sluice.localkafka import ensure_jars; ensure_jars()"
+	$(BIN)/python -c "from commands.localkafka import ensure_jars; ensure_jars()"
 
 # The worker's per-event modules compiled by mypyc (pipeline/native.py): a no-op when fresh,
 # and the source runs where there is no C compiler

@@ -32,12 +32,12 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from commands.loadgen import Options, run  # noqa: E402
+from commands.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
 from pipeline import native  # noqa: E402
 from pipeline.canonical import CanonicalEvent, to_rows  # noqa: E402
 from pipeline.warehouse import ChdbWarehouse, migrate  # noqa: E402
 from pipeline.warehouse.remote import warehouse_for_cli  # noqa: E402
-from sluice.loadgen import Options, run  # noqa: E402
-from sluice.localkafka import LocalKafka, ensure_jars, free_port  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
 
 BATCH_SIZES = (10, 50, 100)
@@ -61,7 +61,7 @@ class Point:
 def start(settings: Settings, command: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", command], env={**os.environ, **settings.to_env()},
+            [sys.executable, "-m", "commands.cli", command], env={**os.environ, **settings.to_env()},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -128,7 +128,7 @@ def bench_key(settings: Settings) -> str:
 
 def sluice(settings: Settings, *args: str) -> str:
     return subprocess.run(
-        [sys.executable, "-m", "sluice.cli", *args], env={**os.environ, **settings.to_env()},
+        [sys.executable, "-m", "commands.cli", *args], env={**os.environ, **settings.to_env()},
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
 
@@ -202,7 +202,7 @@ def wrk_points(
     Kafka), 2 threads, batches of 100 of the four families' mix, at 64 down to 4 connections: the
     peak, and lighter loads (wrk is closed-loop: fewer connections, less load). Each point has
     events/s, p50/p99 ms and the CPU-µs per event of the gateway and of Kafka."""
-    from sluice.loadgen import Generator, _headers
+    from commands.loadgen import Generator, _headers
 
     generator = Generator(Options(url="", key=key, org="bench", batch_size=100, rate=0.0, duration=0,
                                   connections=1, seed=77, progress=False))  # fmt: skip

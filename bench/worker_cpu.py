@@ -23,9 +23,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import msgspec  # noqa: E402
+from inprocess import gateway  # noqa: E402
 
+from commands.loadgen import Generator, Options, _headers  # noqa: E402
 from pipeline.batch import stores_on  # noqa: E402
 from pipeline.canonical import to_rows  # noqa: E402
 from pipeline.keyed import KeyedStage, Record  # noqa: E402
@@ -33,9 +36,7 @@ from pipeline.processor import Processor  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
 from pipeline.worker import GC_THRESHOLD  # noqa: E402
 from services.gateway.sink import by_key  # noqa: E402
-from sluice.loadgen import Generator, Options, _headers  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
-from tests.gateway_harness import harness  # noqa: E402
 
 STEP = 400
 """Raw records per batch (about what a step of the worker takes)."""
@@ -43,8 +44,8 @@ STEP = 400
 
 async def raw_records(requests: int) -> tuple[list[Record], Settings]:
     """The raw topic's records for ``requests`` requests, with the partitions the gateway chose."""
-    async with harness(rate_limit=0) as gw:  # its clock stands still: no bucket would refill
-        key = gw.key(scopes=("sdk:write",))
+    async with gateway() as gw:
+        key = gw.key
         generator = Generator(Options(url="", key=key, org="acme", batch_size=100, rate=0.0, duration=0,
                                       connections=1, seed=7, progress=False, duplicate_rate=0.05))  # fmt: skip
         for _ in range(requests):

@@ -9,7 +9,7 @@ touches is local to one partition (and one worker):
 - ``company`` routed by ``org␀company:ID``    — company traits (group / companies/identify).
 
 The partition is ``crc32(key) mod partitions``. The gateway puts each event in the partition of
-its unit (:func:`split`: one raw record per partition a request's events fall in, one for a
+its unit (:func:`sluice.routing.split`: one raw record per partition a request's events fall in, one for a
 client's batch), so the worker processes events where they land, in one hop and in the order
 they came; user and company items (and an event that landed elsewhere, if the topic's partition
 count differs from ``SLUICE_RAW_PARTITIONS``) are forwarded to their partition as keyed records
@@ -19,13 +19,9 @@ traffic spreads over every partition, as its units do.
 
 from __future__ import annotations
 
-import zlib
-
-import msgspec
-
 from pipeline.canonical import CanonicalEvent
 from pipeline.items import Routed
-from sluice.envelope import RawBatch
+from sluice.routing import company_route, partition_of, unit_route, user_route
 
 
 def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
@@ -36,10 +32,6 @@ def route(event: CanonicalEvent) -> list[tuple[bytes, Routed]]:
     if event.type == "group" and event.group_id:
         out.append((company_route(event.org_id, event.group_id), Routed("company", event)))
     return out
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    return zlib.crc32(key) % partitions
 
 
 def by_partition(events: list[CanonicalEvent], partitions: int) -> dict[int, list[Routed]]:
@@ -98,42 +90,3 @@ def people(events: list[CanonicalEvent], partitions: int, checked: bool = False)
         items = out.setdefault(partition_of(user_route(org_id, user_id), partitions), [])
         items += [Routed("user", e, checked) for e in (earliest, latest)[: 1 if earliest is latest else 2]]
     return out
-
-
-def unit_route(org_id: str, unit: str) -> bytes:
-    """The routing key of a unit's events (and of a raw record holding them)."""
-    return f"{org_id}\x00unit:{unit}".encode()
-
-
-def user_route(org_id: str, user_id: str) -> bytes:
-    return f"{org_id}\x00user:{user_id}".encode()
-
-
-def company_route(org_id: str, company_id: str) -> bytes:
-    return f"{org_id}\x00company:{company_id}".encode()
-
-
-def split(batch: RawBatch, units: list[str], partitions: int) -> list[tuple[bytes, RawBatch]]:
-    """``batch`` as raw records keyed for the partitions of its events' units (``units[i]`` is
-    the unit of ``batch.events[i]``, by the rule the family's normalizer applies): one record
-    when they share a partition — a client's batch, the common case — else one per partition.
-    Each event keeps its index in the request, so derived message ids do not change."""
-    if len(units) != len(batch.events) or not units:  # not named event by event: one record
-        return [(unit_route(batch.org_id, units[0] if units else ""), batch)]
-    first = unit_route(batch.org_id, units[0])
-    if all(unit == units[0] for unit in units):
-        return [(first, batch)]
-    positions: dict[int, list[int]] = {}
-    keys: dict[int, bytes] = {}
-    for position, unit in enumerate(units):
-        key = unit_route(batch.org_id, unit)
-        partition = partition_of(key, partitions)
-        positions.setdefault(partition, []).append(position)
-        keys.setdefault(partition, key)
-    if len(positions) == 1:
-        return [(first, batch)]
-    return [
-        (keys[partition], msgspec.structs.replace(
-            batch, events=[batch.events[i] for i in taken], indexes=[batch.indexes[i] for i in taken]))
-        for partition, taken in positions.items()
-    ]  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from pipeline.records import partition_of, unit_route
+from sluice.routing import partition_of, unit_route
 from tests.builders import encode, solute_event
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from commands.localkafka import LocalKafka, ensure_jars, free_port
 from pipeline.warehouse import ChdbWarehouse, migrate
-from sluice.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.gateway_harness import Harness, harness

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.gateway.app import build_app
 from services.gateway.config import etag_of
 from services.gateway.context import Gateway
-from services.gateway.sink import MemorySink
 from sluice.configs import as_record, bundle_record, experiment_record, load_bundle, load_experiments
 from sluice.envelope import DeadLetter, RawBatch
 from sluice.registry import KeyKind, OrgSettings, Registry, key_record, new_key, org_record
 from sluice.settings import Settings
+from tests.memory_sink import MemorySink
 
 NOW = 1_736_937_005.0  # 2025-01-15T10:30:05Z
 

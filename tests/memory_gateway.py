@@ -7,9 +7,9 @@ from aiohttp import web
 
 from services.gateway.app import build_app
 from services.gateway.context import Gateway
-from services.gateway.sink import MemorySink
 from sluice.registry import Registry, key_record, new_key
 from sluice.settings import Settings
+from tests.memory_sink import MemorySink
 
 
 def main() -> None:

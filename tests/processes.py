@@ -17,15 +17,15 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer
 
-from sluice.devrun import terminate
-from sluice.localkafka import LocalKafka, ensure_jars, free_port
+from commands.devrun import terminate
+from commands.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 
 
 def sluice(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run one ``sluice`` CLI command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "sluice.cli", *args],
+        [sys.executable, "-m", "commands.cli", *args],
         env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -50,7 +50,7 @@ def spawn(settings: Settings, command: str, log: Path) -> subprocess.Popen[bytes
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", command], env={**os.environ, **settings.to_env()},
+            [sys.executable, "-m", "commands.cli", command], env={**os.environ, **settings.to_env()},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

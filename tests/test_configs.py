@@ -14,6 +14,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from commands.localkafka import free_port
 from sluice.configs import (
     MAX_BYTES,
     ConfigError,
@@ -23,7 +24,6 @@ from sluice.configs import (
     load_bundle,
     load_experiments,
 )
-from sluice.localkafka import free_port
 from sluice.registry import Registry, RegistryFollower
 from sluice.settings import Settings
 from tests.builders import XAIKU_EXPERIMENTS, traffical_bundle

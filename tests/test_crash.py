@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sluice.devrun import terminate
+from commands.devrun import terminate
 from sluice.settings import Settings
 from tests.builders import encode
 from tests.load import ab_test, settles_on_truth

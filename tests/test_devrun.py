@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.devrun import DEV_ENV, DEV_ORG, DEV_PROJECT, bootstrap_dev_org
+from commands.devrun import DEV_ENV, DEV_ORG, DEV_PROJECT, bootstrap_dev_org
 from sluice.registry import read_registry
 from sluice.settings import Settings
 from tests.builders import traffical_sdk_batch

@@ -11,7 +11,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from sluice.loadgen import Options, Result, run
+from commands.loadgen import Options, Result, run
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
 from tests.processes import gateway_url, raw_message_ids, running, sluice

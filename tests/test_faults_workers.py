@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sluice.devrun import terminate
-from sluice.localkafka import LocalKafka, ensure_jars, free_port
+from commands.devrun import terminate
+from commands.localkafka import LocalKafka, ensure_jars, free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.builders import encode
@@ -387,6 +387,6 @@ def spawn_processes(settings: Settings, count: int, log: Path) -> subprocess.Pop
     """``sluice worker --processes COUNT`` in the background, in its own process group."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "worker", "--processes", str(count)],
+            [sys.executable, "-m", "commands.cli", "worker", "--processes", str(count)],
             env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

@@ -16,8 +16,8 @@ import aiohttp
 import msgspec
 import pytest
 
+from commands.localkafka import free_port
 from services.gateway.budget import ByteBudget, OverBudget
-from sluice.localkafka import free_port
 from tests.builders import XAIKU_CURL_EVENTS, solute_body, traffical_event
 from tests.gateway_harness import harness
 from tests.processes import wait_http

@@ -174,7 +174,7 @@ async def test_every_event_lands_in_its_units_partition_with_its_index(gw: Harne
     partition, each event keeping its index (derived message ids do not move)."""
     from pipeline.canonical import CanonicalEvent
     from pipeline.normalize import normalize
-    from pipeline.records import partition_of, unit_route
+    from sluice.routing import partition_of, unit_route
     from tests.builders import solute_event, traffical_event, xaiku_event
 
     key = gw.key(scopes=("sdk:write",))

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sluice.localkafka import LocalKafka, free_port
+from commands.localkafka import LocalKafka, free_port
 from sluice.settings import Settings
 from tests.builders import solute_body, solute_event
 from tests.processes import gateway_url, local_broker, raw_message_ids, running, sluice
@@ -64,7 +64,7 @@ async def test_outage_is_503_while_kafka_is_down_and_recovers(
 async def test_broker_stopped_and_restarted_under_load_loses_nothing_acknowledged(
     request: pytest.FixtureRequest, own_broker: LocalKafka, settings: Settings, tmp_path: Path
 ) -> None:
-    from sluice.loadgen import Options, Result, run
+    from commands.loadgen import Options, Result, run
 
     request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker
     mine = Settings.from_env(settings.to_env(), kafka_bootstrap=own_broker.bootstrap, produce_timeout=2.0)

@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pipeline.items import Routed
 from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import InFlight
-from pipeline.records import partition_of, unit_route
 from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse
 from pipeline.worker import Intake, Tail, Worker
 from sluice.envelope import encoder
+from sluice.routing import partition_of, unit_route
 from sluice.settings import Settings
 from tests.builders import solute_event
 from tests.test_normalize import family_batch

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaError
 
+from commands.localkafka import LocalKafka
 from services.gateway.sink import KafkaSink, SinkUnavailable
 from sluice.kafkaconf import kafka_security
-from sluice.localkafka import LocalKafka
 from sluice.registry import OrgSettings, RegistryFollower, key_record, new_key, org_record, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
@@ -95,8 +95,8 @@ async def test_the_worker_runs_with_only_its_prod_acls(secured: LocalKafka, tmp_
 
     import msgspec
 
+    from commands.localkafka import free_port
     from sluice.envelope import RawBatch, encoder
-    from sluice.localkafka import free_port
     from tests.builders import solute_event
     from tests.processes import query_rows, spawn, wait_http
 
@@ -163,7 +163,7 @@ async def test_the_worker_runs_with_only_its_prod_acls(secured: LocalKafka, tmp_
         with pytest.raises(KafkaError):
             await read_one(keda, admin.raw_topic)
     finally:
-        from sluice.devrun import terminate
+        from commands.devrun import terminate
 
         terminate(process)
 

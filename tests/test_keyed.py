@@ -19,12 +19,13 @@ from pipeline.canonical import CanonicalEvent
 from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import Fencing, KeyedStage, Outcome, Record
 from pipeline.processor import Processor
-from pipeline.records import by_partition, partition_of, unit_route
+from pipeline.records import by_partition
 from pipeline.rows import Writes
 from pipeline.sink import EventRows, WarehouseSink
 from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse
 from sluice.envelope import DeadLetter, RawBatch, body_digest, encoder
+from sluice.routing import partition_of, unit_route
 from sluice.settings import Settings
 from tests.builders import solute_event
 from tests.test_processor import event, exposure

@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from commands.loadgen import Generator, Options, _headers
 from pipeline import native
 from sluice.envelope import RawBatch
-from sluice.loadgen import Generator, Options, _headers
 from tests.gateway_harness import harness
 
 REPO = Path(__file__).resolve().parents[1]

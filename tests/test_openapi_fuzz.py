@@ -19,9 +19,9 @@ from schemathesis import checks
 from services.gateway.app import build_app
 from services.gateway.context import Gateway
 from services.gateway.openapi import openapi_document
-from services.gateway.sink import MemorySink
 from sluice.registry import Registry, key_record, new_key
 from sluice.settings import Settings
+from tests.memory_sink import MemorySink
 
 
 def _import_all(package: Any) -> None:

@@ -15,9 +15,9 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.records import partition_of, unit_route
 from pipeline.stats import Options, VariantSums, analyze
 from sluice.envelope import DeadLetter, encoder
+from sluice.routing import partition_of, unit_route
 from sluice.settings import Settings
 from tests.builders import encode, solute_body, solute_event, traffical_event
 from tests.load import ab_test

@@ -18,11 +18,12 @@ from pipeline.items import Routed
 from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import KeyedStage, Record
 from pipeline.processor import DictStore, Processor, Stores
-from pipeline.records import by_partition, partition_of, route, split, unit_route
+from pipeline.records import by_partition, route
 from pipeline.rows import Writes
 from pipeline.rules import decide
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
+from sluice.routing import partition_of, split, unit_route
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)
 

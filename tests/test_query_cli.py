@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from commands.cli import main
+from commands.query import PIPE_FORMAT, TERMINAL_FORMAT, chosen_format
 from pipeline.warehouse import ChdbWarehouse
 from pipeline.warehouse.formats import output_format
-from sluice.cli import main
-from sluice.query import PIPE_FORMAT, TERMINAL_FORMAT, chosen_format
 
 TABLE = "   ┌─count()─┐\n1. │       1 │\n   └─────────┘\n".encode()
 ANSWERS = {
@@ -127,7 +127,7 @@ def test_the_worker_renders_both_defaults() -> None:
 
 def test_query_loads_neither_the_worker_nor_its_stream_code(worker: FakeWorker) -> None:
     program = (
-        "import sys\nfrom sluice.cli import main\n"
+        "import sys\nfrom commands.cli import main\n"
         "assert main(['query', 'SELECT count() FROM events']) == 0\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('faust', 'mode') or m == 'pipeline.worker']\n"
         "assert not loaded, loaded\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.localkafka import free_port
+from commands.localkafka import free_port
 from sluice.settings import Settings
 from tests.builders import solute_body
 from tests.processes import sluice
@@ -30,7 +30,7 @@ def listening(port: int) -> bool:
 
 def start(settings: Settings, command: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "sluice.cli", command],
+        [sys.executable, "-m", "commands.cli", command],
         env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from sluice.devrun import bootstrap_dev_org
+from commands.devrun import bootstrap_dev_org
 from sluice.settings import Settings
 from tests.builders import traffical_sdk_batch, xaiku_sdk_event
 from tests.processes import gateway_url, query_rows, running

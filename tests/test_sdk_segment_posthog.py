@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sluice.localkafka import free_port
+from commands.localkafka import free_port
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.processes import gateway_url, query_rows, running, sluice

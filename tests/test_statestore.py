@@ -115,7 +115,7 @@ async def test_commit_waits_out_a_kafka_outage(
     """The broker goes away before a commit: the commit waits until it is back, then lands. (With the
     leader still known aiokafka itself keeps trying; when a produce does fail — no leader, say —
     ``commit`` sends the whole batch again.)"""
-    from sluice.localkafka import LocalKafka, ensure_jars, free_port
+    from commands.localkafka import LocalKafka, ensure_jars, free_port
     from sluice.topics import ensure_topics
 
     request.getfixturevalue("kafka_bootstrap")  # the marker check; this test brings its own broker

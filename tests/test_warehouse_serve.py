@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from commands.cli import main
 from pipeline.warehouse.http import codec
 from pipeline.warehouse.http.engine import Outcome
 from pipeline.warehouse.http.errors import ClickHouseError
 from pipeline.warehouse.http.statement import split
 from pipeline.warehouse.serve import Engine, build_app
-from sluice.cli import main
 
 PASSWORD = "s3cret-for-tests"
 Client = TestClient[Any, Any]

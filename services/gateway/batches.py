@@ -20,7 +20,7 @@ class Sorted(msgspec.Struct):
     indexes: list[int]
     errors: list[tuple[int, str]]
     units: list[str] = []
-    """The unit of each accepted event (``pipeline.records.split`` routes by it)."""
+    """The unit of each accepted event (``sluice.routing.split`` routes by it)."""
 
     def dead_letters(
         self, raws: list[msgspec.Raw], family: str, route: str, key: ApiKey, received_at: float

@@ -13,7 +13,6 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.records import split
 from services.gateway import identity
 from services.gateway.budget import ByteBudget, OverBudget, Reservation
 from services.gateway.encoding import decode_content
@@ -23,6 +22,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.sink import Record, RecordSink, SinkUnavailable
 from sluice.envelope import DeadLetter, Family, RawBatch, body_digest, encoder
 from sluice.registry import ApiKey, KeyKind, Registry
+from sluice.routing import split
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.gateway")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from pipeline.records import partition_of
+from sluice.routing import partition_of
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
@@ -77,27 +77,8 @@ class KafkaSink:
 
 
 def by_key(key: bytes | None, partitions: list[int], available: list[int]) -> int:
-    """``crc32(key) mod partitions`` (``pipeline.records.partition_of``: the worker routes state
+    """``crc32(key) mod partitions`` (``sluice.routing.partition_of``: the worker routes state
     the same way), any available partition for a record without a key."""
     if key is None:
         return random.choice(available or partitions)
     return partitions[partition_of(key, len(partitions))]
-
-
-class MemorySink:
-    """Keeps records in a list: for unit tests of the gateway, never for integration tests."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.fail = False
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def send_all(self, records: list[Record]) -> None:
-        if self.fail:
-            raise SinkUnavailable("memory sink set to fail")
-        self.records.extend(records)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import msgspec
 
-from sluice.configcli import add_config_commands
+from commands.configcli import add_config_commands
+from commands.resultscli import add_results_commands
 from sluice.kafkaconf import kafka_security
 from sluice.registry import (
     SDK_PREFIX,
@@ -26,7 +27,6 @@ from sluice.registry import (
     read_registry,
     write_records,
 )
-from sluice.resultscli import add_results_commands
 from sluice.sealing import new_master_key, sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
@@ -156,13 +156,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.devrun import run_all
+    from commands.devrun import run_all
 
     return run_all(settings)
 
 
 def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.localkafka import LocalKafka, ensure_jars
+    from commands.localkafka import LocalKafka, ensure_jars
 
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
     broker = LocalKafka(Path(settings.home) / "kafka", ensure_jars(), port=port)
@@ -330,7 +330,7 @@ def cmd_orgs_set(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     import msgspec
 
-    from sluice.loadgen import Options, parse_mix, run
+    from commands.loadgen import Options, parse_mix, run
 
     try:
         mix = parse_mix(args.mix)
@@ -349,9 +349,9 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    from commands.query import chosen_format
     from pipeline.warehouse import WarehouseError
     from pipeline.warehouse.remote import warehouse_for_cli
-    from sluice.query import chosen_format
 
     try:
         fmt = chosen_format(args.format, sys.stdout.isatty())

@@ -24,6 +24,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from commands.localkafka import LocalKafka, ensure_jars
 from pipeline.warehouse.readonly import token_path
 from sluice.configs import (
     TrafficalBundle,
@@ -34,7 +35,6 @@ from sluice.configs import (
     load_bundle,
     load_experiments,
 )
-from sluice.localkafka import LocalKafka, ensure_jars
 from sluice.registry import key_record, new_key, read_registry, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
@@ -79,7 +79,7 @@ def example_config() -> list[tuple[bytes, bytes]]:
 def _spawn(command: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"{command}.log", "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
-        [sys.executable, "-m", "sluice.cli", command],
+        [sys.executable, "-m", "commands.cli", command],
         env={**os.environ, **settings.to_env()},
         stdout=log,
         stderr=subprocess.STDOUT,
