@@ -196,7 +196,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.worker import run_worker, run_worker_processes
+    from pipeline.process import run_worker, run_worker_processes
 
     processes = args.processes or settings.worker_processes
     if processes > 1 and not settings.clickhouse_url:

@@ -22,12 +22,10 @@ from pipeline.records import events_by_partition, people
 from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
-from sluice.envelope import DeadLetter, encoder, raw_batch_decoder
+from sluice.envelope import MAX_RECORD_BYTES, DeadLetter, encoder, raw_batch_decoder
 
 T = TypeVar("T")
 
-MAX_RECORD_BYTES = 900_000
-"""Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 MAX_STATE_VALUE = 1 << 20
 """Bytes of one state value; a larger one is not written (counted as ``state_value``). The caps in
 ``pipeline.state`` keep real values far below it; this only makes the bound a guarantee."""

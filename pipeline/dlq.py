@@ -18,28 +18,18 @@ from __future__ import annotations
 import time
 
 import msgspec
-from aiokafka import AIOKafkaProducer
 
+from pipeline.deadletters import DlqRow
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.formats import QUERY_FORMATS
 from sluice.envelope import RawBatch, body_digest, encoder
-from sluice.kafkaconf import kafka_security
+from sluice.kafkaconf import durable_producer, kafka_security
 from sluice.settings import Settings
 
 COLUMNS = "id, received_at, org_id, family, route, source, reason, payload"
+ROW_COLUMNS = ", ".join(DlqRow.__struct_fields__)
 IDENTITY_TYPES = frozenset({"identify", "group", "alias", "$identify", "$create_alias", "$groupidentify", "$set"})
 HALO_IDENTITY_ROUTES = frozenset({"/api/sdk/users/identify", "/api/sdk/companies/identify"})
-
-
-class Letter(msgspec.Struct):
-    id: str
-    org_id: str
-    family: str
-    route: str
-    payload: str
-    project_id: str
-    env: str
-    batch: str
 
 
 def list_letters(warehouse: Warehouse, org_id: str | None, limit: int, fmt: str) -> bytes:
@@ -49,7 +39,7 @@ def list_letters(warehouse: Warehouse, org_id: str | None, limit: int, fmt: str)
     return warehouse.execute(sql, QUERY_FORMATS[fmt], parameters=parameters)
 
 
-def may_change_identity(letter: Letter) -> bool:
+def may_change_identity(letter: DlqRow) -> bool:
     """Whether a letter's event may change a user (a payload that does not decode may)."""
     if letter.family in ("xaiku", "traffical"):  # their events change no user
         return False
@@ -88,20 +78,15 @@ async def replay(
     if org_id:
         conditions.append("org_id = {org:String}")
         parameters["org"] = org_id
-    sql = (
-        "SELECT id, org_id, family, route, payload, project_id, env, batch FROM dlq FINAL "
-        f"WHERE {' AND '.join(conditions)} AND family != ''"
-    )
+    sql = f"SELECT {ROW_COLUMNS} FROM dlq FINAL WHERE {' AND '.join(conditions)} AND family != ''"
     out = warehouse.execute(sql, "JSONEachRow", parameters=parameters)
-    letters = [msgspec.json.decode(line, type=Letter) for line in out.splitlines() if line]
+    letters = [msgspec.json.decode(line, type=DlqRow) for line in out.splitlines() if line]
     held = [
         letter.id for letter in letters
         if not trust_identity and letter.org_id in verified_orgs and may_change_identity(letter)
     ]  # fmt: skip
     letters = [letter for letter in letters if letter.id not in held]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_security(settings)
-    )
+    producer = durable_producer(settings.kafka_bootstrap, kafka_security(settings))
     await producer.start()
     try:
         for letter in letters:

@@ -41,7 +41,8 @@ from pipeline.retry import DEFAULT_BACKOFF, Backoff
 from pipeline.rows import Writes
 from pipeline.sink import EventRows, WarehouseSink
 from pipeline.statestore import StateStore
-from sluice.envelope import DeadLetter
+from sluice.envelope import RAW_RECORD_BYTES, DeadLetter
+from sluice.kafkaconf import durable_producer
 
 log = logging.getLogger("sluice.worker")
 
@@ -80,10 +81,9 @@ class Fencing:
         its open transaction aborted, so the committed state and offset are final."""
         producer = self.producers.get(partition)
         if producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, transactional_id=self.transactional_id(partition),
-                enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1_000_000, max_request_size=4 << 20,
-                request_timeout_ms=30_000, **self.kafka,
+            producer = durable_producer(
+                self.bootstrap, self.kafka, transactional_id=self.transactional_id(partition), linger_ms=0,
+                max_batch_size=1_000_000, max_request_size=RAW_RECORD_BYTES, request_timeout_ms=30_000,
             )  # fmt: skip
             await producer.start()
             try:

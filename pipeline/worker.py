@@ -21,67 +21,49 @@ picks its transactional producer by destination partition, so re-keying to a par
 worker does not own fails; and its per-event stream machinery was a quarter of the worker's
 time. Why one hop: the second (normalize → keyed topic → keyed stage) cost every event an
 encode, a produce, a fetch and a decode. The stages here take batches straight from aiokafka,
-which also provides the group membership and the transactions. The web port serves
-``/healthz``, ``/metrics`` and, for the embedded warehouse only this process may open,
-``POST /query``.
+which also provides the group membership and the transactions.
+
+This module is the loop and the ownership of partitions (fencing, catching up, letting go). Its
+neighbours: ``pipeline.intake`` (the consumer and a step's records), ``pipeline.keyed`` (the
+batch body), ``pipeline.deadletters`` (letters as records and as ``dlq`` rows),
+``pipeline.webport`` (health, metrics, the analysts' SQL and results) and ``pipeline.process``
+(the process entry points).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import signal
 import time
-from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import msgspec
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from prometheus_client import generate_latest
 
 from pipeline.background import keep_background_low
 from pipeline.batch import stores_on
+from pipeline.deadletters import bounded, land, reason_kind
+from pipeline.intake import Intake, group_consumer
 from pipeline.keyed import Fencing, InFlight, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
-from pipeline.results import web as results_web
 from pipeline.retry import retrying
 from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
-from pipeline.warehouse import Warehouse, WarehouseError, open_warehouse
-from pipeline.warehouse.formats import output_format
-from pipeline.warehouse.readonly import authorized, query_token, read_only
-from sluice.envelope import DeadLetter, encoder
-from sluice.kafkaconf import kafka_security
+from pipeline.warehouse import Warehouse
+from pipeline.warehouse.readonly import query_token
+from sluice.envelope import RAW_RECORD_BYTES, DeadLetter
+from sluice.kafkaconf import durable_producer, kafka_security
 from sluice.settings import Settings
-from sluice.sql import ParameterText
 
 log = logging.getLogger("sluice.worker")
 
-MAX_RECORD_BYTES = 900_000
-"""Bytes of one keyed record: under Kafka's default 1 MB message limit, whatever the raw batch."""
 FENCED_WAIT = 15.0
 """Seconds a fenced worker leaves the partition alone, waiting to learn of the rebalance."""
-MAX_TAKE_BYTES = 8 << 20
-"""Bytes of records one step takes: a backlog of raw batches (a hundred events each) must not
-become one step of a million events (memory, freshness, and the heartbeats: see
-``pipeline.keyed.YIELD_EVERY``)."""
 RESTART_PAUSE = 1.0
 """Seconds a stage waits after a failed step before it takes the same records again."""
-GC_THRESHOLD = (1_000_000, 20, 1000)
-"""The cyclic collector's thresholds in a worker process (Python's are 700, 10, 10). A step
-allocates millions of objects that die young and form no cycles; at the default the collector
-ran every few hundred events and took a fifth of the worker's CPU (bench/worker_cpu.py: 20.6 →
-17.0 µs an event), and at (200,000, 50, 1000) still 7.4 % of the main thread in a worker's
-profile: every collection fell in the middle of a batch and scanned the batch's live objects.
-Cycles are still collected, every 1,000,000 allocations instead of 700."""
 
 
 class Worker:
@@ -103,10 +85,9 @@ class Worker:
         self.keyed = KeyedStage(self.state, processor, self.sink, self.fencing, settings.keyed_topic, self.send_letters,
                                 settings.raw_topic, settings.raw_partitions)  # fmt: skip
         self.consumer = group_consumer(settings, security)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            max_request_size=4 << 20, max_batch_size=1 << 20, linger_ms=5, **security,
-        )  # fmt: skip
+        self.producer = durable_producer(
+            settings.kafka_bootstrap, security, max_request_size=RAW_RECORD_BYTES, max_batch_size=1 << 20, linger_ms=5
+        )
         self.lock = asyncio.Lock()
         """Held while a batch is in hand: a revocation waits for it (the batch commits first)."""
         self.owned: set[int] = set()
@@ -193,8 +174,8 @@ class Worker:
     async def send_letters(self, letters: list[DeadLetter]) -> None:
         """Produce dead letters (acknowledged) and count them by stage and reason."""
         for letter in letters:
-            self.metrics.dead_letters.labels(letter.source, _reason_kind(letter.reason)).inc()
-        await asyncio.gather(*(self._send(self.settings.dlq_topic, _bounded(letter)) for letter in letters))
+            self.metrics.dead_letters.labels(letter.source, reason_kind(letter.reason)).inc()
+        await asyncio.gather(*(self._send(self.settings.dlq_topic, bounded(letter)) for letter in letters))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit consumed offsets of the dead-letter stage (at least once: the ``dlq`` table keeps
@@ -409,61 +390,9 @@ class Worker:
     # --- dead letters ---------------------------------------------------------------------------
 
     async def _dead_letters(self, records: dict[TopicPartition, list[Any]]) -> None:
-        rows = [
-            row for tp, messages in records.items() for m in messages
-            if (row := _dlq_row(tp.topic, tp.partition, m.offset, m.value)) is not None
-        ]  # fmt: skip
-        if rows:
-            for row, reason in await self.sink.insert("dlq", rows):
-                log.error("the warehouse rejected a dead letter %s: %s", row.id, reason)
-                self.metrics.dead_letters.labels("dead_letters", "dropped").inc()
+        await land(self.sink, self.metrics, records)
         await self._commit({tp: messages[-1].offset + 1 for tp, messages in records.items()})
         self.metrics.progress.labels("dead_letters").set(time.time())
-
-    # --- web ------------------------------------------------------------------------------------
-
-    def web_app(self) -> web.Application:
-        app = web.Application(client_max_size=16 << 20)
-        app.router.add_get("/healthz", self._health)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_post("/query", self._query)
-        results_web.install(app, self.warehouse, self.query_token, self.settings)  # GET /results, /api/v1/experiments
-        return app
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        fetched = {}
-        for tp in self.consumer.assignment():
-            with contextlib.suppress(KafkaError, TimeoutError):  # moving, or being reset: no figure now
-                fetched[tp] = await asyncio.wait_for(self.consumer.position(tp), 1.0)
-        self.metrics.update_lag(self.consumer, fetched, transactional={self.settings.keyed_topic})
-        return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
-
-    async def _query(self, request: web.Request) -> web.Response:
-        """Read-only SQL on the embedded warehouse (``pipeline.warehouse.readonly``), for the
-        holder of the query token, never from a browser, and not at all with a server."""
-        if self.settings.clickhouse_url:
-            return web.Response(text="no SQL here: query the ClickHouse server with your own user\n", status=404)
-        if "Origin" in request.headers:
-            return web.Response(text="browsers may not query the warehouse\n", status=403)
-        if not authorized(request.headers.get("Authorization", ""), self.query_token):
-            return web.Response(text="a valid query token is required (Authorization: Bearer …)\n", status=401)
-        fmt = output_format(request.query.get("format", "tsv"))
-        if fmt is None:
-            return web.Response(text="unsupported format\n", status=400)
-        try:
-            sql = await request.text()
-            parameters = {
-                k.removeprefix("param_"): ParameterText(v) for k, v in request.query.items() if k.startswith("param_")
-            }
-            out = await asyncio.to_thread(
-                read_only, self.warehouse, sql, fmt, self.settings.query_time_limit, parameters
-            )
-        except (WarehouseError, UnicodeDecodeError) as exc:
-            return web.Response(text=str(exc) + "\n", status=400)
-        return web.Response(body=out, content_type="text/plain")
 
 
 class Tail(NamedTuple):
@@ -477,71 +406,6 @@ class Tail(NamedTuple):
     def done(self) -> bool:
         """Its write and commit have ended (their outcome is taken by ``Worker._settle``)."""
         return self.batch.task.done()
-
-
-class Intake:
-    """The consumer's records, a step's worth at a time (``take``)."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, rows: int, period: float, stopping: asyncio.Event) -> None:
-        self.consumer = consumer
-        self.rows = rows
-        """Records a step takes at most (``sink_batch_rows``)."""
-        self.period = period
-        """Seconds between steps under a live load (``sink_batch_seconds``)."""
-        self.stopping = stopping
-        self.taken_at = 0.0
-        """When the last step's records were taken."""
-
-    async def take(self) -> dict[TopicPartition, list[Any]]:
-        """The records for the next step: up to ``rows`` records or ``MAX_TAKE_BYTES``,
-        and under a live load what arrives until ``period`` after the last step was
-        taken (or at once, if that has passed); with nothing to take, whatever comes within
-        ``period``. Batches size themselves: under a backlog a step takes the most it
-        may; under a live load steps come at most once per ``period``, so their
-        fixed costs — a transaction per partition, an insert per table, the parts ClickHouse
-        then merges — stay per period, not per request, and freshness stays within a period of
-        the step's own time."""
-        now = time.monotonic()
-        fill_until = self.taken_at + self.period
-        idle_until = now + self.period
-        taken: dict[TopicPartition, list[Any]] = defaultdict(list)
-        count = size = 0
-        while not self.stopping.is_set():
-            if count >= self.rows or size >= MAX_TAKE_BYTES:
-                break
-            until = fill_until if count else idle_until
-            wait = max(0.0, until - time.monotonic())
-            fetched = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=2000)
-            if not fetched and (count or wait == 0):
-                break  # the period is over and the consumer holds nothing more: go
-            for tp, messages in fetched.items():
-                if taken[tp] and messages and messages[0].offset <= taken[tp][-1].offset:
-                    # The position moved back (a rebalance reset it to the committed offset): the
-                    # records taken so far come again; a batch must never hold a record twice.
-                    count -= len(taken[tp])
-                    size -= sum(len(m.value or b"") for m in taken[tp])
-                    taken[tp] = []
-                taken[tp] += messages
-                count += len(messages)
-                size += sum(len(m.value or b"") for m in messages)
-        self.taken_at = time.monotonic()
-        return taken
-
-
-def group_consumer(settings: Settings, security: dict[str, Any]) -> AIOKafkaConsumer:
-    """The worker's member of its consumer group (subscribed by ``Worker.run``)."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.worker_group,
-        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-        # A stopped worker's partitions move after this long (the default, 45 s, is an outage).
-        session_timeout_ms=10_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=600_000,
-        # Raw p and keyed p to one member. One assignor only: aiokafka (0.14) sends a JoinGroup per
-        # assignor it is given, the second with changed metadata, and a member that rejoins with
-        # changed metadata starts another rebalance: a group of several members can rebalance
-        # for minutes without assigning anything.
-        partition_assignment_strategy=(RangePartitionAssignor,),
-        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20, **security,
-    )  # fmt: skip
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -562,116 +426,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.worker.fenced_until.pop(tp.partition, None)
         self.worker.split_warned.clear()
         log.info("assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
-
-
-LETTER_PAYLOAD_CUT = 64 << 10
-
-
-def _bounded(letter: DeadLetter) -> bytes:
-    """A letter as a record under ``MAX_RECORD_BYTES`` (Kafka's default message limit): a larger
-    payload is kept as the text of its first 64 KiB, and the reason says so."""
-    encoded = encoder.encode(letter)
-    if len(encoded) <= MAX_RECORD_BYTES:
-        return encoded
-    text = bytes(letter.payload)[:LETTER_PAYLOAD_CUT].decode("utf-8", "replace")
-    cut = msgspec.structs.replace(
-        letter, payload=msgspec.Raw(msgspec.json.encode(text)), batch={},
-        reason=f"{letter.reason} (payload of {len(bytes(letter.payload)):,} bytes cut to its first 64 KiB)",
-    )  # fmt: skip
-    return encoder.encode(cut)
-
-
-def _reason_kind(reason: str) -> str:
-    """A dead letter's reason as a small label set for the metric."""
-    for prefix, kind in (("undecodable", "undecodable"), ("worker could not", "error"),
-                         ("warehouse rejected", "rejected"), ("event too large", "too_large")):  # fmt: skip
-        if reason.startswith(prefix):
-            return kind
-    return "invalid"
-
-
-class DlqRow(msgspec.Struct):
-    id: str
-    org_id: str
-    family: str
-    route: str
-    source: str
-    reason: str
-    payload: str
-    event_index: int | None
-    received_at: datetime
-    project_id: str
-    env: str
-    batch: str
-
-
-_letter_decoder = msgspec.json.Decoder(DeadLetter)
-
-
-def _dlq_row(topic: str, partition: int, offset: int, value: bytes) -> DlqRow | None:
-    """A letter as its ``dlq`` row; bytes that are not UTF-8 are replaced, never a reason to fail."""
-    try:
-        letter = _letter_decoder.decode(value)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        try:
-            letter = _letter_decoder.decode(value.decode("utf-8", "replace").encode())
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            log.warning("skipping an undecodable dead letter at %s:%s:%s", topic, partition, offset)
-            return None
-    try:
-        received = datetime.fromtimestamp(letter.received_at, UTC)
-    except (OverflowError, ValueError, OSError):
-        received = datetime.fromtimestamp(0, UTC)
-    return DlqRow(
-        letter.id or f"{topic}:{partition}:{offset}", letter.org_id, letter.family, letter.route, letter.source,
-        letter.reason, bytes(letter.payload).decode("utf-8", "replace"), letter.index, received,
-        letter.project_id, letter.env, encoder.encode(letter.batch).decode("utf-8", "replace"),
-    )  # fmt: skip
-
-
-async def serve(settings: Settings, warehouse: Warehouse | None = None) -> None:
-    """Run one worker until SIGINT/SIGTERM; the batch in hand commits before it leaves the group."""
-    from sluice.topics import ensure_topics
-
-    await ensure_topics(settings)
-    if warehouse is None:
-        warehouse = await asyncio.to_thread(open_warehouse, settings)
-    worker = Worker(settings, warehouse)
-    runner = web.AppRunner(worker.web_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.worker_host, settings.worker_port).start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, worker.stopping.set)
-    try:
-        await worker.run()
-    finally:
-        await runner.cleanup()
-
-
-def run_worker_processes(settings: Settings, count: int) -> None:
-    """``count`` workers, each a member of the group with its own state directory
-    (``{home}/worker-N``) and web port (``worker_port + N``); SIGTERM/SIGINT go to all of them,
-    and this returns once every one has committed and left the group."""
-    from sluice.children import supervise
-
-    shares = [
-        msgspec.structs.replace(
-            settings,
-            home=f"{settings.home}/worker-{n}",
-            worker_port=settings.worker_port + n,
-            query_token=settings.query_token or "unused: a server is configured",
-        )
-        for n in range(count)
-    ]
-    supervise(run_worker, [(share,) for share in shares], "worker")
-
-
-def run_worker(settings: Settings) -> None:
-    from sluice.logs import configure_logging
-
-    configure_logging(settings.log_level)
-    gc.set_threshold(*GC_THRESHOLD)
-    gc.freeze()  # what start-up made lives as long as the process: never scan it again
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))

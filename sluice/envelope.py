@@ -13,6 +13,13 @@ from typing import Literal
 
 import msgspec
 
+MAX_RECORD_BYTES = 900_000
+"""Bytes of a record the worker writes (keyed items, dead letters): under Kafka's default 1 MB
+message limit, which the keyed and dead-letter topics keep."""
+RAW_RECORD_BYTES = 4 << 20
+"""Bytes of a record on the raw and registry topics, which Sluice creates with this
+``max.message.bytes`` (``sluice.topics``): the gateway's producer and the worker's fetches take it."""
+
 Family = Literal["halo", "xaiku", "solute", "traffical", "segment", "posthog"]
 
 

@@ -7,8 +7,10 @@ it needs (``docs/security.md``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
 from sluice.settings import Settings
@@ -38,3 +40,13 @@ def kafka_security(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=settings.kafka_password,
         )
     return options
+
+
+def durable_producer(bootstrap: str, security: Mapping[str, Any] | None = None, **options: Any) -> AIOKafkaProducer:
+    """The one way Sluice makes a producer: ``acks=all`` and idempotent (a record is acknowledged
+    only once every in-sync replica has it, and a retried send is not written twice), logged in
+    as ``security`` says (:func:`kafka_security`); ``options`` add to or override aiokafka's (a
+    transactional id, batching, a partitioner). Made inside the running loop, which it belongs to."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **{**(security or {}), **options}
+    )

@@ -29,11 +29,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from sluice.configs import KINDS as CONFIG_KINDS
 from sluice.configs import ConfigStore
+from sluice.kafkaconf import durable_producer
 from sluice.sealing import Sealed, Sealer, SealError
 from sluice.topics import topic_partitions
 
@@ -202,7 +203,7 @@ async def write_records(
     security: Mapping[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Write records in order, each acknowledged by Kafka; a None value is a tombstone."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(security or {}))
+    producer = durable_producer(bootstrap, security)
     try:
         await producer.start()
         for key, value in records:

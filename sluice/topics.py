@@ -10,13 +10,16 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
+from sluice.envelope import RAW_RECORD_BYTES
 from sluice.kafkaconf import kafka_security
 from sluice.settings import Settings
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     return [
-        NewTopic(settings.raw_topic, settings.raw_partitions, 1, topic_configs={"max.message.bytes": str(4 << 20)}),
+        NewTopic(
+            settings.raw_topic, settings.raw_partitions, 1, topic_configs={"max.message.bytes": str(RAW_RECORD_BYTES)}
+        ),
         NewTopic(settings.keyed_topic, settings.raw_partitions, 1),
         NewTopic(
             settings.registry_topic, 1, 1,
@@ -24,7 +27,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         ),
         NewTopic(
             settings.state_topic, settings.raw_partitions, 1,
-            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(4 << 20)},
+            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(RAW_RECORD_BYTES)},
         ),
         NewTopic(settings.dlq_topic, 1, 1, topic_configs={"retention.ms": str(30 * 86400_000)}),
     ]  # fmt: skip

@@ -4,19 +4,23 @@ replay would otherwise apply an unproven identify that the gateway refused, with
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.dlq import Letter, may_change_identity, replay
+from pipeline.deadletters import DlqRow
+from pipeline.dlq import may_change_identity, replay
 from pipeline.warehouse import ChdbWarehouse
 from sluice.settings import Settings
 
 
-def letter(family: str, route: str, payload: object, batch: object = None, org: str = "acme") -> Letter:
-    return Letter(
+def letter(family: str, route: str, payload: object, batch: object = None, org: str = "acme") -> DlqRow:
+    return DlqRow(
         id=f"{family}:{route}:{msgspec.json.encode(payload).decode()}", org_id=org, family=family, route=route,
-        payload=msgspec.json.encode(payload).decode(), project_id="web", env="production",
+        source="gateway", reason="invalid", payload=msgspec.json.encode(payload).decode(), event_index=0,
+        received_at=datetime(2026, 12, 4, 10, tzinfo=UTC), project_id="web", env="production",
         batch=msgspec.json.encode(batch or {}).decode(),
     )  # fmt: skip
 
@@ -52,11 +56,7 @@ async def test_replay_holds_identity_changes_of_verifying_orgs(
 ) -> None:
     mine = [*IDENTITY[:2], NO_ONE[0]]
     other_org = letter("solute", "/api/events", {"type": "identify", "userId": "carol"}, org="other")
-    rows = [
-        {**msgspec.to_builtins(x), "reason": "invalid", "source": "gateway", "received_at": "2026-12-04 10:00:00"}
-        for x in [*mine, other_org]
-    ]
-    warehouse.insert_json("dlq", msgspec.json.encode(rows))
+    warehouse.insert_json("dlq", msgspec.json.encode([*mine, other_org]))
     done = await replay(
         kafka_settings,
         warehouse,

@@ -4,7 +4,7 @@ assignment quickly, keep it, and hold partition p of the raw and keyed topics to
 The regression: given two assignors, aiokafka 0.14 sends two JoinGroups per rejoin, the second
 with changed metadata, so every join cost two rebalances, and members that joined within
 milliseconds of each other could rebalance thousands of times a minute, assigning nothing
-(``pipeline.worker.group_consumer``)."""
+(``pipeline.intake.group_consumer``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from pipeline.worker import group_consumer
+from pipeline.intake import group_consumer
 from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.waiting import wait_until

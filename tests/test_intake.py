@@ -1,4 +1,4 @@
-"""How the worker takes its steps' records (``pipeline.worker.Intake``) from a real consumer: a
+"""How the worker takes its steps' records (``pipeline.intake.Intake``) from a real consumer: a
 backlog in full and at once, a live load once per period, nothing after a period.
 
 Time is measured only from below (a step waits at least its period: a busy machine makes that
@@ -21,7 +21,8 @@ from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import InFlight
 from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse
-from pipeline.worker import Intake, Tail, Worker
+from pipeline.intake import Intake
+from pipeline.worker import Tail, Worker
 from sluice.envelope import encoder
 from sluice.routing import partition_of, unit_route
 from sluice.settings import Settings

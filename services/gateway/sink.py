@@ -13,12 +13,11 @@ import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from sluice.envelope import RAW_RECORD_BYTES
+from sluice.kafkaconf import durable_producer
 from sluice.routing import partition_of
-
-MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 Record = tuple[str, bytes | None, bytes]
 """(topic, key, value)"""
@@ -47,17 +46,10 @@ class KafkaSink:
 
     async def start(self) -> None:
         # aiokafka objects belong to the running loop, so they are made here, not in __init__.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            compression_type=self.compression,
-            max_request_size=MAX_RECORD_BYTES,
-            request_timeout_ms=int(self.timeout * 1000),
-            partitioner=by_key,
-            **self.security,
-        )
+        self._producer = durable_producer(
+            self.bootstrap, self.security, linger_ms=2, compression_type=self.compression,
+            max_request_size=RAW_RECORD_BYTES, request_timeout_ms=int(self.timeout * 1000), partitioner=by_key,
+        )  # fmt: skip
         try:
             await self._producer.start()
         except BaseException:  # refused (credentials) or unreachable: leave nothing open
