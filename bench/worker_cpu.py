@@ -32,9 +32,9 @@ from commands.loadgen import Generator, Options, _headers  # noqa: E402
 from pipeline.batch import stores_on  # noqa: E402
 from pipeline.canonical import to_rows  # noqa: E402
 from pipeline.keyed import KeyedStage, Record  # noqa: E402
+from pipeline.process import GC_THRESHOLD  # noqa: E402
 from pipeline.processor import Processor  # noqa: E402
 from pipeline.statestore import StateStore  # noqa: E402
-from pipeline.process import GC_THRESHOLD  # noqa: E402
 from services.gateway.sink import by_key  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
 

@@ -37,12 +37,12 @@ from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from pipeline.batch import decode_keyed, decode_raw, split, take_keyed, take_raw, undecodable
 from pipeline.items import Decoded, Routed
 from pipeline.processor import Processor
-from pipeline.retry import DEFAULT_BACKOFF, Backoff
 from pipeline.rows import Writes
 from pipeline.sink import EventRows, WarehouseSink
 from pipeline.statestore import StateStore
 from sluice.envelope import RAW_RECORD_BYTES, DeadLetter
 from sluice.kafkaconf import durable_producer
+from sluice.retry import DEFAULT_BACKOFF, Backoff, retrying
 
 log = logging.getLogger("sluice.worker")
 
@@ -291,15 +291,15 @@ async def commit_partition(
     whoever owns them)."""
     if items is None:
         items = state.take([partition]).get(partition, [])
-    delays = retry.delays()
-    while True:
+    staged = items
+
+    async def attempt() -> None:
         producer = fencing.producers.get(partition)
         if producer is None:
             state.discard(partition)
             raise Lost(partition, fenced=False)
         try:
-            await state.commit(producer, partition, items, offsets, fencing.group, forward or [])
-            return
+            await state.commit(producer, partition, staged, offsets, fencing.group, forward or [])
         except ProducerFenced:
             log.warning("partition %s moved to another worker: its batch is dropped here", partition)
             await _drop(state, fencing, partition)
@@ -314,9 +314,9 @@ async def commit_partition(
             if not exc.retriable:  # the producer is unusable: start again with a fresh one
                 await _drop(state, fencing, partition)
                 raise Lost(partition, fenced=False) from exc
-            delay = delays.next()
-            log.warning("committing partition %s failed, retrying in %.1fs: %s", partition, delay, exc)
-            await asyncio.sleep(delay)
+            raise  # retriable: waited out below
+
+    await retrying(f"committing partition {partition}", attempt, (KafkaError,), retry)
 
 
 def _fenced(producer: AIOKafkaProducer) -> bool:

@@ -24,10 +24,10 @@ from typing import Any
 import msgspec
 
 from pipeline.canonical import to_rows
-from pipeline.retry import DEFAULT_BACKOFF, Backoff, retrying
 from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse, WarehouseError, WarehouseUnavailable
 from sluice.envelope import DeadLetter
+from sluice.retry import DEFAULT_BACKOFF, Backoff, retrying
 
 log = logging.getLogger("sluice.worker")
 

@@ -48,7 +48,6 @@ from pipeline.intake import Intake, group_consumer
 from pipeline.keyed import Fencing, InFlight, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
-from pipeline.retry import retrying
 from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
 from pipeline.statestore import SeenPruner, StateStore
@@ -56,6 +55,7 @@ from pipeline.warehouse import Warehouse
 from pipeline.warehouse.readonly import query_token
 from sluice.envelope import RAW_RECORD_BYTES, DeadLetter
 from sluice.kafkaconf import durable_producer, kafka_security
+from sluice.retry import retrying
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.worker")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, Topic
 
 from sluice.envelope import RAW_RECORD_BYTES
 from sluice.kafkaconf import kafka_security
+from sluice.retry import Backoff, retrying
 from sluice.settings import Settings
 
 
@@ -35,17 +35,17 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, wait: float = 30.0) -> None:
     """Create missing topics; waits up to ``wait`` seconds for the broker to be reachable."""
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
+
+    async def connected() -> AIOKafkaAdminClient:
         admin = _admin(settings.kafka_bootstrap, kafka_security(settings))
         try:
             await admin.start()
-            break
         except KafkaConnectionError:
             await admin.close()
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+            raise
+        return admin
+
+    admin = await retrying("connecting to Kafka", connected, (KafkaConnectionError,), Backoff(0.25, 2.0), within=wait)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topic_specs(settings) if t.name not in existing]

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.intake import Intake
 from pipeline.items import Routed
 from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import InFlight
 from pipeline.rows import Writes
 from pipeline.warehouse import Warehouse
-from pipeline.intake import Intake
 from pipeline.worker import Tail, Worker
 from sluice.envelope import encoder
 from sluice.routing import partition_of, unit_route

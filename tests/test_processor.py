@@ -288,8 +288,7 @@ def test_an_attribution_only_layer_exposes_nothing() -> None:
 
 def test_a_dead_letter_too_large_for_kafka_keeps_the_start_of_its_payload() -> None:
     from pipeline.deadletters import bounded as _bounded
-    from sluice.envelope import MAX_RECORD_BYTES
-    from sluice.envelope import DeadLetter
+    from sluice.envelope import MAX_RECORD_BYTES, DeadLetter
 
     big = DeadLetter(family="xaiku", route="/api/v1/analytics", org_id="acme", reason="eventName is required",
                      received_at=0.0, payload=msgspec.Raw(msgspec.json.encode({"x": "é" * 800_000})))  # fmt: skip

@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.keyed import Fencing, KeyedStage
 from pipeline.processor import Processor, Stores
-from pipeline.retry import Backoff
 from pipeline.rows import Writes
 from pipeline.statestore import StateStore
+from sluice.retry import Backoff
 from sluice.settings import Settings
 
 pytestmark = pytest.mark.kafka

@@ -34,6 +34,7 @@ from pipeline.scorecard import Request, Scorecard, scorecard
 from pipeline.warehouse import Warehouse, WarehouseError
 from sluice.configs import ConfigStore
 from sluice.kafkaconf import kafka_security
+from sluice.retry import Backoff, retrying
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.results")
@@ -180,17 +181,14 @@ async def followed_registry(bootstrap: str, topic: str, security: dict[str, obje
 
     holder: list[RegistryFollower] = []
 
+    async def started() -> RegistryFollower:
+        follower = RegistryFollower(bootstrap, topic, security=security)
+        await follower.start()
+        return follower
+
     async def start() -> None:
-        while True:
-            follower = RegistryFollower(bootstrap, topic, security=security)
-            try:
-                await follower.start()
-            except Exception as exc:  # no broker yet, or no topic: results use equal weights meanwhile
-                log.warning("results: registry not followed yet (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(5)
-                continue
-            holder.append(follower)
-            return
+        # no broker yet, or no topic: results use equal weights meanwhile
+        holder.append(await retrying("results: following the registry", started, (Exception,), Backoff(1.0, 30.0)))
 
     task = asyncio.create_task(start())
     try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
 
-log = logging.getLogger("sluice.worker")
+log = logging.getLogger("sluice.retry")
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,18 @@ DEFAULT_BACKOFF = Backoff()
 
 async def retrying(
     what: str, call: Callable[[], Awaitable[T]], retry_on: tuple[type[BaseException], ...],
-    policy: Backoff = DEFAULT_BACKOFF,
+    policy: Backoff = DEFAULT_BACKOFF, *, within: float | None = None,
 ) -> T:  # fmt: skip
-    """``await call()`` until it returns; waits out the exceptions in ``retry_on``, logging each."""
+    """``await call()`` until it returns; waits out the exceptions in ``retry_on``, logging each.
+    ``within``: seconds after which such an exception is raised instead (none: retry for ever)."""
     delays = policy.delays()
+    deadline = None if within is None else time.monotonic() + within
     while True:
         try:
             return await call()
         except retry_on as exc:
             delay = delays.next()
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
             log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
