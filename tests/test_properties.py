@@ -4,6 +4,7 @@ the normalizer turns anything into canonical events or dead letters."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import logging
 import math
@@ -20,9 +21,19 @@ from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
 from services.gateway.routes import ROUTE_FAMILY
 from sluice.envelope import RawBatch
-from tests.builders import HALO_EXAMPLE, TRAFFICAL_EXAMPLE, XAIKU_CURL_EVENTS, solute_event
+from tests.builders import (
+    HALO_EXAMPLE,
+    TRAFFICAL_EXAMPLE,
+    XAIKU_CURL_EVENTS,
+    posthog_batch,
+    posthog_event,
+    segment_batch,
+    segment_event,
+    solute_event,
+)
 from tests.gateway_harness import Harness, harness
-from tests.test_gateway_common import VALID as VALID_REQUESTS
+from tests.test_gateway_common import VALID as COMMON_REQUESTS
+from tests.test_gateway_common import Request
 
 json_scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63)
@@ -37,12 +48,15 @@ json_values = st.recursive(
 FIELDS = [
     "type", "event", "timestamp", "userId", "unitKey", "layers", "events", "batch", "event_type", "metadata",
     "eventName", "experimentId", "sessionId", "messageId", "properties", "traits", "user_id", "company_id",
+    "anonymousId", "previousId", "groupId", "context", "distinct_id", "$distinct_id", "uuid", "token", "$set",
 ]  # fmt: skip
 VALID = {
     "halo": HALO_EXAMPLE["events"][0],
     "xaiku": XAIKU_CURL_EVENTS[0],
     "solute": solute_event(),
     "traffical": TRAFFICAL_EXAMPLE["events"][0],
+    "segment": segment_event(),
+    "posthog": posthog_event(),
 }
 
 
@@ -55,7 +69,15 @@ def mutated(draw: st.DrawFn, family: str) -> dict[str, Any]:
     return event
 
 
-def body_for(path: str, events: list[Any]) -> dict[str, Any]:
+def body_for(path: str, events: list[Any], key: str) -> Any:
+    family = ROUTE_FAMILY[path]
+    if family == "posthog":  # its token in the body
+        return {"api_key": key, "batch": events, "sent_at": "2025-01-15T10:30:05Z"}
+    if family == "segment":  # the write key in the body, as analytics.js sends it
+        if path in ("/v1/batch", "/v1/b", "/v1/import"):
+            return {"writeKey": key, "batch": events, "sentAt": "2025-01-15T10:30:05Z"}
+        single = events[0] if events and isinstance(events[0], dict) else {"x": events}
+        return {**single, "writeKey": key}
     if path == "/api/events":
         return {"batch": events, "sentAt": "2025-01-15T10:30:05Z"}
     if path.startswith("/api/sdk/users") or path.startswith("/api/sdk/companies"):
@@ -108,7 +130,7 @@ def test_mutated_events_get_a_clear_answer(
     h, key = gw
     family = ROUTE_FAMILY[path]
     events = data.draw(st.lists(mutated(family) | json_values, min_size=0, max_size=5))
-    status, answer = ask(loop, h, key, path, msgspec.json.encode(body_for(path, events)))
+    status, answer = ask(loop, h, key, path, msgspec.json.encode(body_for(path, events, key)))
     check_answer(path, status, answer)
 
 
@@ -142,13 +164,16 @@ def test_garbage_bodies_get_a_clear_answer(
 def test_the_normalizer_never_raises(family: str, data: st.DataObject) -> None:
     events = data.draw(st.lists(mutated(family) | json_values, min_size=1, max_size=5))
     route = {"halo": "/api/sdk/events", "xaiku": "/api/v1/analytics", "solute": "/api/events",
-             "traffical": "/v1/events"}[family]  # fmt: skip
+             "traffical": "/v1/events", "segment": "/v1/batch", "posthog": "/batch/"}[family]  # fmt: skip
     batch = RawBatch(
         family=family, route=route, org_id="acme", project_id="p", env="e",  # type: ignore[arg-type]
         received_at=data.draw(st.floats(min_value=0, max_value=4e9)), body_digest="d",
         events=[msgspec.Raw(msgspec.json.encode(e)) for e in events], indexes=list(range(len(events))),
         sent_at=data.draw(st.none() | st.text(max_size=30)),
-        batch={"user_id": msgspec.Raw(msgspec.json.encode(data.draw(json_values)))},
+        batch={
+            name: msgspec.Raw(msgspec.json.encode(data.draw(json_values)))
+            for name in data.draw(st.sets(st.sampled_from(["user_id", "context", "integrations", "sent_at"])))
+        },
     )  # fmt: skip
     out = list(normalize(batch))
     assert len(out) == len(events)
@@ -157,6 +182,36 @@ def test_the_normalizer_never_raises(family: str, data: st.DataObject) -> None:
         if isinstance(item, CanonicalEvent):
             assert math.isfinite(item.timestamp.timestamp())
             msgspec.json.decode(item.properties)
+
+
+SEGMENT_SHORT = {"/v1/t": "track", "/v1/i": "identify", "/v1/p": "page", "/v1/s": "screen", "/v1/g": "group",
+                 "/v1/a": "alias", "/v1/b": "batch"}  # fmt: skip
+
+
+def segment_request(path: str) -> Request:
+    """Segment's call for ``path``: the write key by Basic auth (the body's ``writeKey`` also works)."""
+    kind = SEGMENT_SHORT.get(path) or path.removeprefix("/v1/")
+    basic = lambda key: {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}  # noqa: E731
+    if kind in ("batch", "import"):
+        return basic, segment_batch()
+    extra = {"groupId": "g1", "traits": {"name": "Acme"}} if kind == "group" else {}
+    extra |= {"previousId": "anon_456"} if kind == "alias" else {}
+    extra |= {"name": "Home"} if kind in ("page", "screen") else {}
+    event = segment_event(type=kind, event="Order Completed" if kind == "track" else None, **extra)
+    return basic, msgspec.json.encode({**event, "sentAt": "2025-01-15T10:30:05+00:00"})
+
+
+KEY_IN_BODY = "@@key@@"
+"""PostHog's token travels in the body (``api_key``): it stands for the key presented."""
+VALID_REQUESTS: dict[str, Request] = {
+    **COMMON_REQUESTS,
+    **{path: segment_request(path) for path, family in ROUTE_FAMILY.items() if family == "segment"},
+    **{
+        path: (lambda key: {}, posthog_batch(api_key=KEY_IN_BODY))
+        for path, family in ROUTE_FAMILY.items() if family == "posthog"
+    },
+}  # fmt: skip
+assert VALID_REQUESTS.keys() == ROUTE_FAMILY.keys()
 
 
 # --- no 5xx from any body, with or without a key, and no traceback in the log ---------------
@@ -213,6 +268,9 @@ def test_no_body_field_or_encoding_gets_a_5xx_or_a_traceback(
     presented = data.draw(st.sampled_from([None, key, "pk_unknown"]))
     if path == "/api/v1/analytics" and data.draw(st.booleans()):  # the sendBeacon form: key in the body
         body, presented = {**body, "pkey": presented or key}, None
+    if ROUTE_FAMILY[path] == "posthog":  # the token is in the body, or missing
+        body = {**body, "api_key": presented} if presented else {k: v for k, v in body.items() if k != "api_key"}
+        presented = None
     where = data.draw(st.sampled_from(places(body)))
     body = replaced(
         body,
