@@ -142,8 +142,8 @@ def test_server_backend(server_url: str) -> None:
 
 
 def test_cluster_ddl_is_generated_from_the_same_schema_and_parses(warehouse: Warehouse) -> None:
-    from pipeline.warehouse.migrations import MIGRATIONS_TABLE
     from pipeline.warehouse.cluster import for_cluster
+    from pipeline.warehouse.migrations import MIGRATIONS_TABLE
 
     statements = [MIGRATIONS_TABLE] + [s for _, _, group in migrations() for s in group]
     generated = [part for s in statements for part in for_cluster(s, "sluice")]
