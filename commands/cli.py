@@ -24,9 +24,8 @@ from sluice.registry import (
     new_key,
     org_record,
     parse_duration,
-    read_registry,
-    write_records,
 )
+from sluice.registry_topic import read_registry, write_records
 from sluice.sealing import new_master_key, sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics

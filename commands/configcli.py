@@ -29,7 +29,8 @@ from sluice.configs import (
     load_experiments,
 )
 from sluice.kafkaconf import kafka_security
-from sluice.registry import Registry, read_registry, write_records
+from sluice.registry import Registry
+from sluice.registry_topic import read_registry, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 

@@ -35,7 +35,8 @@ from sluice.configs import (
     load_bundle,
     load_experiments,
 )
-from sluice.registry import key_record, new_key, read_registry, write_records
+from sluice.registry import key_record, new_key
+from sluice.registry_topic import read_registry, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 

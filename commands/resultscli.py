@@ -19,7 +19,7 @@ import msgspec
 
 from sluice.configs import ConfigStore, SavedMetrics, metrics_key
 from sluice.kafkaconf import kafka_security
-from sluice.registry import read_registry, write_records
+from sluice.registry_topic import read_registry, write_records
 from sluice.settings import Settings
 
 KIND_CHOICES = ["conversion", "mean", "count", "ratio"]

@@ -24,7 +24,8 @@ from sluice.configs import (
     load_bundle,
     load_experiments,
 )
-from sluice.registry import Registry, RegistryFollower
+from sluice.registry import Registry
+from sluice.registry_topic import RegistryFollower
 from sluice.settings import Settings
 from tests.builders import XAIKU_EXPERIMENTS, traffical_bundle
 from tests.processes import gateway_url, running, sluice

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from commands.devrun import DEV_ENV, DEV_ORG, DEV_PROJECT, bootstrap_dev_org
-from sluice.registry import read_registry
+from sluice.registry_topic import read_registry
 from sluice.settings import Settings
 from tests.builders import traffical_sdk_batch
 from tests.gateway_harness import harness

@@ -106,7 +106,7 @@ async def test_compressed_records_read_back_unchanged(kafka_settings: Settings, 
 async def test_a_bad_registry_record_and_a_metrics_port(kafka_settings: Settings, tmp_path: Path) -> None:
     """A gateway starts and becomes ready although the registry holds a record it cannot decode,
     serves /metrics only on its metrics port, and counts the record there."""
-    from sluice.registry import write_records
+    from sluice.registry_topic import write_records
 
     await write_records(kafka_settings.kafka_bootstrap, kafka_settings.registry_topic, [(b"key:x", b"\xff")])
     mine = Settings.from_env(kafka_settings.to_env(), metrics_port=free_port())

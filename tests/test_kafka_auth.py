@@ -14,7 +14,8 @@ from aiokafka.errors import KafkaError
 from commands.localkafka import LocalKafka
 from services.gateway.sink import KafkaSink, SinkUnavailable
 from sluice.kafkaconf import kafka_security
-from sluice.registry import OrgSettings, RegistryFollower, key_record, new_key, org_record, write_records
+from sluice.registry import OrgSettings, key_record, new_key, org_record
+from sluice.registry_topic import RegistryFollower, write_records
 from sluice.settings import Settings
 from sluice.topics import ensure_topics
 from tests.processes import local_broker

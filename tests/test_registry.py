@@ -11,14 +11,13 @@ import pytest
 from sluice.registry import (
     OrgSettings,
     Registry,
-    RegistryFollower,
     hash_key,
     key_record,
     new_key,
     org_record,
     parse_duration,
-    write_records,
 )
+from sluice.registry_topic import RegistryFollower, write_records
 from sluice.settings import Settings
 
 

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from services.gateway.metrics import GatewayMetrics
-from sluice.registry import OrgSettings, Registry, RegistryFollower, org_record
+from sluice.registry import OrgSettings, Registry, org_record
+from sluice.registry_topic import RegistryFollower
 from sluice.sealing import Sealer, SealError, new_master_key
 from sluice.settings import Settings
 from tests.gateway_harness import harness

@@ -177,7 +177,7 @@ async def followed_registry(bootstrap: str, topic: str, security: dict[str, obje
 ]:  # fmt: skip
     """The registry's configs as a follower keeps them (None until it has started: Kafka may be
     down; it is tried again in the background)."""
-    from sluice.registry import RegistryFollower
+    from sluice.registry_topic import RegistryFollower
 
     holder: list[RegistryFollower] = []
 

@@ -24,7 +24,8 @@ from services.gateway.sink import KafkaSink
 from sluice.children import supervise
 from sluice.kafkaconf import kafka_security
 from sluice.logs import configure_logging
-from sluice.registry import Registry, RegistryFollower
+from sluice.registry import Registry
+from sluice.registry_topic import RegistryFollower
 from sluice.sealing import sealer_from
 from sluice.settings import Settings
 from sluice.topics import ensure_topics

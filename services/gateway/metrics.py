@@ -13,7 +13,7 @@ from sluice.metrics import base_name
 
 if TYPE_CHECKING:
     from services.gateway.budget import ByteBudget
-    from sluice.registry import RegistryFollower
+    from sluice.registry_topic import RegistryFollower
 
 
 class GatewayMetrics:
