@@ -48,9 +48,10 @@ from pipeline.intake import Intake, group_consumer
 from pipeline.keyed import Fencing, InFlight, KeyedStage, Record
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
+from pipeline.pruner import SeenPruner
 from pipeline.rows import Writes
 from pipeline.sink import WarehouseSink
-from pipeline.statestore import SeenPruner, StateStore
+from pipeline.statestore import StateStore
 from pipeline.warehouse import Warehouse
 from pipeline.warehouse.readonly import query_token
 from sluice.envelope import RAW_RECORD_BYTES, DeadLetter

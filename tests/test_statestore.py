@@ -73,8 +73,8 @@ async def test_a_value_larger_than_a_batch_goes_in_a_batch_of_its_own(kafka_sett
 
 
 async def test_the_pruner_removes_expired_dedupe_entries_everywhere(kafka_settings: Settings, tmp_path: Path) -> None:
+    from pipeline.pruner import SeenPruner
     from pipeline.state import RAW_SOURCE, Seen
-    from pipeline.statestore import SeenPruner
     from sluice.envelope import encoder
 
     now = 1_800_000_000.0
