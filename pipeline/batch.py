@@ -17,11 +17,12 @@ from pipeline.items import Decoded, Routed
 from pipeline.items import decoder as routed_decoder
 from pipeline.items import encoder as routed_encoder
 from pipeline.normalize import normalize
-from pipeline.processor import Processor, Stores, letter
+from pipeline.processor import Processor, letter
 from pipeline.records import events_by_partition, people
 from pipeline.rows import Writes
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
+from pipeline.stores import Stores
 from sluice.envelope import MAX_RECORD_BYTES, DeadLetter, encoder, raw_batch_decoder
 
 T = TypeVar("T")

@@ -22,9 +22,8 @@ Effectively once, in three rules:
 No item can stop the stage: an item that raises becomes a dead letter with the error, and the
 batch goes on; state values are bounded by the caps in ``pipeline.state``.
 
-Attribution of a track event to experiments, in order: its explicit ``attribution`` list, else
-its ``decisionId``'s recorded assignment, else the unit's current assignments, else the event's
-own ``experiment_id``/``variant_id``.
+Attribution of a track event to experiments: ``pipeline.attribution``; the stores and the layer
+that keeps a batch's changes readable until it commits: ``pipeline.stores``.
 """
 
 from __future__ import annotations
@@ -33,17 +32,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 
+from pipeline.attribution import attribute, layers_of, own_pair
 from pipeline.canonical import CanonicalEvent
 from pipeline.items import Incoming
 from pipeline.rows import AliasRow, CompanyRow, RollupRow, UnitRow, UserRow, Writes
 from pipeline.rules import assign, convert, decide, expose, join, merge_traits, plain_traits, touch
 from pipeline.state import (
     MAX_EXPERIMENTS,
-    MAX_ID,
     MAX_PAIRS,
     RAW_SOURCE,
     CompanyState,
@@ -52,6 +51,7 @@ from pipeline.state import (
     UnitState,
     UserState,
 )
+from pipeline.stores import Stores, WriteBack
 from sluice.envelope import DeadLetter
 
 T = TypeVar("T")
@@ -59,89 +59,6 @@ DAY = 86400.0
 Group = tuple[str, str, str, str, int, int, int]
 """What the rollup rows of one event share: org, project, env, event name, minute, source partition
 and offset (``Processor._group``)."""
-
-
-class Store(Protocol, Generic[T]):
-    """A keyed state store (``pipeline.statestore`` in the worker, a dict in tests)."""
-
-    def get(self, key: str) -> T | None: ...
-
-    def set_all(self, values: dict[str, tuple[T, int]]) -> list[str]:
-        """Write a batch's values, each with its key's partition (where its changelog record goes);
-        the keys of those refused (``pipeline.batch.MAX_STATE_VALUE``), which keep their old value."""
-
-
-class DictStore(Generic[T]):
-    def __init__(self) -> None:
-        self.data: dict[str, T] = {}
-
-    def get(self, key: str) -> T | None:
-        return self.data.get(key)
-
-    def set_all(self, values: dict[str, tuple[T, int]]) -> list[str]:
-        self.data.update((key, value) for key, (value, _) in values.items())
-        return []
-
-
-@dataclass
-class Stores:
-    seen: Store[Seen]
-    units: Store[UnitState]
-    users: Store[UserState]
-    companies: Store[CompanyState]
-
-    @classmethod
-    def in_memory(cls) -> Stores:
-        return cls(DictStore(), DictStore(), DictStore(), DictStore())
-
-
-class WriteBack(Generic[T]):
-    """A batch's view of a store: reads go through, writes stay here until ``flush``, which
-    stages each touched key once (one changelog record per key per batch, not per event).
-
-    What a batch flushed stays readable as a layer until its commit has ended (``release``):
-    the next batch is processed while this one commits (``pipeline.worker``), and must see its
-    state, which the store has not applied yet."""
-
-    def __init__(self, store: Store[T]) -> None:
-        self.store = store
-        self.dirty: dict[str, tuple[T, int]] = {}
-        self.layers: list[dict[str, tuple[T, int]]] = []
-        """What batches flushed and have not finished committing, oldest first."""
-
-    def get(self, key: str) -> T | None:
-        held = self.dirty.get(key)
-        if held is None:
-            for layer in reversed(self.layers):
-                held = layer.get(key)
-                if held is not None:
-                    break
-            else:
-                return self.store.get(key)
-        return held[0]
-
-    def put(self, key: str, value: T, partition: int) -> None:
-        self.dirty[key] = (value, partition)
-
-    def flush(self) -> dict[str, tuple[T, int]]:
-        layer, self.dirty = self.dirty, {}
-        for refused in self.store.set_all(layer):
-            del layer[refused]  # not written: what the store holds stays the value
-        self.layers.append(layer)
-        return layer
-
-    def release(self, layer: dict[str, tuple[T, int]]) -> None:
-        self.layers = [held for held in self.layers if held is not layer]
-
-    def forget(self, partition: int) -> None:
-        """Drop what is staged for ``partition`` (let go: its state is read anew from the store)."""
-        self.dirty = {key: held for key, held in self.dirty.items() if held[1] != partition}
-        for layer in self.layers:
-            for key in [key for key, held in layer.items() if held[1] == partition]:
-                del layer[key]
-
-
-# --- processing ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -292,7 +209,7 @@ class Processor:
             layers = properties.get("layers")
             if isinstance(layers, list) and len(layers) > MAX_PAIRS:
                 writes.capped["pairs"] += len(layers) - MAX_PAIRS
-            touched = self._tracked(unit, _layers(properties) or _own_pair(event), writes)
+            touched = self._tracked(unit, layers_of(properties) or own_pair(event), writes)
             if event.decision_id and touched:
                 changed = decide(unit, event.decision_id, touched) or changed
             for experiment, variant in touched:
@@ -381,46 +298,6 @@ class Processor:
                 source_topic=topic, source_partition=partition, source_offset=offset,
             )  # fmt: skip
         return row
-
-
-def attribute(event: CanonicalEvent, unit: UnitState, properties: dict[str, Any]) -> list[tuple[str, str]]:
-    """The (experiment, variant) pairs a track event counts for (see the module docstring)."""
-    explicit = properties.get("attribution")
-    if isinstance(explicit, list):
-        pairs = _pairs(explicit)
-        if pairs:
-            return pairs
-    if event.decision_id and event.decision_id in unit.decisions:
-        return [tuple(p) for p in unit.decisions[event.decision_id]]  # type: ignore[misc]
-    if unit.experiments:
-        return sorted((experiment, a.variant) for experiment, a in unit.experiments.items())
-    return _own_pair(event)
-
-
-def _pairs(items: list[Any]) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        if isinstance(item, dict):
-            experiment = item.get("policyId") or item.get("experimentId")
-            variant = item.get("allocationName") or item.get("variantId")
-            if isinstance(experiment, str) and isinstance(variant, str) and experiment:
-                out.append((experiment[:MAX_ID], variant[:MAX_ID]))
-                if len(out) == MAX_PAIRS:
-                    break
-    return out
-
-
-def _layers(properties: dict[str, Any]) -> list[tuple[str, str]]:
-    """The pairs an exposure or decision names: its allocated layers, but not those js-client
-    marks ``attributionOnly`` (listed so tracks can be attributed, never shown to the unit)."""
-    layers = properties.get("layers")
-    if not isinstance(layers, list):
-        return []
-    return _pairs([layer for layer in layers if not (isinstance(layer, dict) and layer.get("attributionOnly"))])
-
-
-def _own_pair(event: CanonicalEvent) -> list[tuple[str, str]]:
-    return [(event.experiment_id[:MAX_ID], event.variant_id[:MAX_ID])] if event.experiment_id else []
 
 
 def _unit_row(event: CanonicalEvent, experiment: str, unit: UnitState, version: int) -> UnitRow:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from pipeline.attribution import layers_of as _layers
 from pipeline.canonical import CanonicalEvent
 from pipeline.normalize import Invalid, normalize
-from pipeline.processor import _layers
 from sluice.envelope import RawBatch, body_digest, derived_message_id
 from tests.builders import (
     ALLOCATED_LAYER,

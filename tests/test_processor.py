@@ -17,12 +17,13 @@ from pipeline.canonical import CanonicalEvent
 from pipeline.items import Routed
 from pipeline.items import encoder as routed_encoder
 from pipeline.keyed import KeyedStage, Record
-from pipeline.processor import DictStore, Processor, Stores
+from pipeline.processor import Processor
 from pipeline.records import by_partition, route
 from pipeline.rows import Writes
 from pipeline.rules import decide
 from pipeline.state import CompanyState, Seen, UnitState, UserState
 from pipeline.statestore import StateStore
+from pipeline.stores import DictStore, Stores
 from sluice.routing import partition_of, split, unit_route
 
 T0 = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)

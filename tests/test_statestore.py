@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.keyed import Fencing, KeyedStage
-from pipeline.processor import Processor, Stores
+from pipeline.processor import Processor
 from pipeline.rows import Writes
 from pipeline.statestore import StateStore
+from pipeline.stores import Stores
 from sluice.retry import Backoff
 from sluice.settings import Settings
 
