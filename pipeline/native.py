@@ -48,6 +48,8 @@ MODULES = (
     "pipeline.normalize.traffical",
     "pipeline.normalize.xaiku",
     "pipeline.processor",
+    "pipeline.stores",
+    "pipeline.attribution",
     "pipeline.records",
     "pipeline.rules",
     "pipeline.batch",
@@ -93,13 +95,16 @@ def _imported(module: str) -> set[str]:
 
 def fresh() -> bool:
     """The compiled modules beside the sources were built from them, by this interpreter. The
-    stamp names the modules it hashed: a module that imports another since has changed itself."""
+    stamp names the modules it hashed: a module that imports another since has changed itself.
+    A module named in :data:`MODULES` since the build (it was hashed as an import) has no
+    compiled form yet: not fresh."""
     try:
         digest, *modules = STAMP.read_text().split()
     except (OSError, ValueError):
         return False
     try:
-        return set(MODULES) <= set(modules) and digest == fingerprint(modules)
+        built = all(any(source(module).parent.glob(f"{source(module).stem}.*.so")) for module in MODULES)
+        return built and set(MODULES) <= set(modules) and digest == fingerprint(modules)
     except OSError:  # a module it names is gone
         return False
 
