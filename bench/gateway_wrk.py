@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import bench_key, bench_settings, fresh_broker, start, wait_http, wrk_points  # noqa: E402
+from harness import bench_key, bench_settings, fresh_broker, start, wait_http  # noqa: E402
+from loads import wrk_points  # noqa: E402
 
 from sluice.settings import Settings  # noqa: E402
 

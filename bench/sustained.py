@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import bench_key, bench_settings, fresh_broker, start, sustained, wait_http  # noqa: E402
+from harness import bench_key, bench_settings, fresh_broker, start, wait_http  # noqa: E402
+from steady import sustained  # noqa: E402
 
 
 def main(rates: list[float]) -> dict[str, object]:

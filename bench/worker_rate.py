@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from run import bench_key, bench_settings, drain, fill, fresh_broker, start, stop, wait_http  # noqa: E402
+from harness import bench_key, bench_settings, drain, fresh_broker, start, stop, wait_http  # noqa: E402
+from loads import fill  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
 
