@@ -49,10 +49,11 @@ UNATTRIBUTED = (
 """The org's tracks attributed to no experiment at all since the experiment's first exposure."""
 
 _VALUE = (
-    "if(JSONType(properties, 'value') IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, 'value'), "
-    "if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
+    "ifNull(value, if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
     "JSONExtractFloat(properties, {value_property:String}), 0.))"
 )
+"""A track's value in ``tracks_by_unit``: its ``value`` property (kept when numeric), else the
+configured value property, read from the properties kept for that case, else 0."""
 
 _EVENT = "({event:String} = '' OR event = {event:String})"
 
@@ -119,7 +120,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     x = metric_x(kind)
     kept = "notEmpty(conversions) OR variants_seen > 1"
     window = (
-        f"org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
+        f"org_id = {{org:String}} AND {_EVENT} "
         "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
         "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC')"
     )
@@ -127,7 +128,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     if cuped:
         # by a hash of the key: a set of numbers is probed at about twice the speed of one of strings
         # (measured at 10 M units), and a collision only lets one more unit through the filter
-        kept += f" OR cityHash64(unit_key) IN (SELECT cityHash64(unit_key) FROM events WHERE {window})"
+        kept += f" OR cityHash64(unit_key) IN (SELECT cityHash64(unit_key) FROM tracks_by_unit WHERE {window})"
     d = "toFloat64(event_counts[{denominator:String}])" if kind == "ratio" else "0."
     units = (
         f"SELECT variant_id, {_UNIT} AS unit, variants_seen, conversions, first_exposed_at IS NOT NULL AS exposed, "
@@ -138,8 +139,8 @@ def sums(kind: Kind, cuped: bool) -> str:
     source = f"({units}) AS u"
     if cuped:
         pre = (
-            f"SELECT {_UNIT} AS unit, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), "
-            f"{_VALUE})) AS pre FROM events WHERE {window} GROUP BY unit"
+            f"SELECT {_UNIT} AS unit, groupUniqArray((message_hash, toUnixTimestamp64Milli(timestamp), "
+            f"{_VALUE})) AS pre FROM tracks_by_unit WHERE {window} GROUP BY unit"
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit = e.unit"
     per_unit = (
