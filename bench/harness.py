@@ -36,6 +36,8 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 
 
 WORKER_EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
+IDENTIFIED_USERS = 20_000
+"""Users of the identified phase (issue 25: 600,000 tracks from 20,000 users)."""
 
 
 PROFILE_SECONDS = 20

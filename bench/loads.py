@@ -175,10 +175,15 @@ async def gateway_points(settings: Settings, key: str) -> list[Point]:
     return points
 
 
-async def fill(settings: Settings, key: str, events: int, duplicate_rate: float = 0.0) -> int:
+async def fill(
+    settings: Settings, key: str, events: int, duplicate_rate: float = 0.0, identified_users: int = 0
+) -> int:
+    """Load the raw topic with ``events`` events through the gateway: the four families' mix, or
+    identified users' Solute tracks (``commands.loadgen.Options.identified_users``)."""
     options = Options(
         url=f"http://127.0.0.1:{settings.gateway_port}", key=key, org="bench", batch_size=100,
         rate=0.0, duration=600, connections=32, seed=99, progress=False, duplicate_rate=duplicate_rate,
+        identified_users=identified_users,
     )  # fmt: skip
     task = asyncio.create_task(run(options))
     # stop once enough is in (the generator honours its own duration; cancel it early)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from harness import (  # noqa: E402
     DEDUPE_IDS,
+    IDENTIFIED_USERS,
     PROFILE_SECONDS,
     WORKER_EVENTS,
     assigned_partitions,
@@ -106,6 +107,8 @@ def main() -> None:
         results["worker_partitions"] = assigned_partitions(mine)
         results["worker_rss"] = peak_rss_mb(worker.pid)
         stop(worker)
+        print("worker throughput, identified users …", flush=True)
+        results["identified"] = identified_rate(work / "identified", broker.bootstrap)
         print("two worker processes, one group …", flush=True)
         results["two_workers"] = two_workers(mine, work, filled)
         worker = start(mine, "worker", work / "worker.log")
@@ -135,6 +138,28 @@ def main() -> None:
     print("experiment results over 10 M exposed units …", flush=True)  # alone: Kafka and the rest are stopped
     results["results_query"] = results_query()
     write_report(results)
+
+
+def identified_rate(work: Path, bootstrap: str) -> dict[str, float]:
+    """One worker process on identified traffic: ``IDENTIFIED_USERS`` users' Solute tracks with
+    userId, anonymousId, properties and context, 5 % of the batches retried, preloaded through the
+    gateway, then drained alone (as the mix's phase does)."""
+    settings = bench_settings(work, bootstrap, "id.")
+    key = bench_key(settings)
+    gateway = start(settings, "gateway", work / "gateway.log")
+    try:
+        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
+        filled = asyncio.run(fill(settings, key, WORKER_EVENTS, 0.05, identified_users=IDENTIFIED_USERS))
+    finally:
+        stop(gateway)
+    started = time.monotonic()
+    worker = start(settings, "worker", work / "worker.log")
+    try:
+        wait_http(f"{settings.worker_url}/healthz", 120)
+        seconds, _rows, steady = drain(settings, started)
+    finally:
+        stop(worker)
+    return {"events": filled, "seconds": seconds, "events_per_s": filled / seconds, "steady_rows_per_s": steady}
 
 
 def results_query() -> dict[str, Any]:

@@ -5,7 +5,9 @@ A fresh broker and a gateway; ``BENCH_WORKER_EVENTS`` events of the four familie
 duplicates are loaded into the raw topic through the gateway; the gateway stops; then one worker
 starts and works through them. Prints one JSON line: events, seconds from start to the last row,
 the rate with start-up, the steady rate (first row to last) and, with ``--profile``, the top of
-a py-spy profile of the worker. Usage: ``python bench/worker_rate.py [--profile]``.
+a py-spy profile of the worker. ``--identified N``: identified users' traffic instead of the mix
+(Solute tracks of N users with ``userId``, ``anonymousId``, properties and context; 5 % of the
+batches retried whole). Usage: ``python bench/worker_rate.py [--profile] [--identified 20000]``.
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ def profile_top(path: Path, limit: int = 25) -> list[tuple[str, float]]:
     return [(frame, round(100 * n / max(total, 1), 1)) for frame, n in own.most_common(limit)]
 
 
-def main(profile: bool) -> dict[str, object]:
+def main(profile: bool, identified_users: int = 0) -> dict[str, object]:
     with fresh_broker("sluice-worker-bench-") as (work, broker, processes):
         settings = bench_settings(work, broker.bootstrap, "wk.")
         key = bench_key(settings)
         gateway = start(settings, "gateway", work / "gateway.log")
         processes.append(gateway)
         wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
-        filled = asyncio.run(fill(settings, key, EVENTS, duplicate_rate=0.05))
+        filled = asyncio.run(fill(settings, key, EVENTS, duplicate_rate=0.05, identified_users=identified_users))
         stop(gateway)
         started = time.monotonic()
         worker = start(settings, "worker", work / "worker.log")
@@ -74,4 +76,5 @@ def main(profile: bool) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main("--profile" in sys.argv)))
+    users = int(sys.argv[sys.argv.index("--identified") + 1]) if "--identified" in sys.argv else 0
+    print(json.dumps(main("--profile" in sys.argv, users)))

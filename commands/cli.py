@@ -140,6 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--invalid-rate", type=float, default=0.0)
     loadgen.add_argument("--rate", type=float, default=0.0, help="events/s to offer; 0: as fast as answered")
     loadgen.add_argument("--duration", type=float, default=10.0, help="seconds")
+    loadgen.add_argument(
+        "--identified-users", type=int, default=0,
+        help="identified traffic: Solute tracks of this many users (--duplicate-rate: batches retried)",
+    )  # fmt: skip
     loadgen.add_argument("--connections", type=int, default=32)
     loadgen.add_argument("--seed", type=int, default=1)
     loadgen.add_argument("--truth", type=Path, help="write every acknowledged message id here")
@@ -340,7 +344,7 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
         url=(args.url or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/"), key=args.key,
         org=args.org, mix=mix, batch_size=args.batch_size, duplicate_rate=args.duplicate_rate,
         invalid_rate=args.invalid_rate, rate=args.rate, duration=args.duration, connections=args.connections,
-        seed=args.seed, truth=args.truth, progress=sys.stderr.isatty(),
+        seed=args.seed, truth=args.truth, progress=sys.stderr.isatty(), identified_users=args.identified_users,
     )  # fmt: skip
     result = asyncio.run(run(options))
     print(msgspec.json.encode(result.summary()).decode())

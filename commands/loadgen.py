@@ -47,6 +47,11 @@ class Options:
     seed: int = 1
     truth: Path | None = None
     progress: bool = True
+    identified_users: int = 0
+    """Above 0: identified traffic instead of the mix — every request a Solute batch of tracks from
+    users among this many, each with ``userId`` and ``anonymousId``, properties and context as in
+    the README's example; ``duplicate_rate`` is then the share of requests sent again whole (an
+    SDK retrying a batch whose answer it lost)."""
 
 
 @dataclass
@@ -85,6 +90,7 @@ class Generator:
         self.rng = random.Random(options.seed)
         self.counter = itertools.count()
         self.sent: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}  # earlier events, to resend
+        self.last: tuple[str, str, bytes, Callable[[int], list[str]]] | None = None
 
     def _event(self, family: str, unit: str) -> dict[str, Any]:
         n = next(self.counter)
@@ -106,8 +112,30 @@ class Generator:
     def _invalid(self, family: str) -> dict[str, Any]:
         return {"solute": {"type": "launch"}, "traffical": {"type": "exposure"}}.get(family, {})
 
+    def identified(self) -> tuple[str, str, bytes, Callable[[int], list[str]]]:
+        """A request of identified traffic (``Options.identified_users``), or the last one again."""
+        if self.last is not None and self.rng.random() < self.o.duplicate_rate:
+            return self.last
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        events = []
+        for _ in range(self.o.batch_size):
+            n, user = next(self.counter), self.rng.randrange(self.o.identified_users)
+            events.append({
+                "type": "track", "event": "Button Clicked", "messageId": f"id-{self.o.seed}-{n}",
+                "userId": f"user_{user}", "anonymousId": f"anon_{user}", "timestamp": now,
+                "properties": {"button_id": "cta-signup", "page": "/homepage", "n": n},
+                "context": {"page": {"path": "/homepage", "url": "https://example.com/homepage"},
+                            "library": {"name": "@solute-ai/sdk", "version": "0.1.2"}, "sessionId": f"s_{user}"},
+            })  # fmt: skip
+        ids = [str(event["messageId"]) for event in events]
+        raw = msgspec.json.encode({"batch": events, "sentAt": _now()})
+        self.last = ("solute", PATHS["solute"], raw, lambda status: ids if status == 200 else [])
+        return self.last
+
     def request(self) -> tuple[str, str, bytes, Callable[[int], list[str]]]:
         """(family, path, body, ids-of-accepted-events given the answer's status)."""
+        if self.o.identified_users:
+            return self.identified()
         family = self.rng.choices(list(self.o.mix), weights=list(self.o.mix.values()))[0]
         events = []
         has_own_ids = family in ("solute", "traffical")
