@@ -34,6 +34,15 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if zone is None else moment.astimezone(UTC)
 
 
+def representable(sent: datetime | None) -> datetime | None:
+    """A client's ``sentAt`` in UTC for its column, or None when it does not fit one (a zone
+    offset at the edge of the datetime range): skew correction has ignored it already."""
+    try:
+        return utc(sent) if sent is not None else None
+    except OverflowError:
+        return None
+
+
 def parse_time(text: object) -> datetime | None:
     """An ISO 8601 string as a datetime (naive means UTC), or None when it is not one."""
     if not isinstance(text, str):

@@ -33,9 +33,9 @@ from pipeline.normalize.common import (
     extras,
     parse_time,
     received,
+    representable,
     skew,
     text,
-    utc,
 )  # fmt: skip
 from sluice.envelope import RawBatch, body_digest, derived_message_id
 from sluice.wire.posthog import PostHogEvent, as_text, check, distinct_id, event_decoder, name_of
@@ -68,7 +68,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             message_id=own_id, family="posthog", type=KINDS.get(name, "track"), event=name,
             user_id=distinct if person else "", anonymous_id="" if person else distinct, unit_key=distinct,
             session_id=text(properties.get("$session_id"), SESSION_ID_MAX),
-            timestamp=arrived, received_at=arrived, sent_at=_representable(sent),
+            timestamp=arrived, received_at=arrived, sent_at=representable(sent),
             page_url=text(properties.get("$current_url"), 2000),
         )  # fmt: skip
         row.timestamp, row.original_timestamp = _time(event, properties, arrived, shift)
@@ -123,10 +123,3 @@ def _time(event: PostHogEvent, properties: dict[str, Any], arrived: datetime, sh
 
 def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _representable(sent: datetime | None) -> datetime | None:
-    try:
-        return utc(sent) if sent is not None else None
-    except OverflowError:
-        return None

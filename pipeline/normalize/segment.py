@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from pipeline.canonical import CanonicalEvent, Invalid
@@ -30,9 +29,9 @@ from pipeline.normalize.common import (
     message_id,
     parse_time,
     received,
+    representable,
     skew,
     text,
-    utc,
 )  # fmt: skip
 from sluice.envelope import RawBatch
 from sluice.wire.segment import EXPERIMENT_VIEWED, SegmentEvent, check, kind_of, text_id, unit_of
@@ -81,7 +80,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             timestamp=timestamp,
             original_timestamp=replaced,
             received_at=arrived,
-            sent_at=_representable(sent),
+            sent_at=representable(sent),
             properties=as_json(properties),
             context=as_json(context),
             traits=as_json(traits),
@@ -113,10 +112,3 @@ def _batch_object(batch: RawBatch, name: str) -> dict[str, Any]:
     raw = batch.batch.get(name)
     value = JSON.decode(raw) if raw is not None else None
     return value if isinstance(value, dict) else {}
-
-
-def _representable(sent: datetime | None) -> datetime | None:
-    try:
-        return utc(sent) if sent is not None else None
-    except OverflowError:
-        return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 from pipeline.canonical import CanonicalEvent, Invalid
 from pipeline.normalize.common import (
@@ -15,9 +14,9 @@ from pipeline.normalize.common import (
     message_id,
     parse_time,
     received,
+    representable,
     skew,
     text,
-    utc,
 )  # fmt: skip
 from sluice.envelope import RawBatch
 from sluice.wire.solute import SoluteEvent, check, unit_of
@@ -58,7 +57,7 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             timestamp=timestamp,
             original_timestamp=original,
             received_at=arrived,
-            sent_at=_representable(sent),
+            sent_at=representable(sent),
             properties=as_json(properties),
             context=as_json(context),
             traits=as_json(event.traits),
@@ -66,12 +65,3 @@ def normalize(batch: RawBatch) -> Iterator[CanonicalEvent | Invalid]:
             group_id=event.groupId or "",
             previous_id=event.previousId or "",
         )
-
-
-def _representable(sent: datetime | None) -> datetime | None:
-    """``sentAt`` in UTC for its column, or None when it does not fit one (it stays in the DLQ-free
-    event as context is not needed: skew correction already ignored it)."""
-    try:
-        return utc(sent) if sent is not None else None
-    except OverflowError:
-        return None
