@@ -81,17 +81,26 @@ class Gateway:
         return key
 
     async def read_body(self, request: web.Request, family: str, limit: int | None = None, why: str = "") -> bytes:
-        """The whole body, valid UTF-8; 413 (before reading, when the length says so) if over
-        ``limit`` (default: the body limit; ``why`` explains a lower one), 408 if too slow, 503 if
-        the process holds too many request bytes already, 400 if it cannot be decoded
-        (``Content-Encoding``) or is not UTF-8. Bytes are reserved in the in-flight budget as they
-        arrive, never as declared (:mod:`services.gateway.budget`)."""
+        """The whole body (:meth:`read_bytes`), valid UTF-8: JSON is UTF-8, and a field that is not
+        cannot reach a decoder or Kafka (400)."""
+        body = await self.read_bytes(request, family, limit, why)
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            raise GatewayError(400, "Request body must be UTF-8 encoded JSON") from None
+        return body
+
+    async def read_bytes(self, request: web.Request, family: str, limit: int | None = None, why: str = "") -> bytes:
+        """The whole body, less its ``Content-Encoding``; 413 (before reading, when the length
+        says so) if over ``limit`` (default: the body limit; ``why`` explains a lower one), 408 if
+        too slow, 503 if the process holds too many request bytes already, 400 if it cannot be
+        decoded. Bytes are reserved in the in-flight budget as they arrive, never as declared
+        (:mod:`services.gateway.budget`), and what they decode to as well."""
         limit = self.settings.max_body_bytes if limit is None else limit
         too_large = f"Request body too large (max {limit} bytes{why})"
         declared = request.content_length
         if declared is not None and declared > limit:
             raise GatewayError(413, too_large)
-        reservation = request[RESERVATION]
         chunks: list[bytes] = []
         size = 0
         try:
@@ -100,7 +109,7 @@ class Gateway:
                     size += len(chunk)
                     if size > limit:
                         raise GatewayError(413, too_large)
-                    _reserve(reservation, size)
+                    reserve(request, size)
                     chunks.append(chunk)
         except TimeoutError:
             raise GatewayError(408, f"Request body not received within {self.settings.client_timeout:g}s") from None
@@ -111,11 +120,7 @@ class Gateway:
         body = b"".join(chunks)
         if encoding := request.headers.get("Content-Encoding"):
             body = decode_content(body, encoding, limit)
-            _reserve(reservation, size + len(body))
-        try:
-            body.decode()  # JSON is UTF-8; a field that is not cannot reach a decoder or Kafka
-        except UnicodeDecodeError:
-            raise GatewayError(400, "Request body must be UTF-8 encoded JSON") from None
+            reserve(request, size + len(body))
         return body
 
     def verify_identity(self, key: ApiKey, user_id: str | None, token: str | None) -> None:
@@ -163,9 +168,11 @@ GATEWAY = web.AppKey("gateway", Gateway)
 RESERVATION = web.RequestKey("reservation", Reservation)
 
 
-def _reserve(reservation: Reservation, total: int) -> None:
+def reserve(request: web.Request, total: int) -> None:
+    """Hold ``total`` bytes of this request (as read, and what they decoded to) in the in-flight
+    budget; 503 over it."""
     try:
-        reservation.grow(total)
+        request[RESERVATION].grow(total)
     except OverBudget:  # counted (sluice_gateway_inflight_refusals_total), not logged: an attack would flood the log
         raise unavailable("Too many requests in flight; retry later") from None
 

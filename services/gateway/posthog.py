@@ -26,9 +26,9 @@ import msgspec
 from aiohttp import web
 
 from services.gateway.batches import decode_body
-from services.gateway.context import gateway_of
+from services.gateway.context import gateway_of, reserve
 from services.gateway.errors import GatewayError, json_response
-from services.gateway.posthog_body import hold, payload, read_bytes
+from services.gateway.posthog_body import payload
 from sluice.envelope import Family
 from sluice.wire import posthog
 
@@ -63,10 +63,10 @@ FLAGS = {
 async def capture(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     query = request.query
-    body = await read_bytes(gateway, request, FAMILY) if request.method == "POST" else b""
+    body = await gateway.read_bytes(request, FAMILY) if request.method == "POST" else b""
     text = payload(body, query, request.content_type, gateway.settings.max_body_bytes)
     if text is not body:
-        hold(request, len(body) + len(text))  # the decompressed payload is held too
+        reserve(request, len(body) + len(text))  # the decompressed payload is held too
     parsed = decode_body(posthog.body_decoder, text, "an event, an array of events or {batch: [...]}")
     if isinstance(parsed, list):
         raws, token, sent_at = parsed, None, None

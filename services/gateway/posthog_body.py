@@ -9,64 +9,17 @@ anything that inflates past the body limit a 413.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import zlib
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from aiohttp import web
-
-from services.gateway.budget import OverBudget
-from services.gateway.context import RESERVATION, Gateway
-from services.gateway.encoding import decode_content
-from services.gateway.errors import GatewayError, unavailable
+from services.gateway.errors import GatewayError
 from services.gateway.lzstring import LzError, decompress_from_base64
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 FORM = "application/x-www-form-urlencoded"
-
-
-async def read_bytes(gateway: Gateway, request: web.Request, family: str) -> bytes:
-    """The body as sent (less its ``Content-Encoding``), bounded like ``Gateway.read_body``: 413
-    over the body limit, 408 too slow, 503 over the in-flight budget. Not checked as UTF-8: a
-    posthog-js body is gzip."""
-    limit = gateway.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise GatewayError(413, f"Request body too large (max {limit} bytes)")
-    reservation = request[RESERVATION]
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(gateway.settings.client_timeout):
-            async for chunk in request.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    raise GatewayError(413, f"Request body too large (max {limit} bytes)")
-                reservation.grow(size)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise GatewayError(408, f"Request body not received within {gateway.settings.client_timeout:g}s") from None
-    except web.RequestPayloadError:
-        request.content.feed_eof()
-        raise GatewayError(400, "Request body could not be read", close=True) from None
-    except OverBudget:
-        raise unavailable("Too many requests in flight; retry later") from None
-    gateway.metrics.body_bytes.labels(family).observe(size)
-    body = b"".join(chunks)
-    if encoding := request.headers.get("Content-Encoding"):
-        body = decode_content(body, encoding, limit)
-        hold(request, size + len(body))
-    return body
-
-
-def hold(request: web.Request, total: int) -> None:
-    """Count ``total`` bytes (the body as read and what it decoded to) against the in-flight budget."""
-    try:
-        request[RESERVATION].grow(total)
-    except OverBudget:
-        raise unavailable("Too many requests in flight; retry later") from None
 
 
 def payload(body: bytes, query: Mapping[str, str], content_type: str, limit: int) -> bytes:
