@@ -184,24 +184,6 @@ def _cuped_d_sum(warehouse: Warehouse, kind: str) -> list[float]:
     return [per.get("control", 0.0), per.get("treatment", 0.0)]
 
 
-@pytest.mark.parametrize("kind", ["conversion", "mean", "count"])
-def test_the_covariate_of_a_warehouse_upgraded_with_tracks_already_in_events(warehouse: Warehouse, kind: str) -> None:
-    """Migration 0006 backfills ``tracks_by_unit`` from the tracks already in ``events`` (and the
-    view adds those inserted later): the covariate is the same as from a new warehouse's."""
-    from pipeline.warehouse import migrate
-
-    for statement in ("DROP VIEW tracks_by_unit_mv", "DROP TABLE tracks_by_unit",
-                      "DELETE FROM schema_migrations WHERE version = 6"):  # fmt: skip
-        warehouse.execute(statement)
-    fill(warehouse)  # into events only: no view yet
-    assert migrate(warehouse) == [6]
-    want = [truth(kind, True, variant).d_sum for variant in ("control", "treatment")]
-    assert _cuped_d_sum(warehouse, kind) == pytest.approx(want) and want != [0.0, 0.0]
-    card = scorecard(warehouse, "acme", "exp", Request(Metric("purchase", kind), cuped=True))  # type: ignore[arg-type]
-    expected = analyze(truth(kind, True, "control"), [truth(kind, True, "treatment")], Options(kind=kind, cuped=True))  # type: ignore[arg-type]
-    assert card is not None and card.variants[1].mean == pytest.approx(expected.variants[1].mean)
-
-
 def test_a_late_track_in_a_units_window_counts_once_replayed_or_not(warehouse: Warehouse) -> None:
     """A track that reaches the warehouse after the unit's first exposure (a late SDK flush) but
     whose time is in its pre-window is in the covariate at the next read; its replayed copies
@@ -217,22 +199,3 @@ def test_a_late_track_in_a_units_window_counts_once_replayed_or_not(warehouse: W
     for _ in range(3):  # the record, then two replays of it
         warehouse.insert_json("events", msgspec.json.encode([late]))
         assert _cuped_d_sum(warehouse, "mean") == pytest.approx([before[0], before[1] + 11.5])
-
-
-def test_the_tracks_view_runs_on_each_shards_locals_in_a_cluster() -> None:
-    """On a cluster the view reads ``events_local`` and writes ``tracks_by_unit_local`` on each
-    replica (a track's copies stay on its message's shard); the backfill goes through the
-    Distributed table."""
-    from pipeline.warehouse import migrations
-    from pipeline.warehouse.cluster import for_cluster
-
-    [(_, _, statements)] = [m for m in migrations() if m[1] == "0006_tracks_by_unit.sql"]
-    generated = [part for s in statements for part in for_cluster(s, "c")]
-    [view] = [g for g in generated if g.startswith("CREATE MATERIALIZED VIEW")]
-    assert view.startswith(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS tracks_by_unit_mv ON CLUSTER c TO tracks_by_unit_local"
-    )
-    assert "FROM events_local WHERE type = 'track'" in view and "FROM events " not in view
-    [backfill] = [g for g in generated if g.startswith("INSERT")]
-    assert backfill.startswith("INSERT INTO tracks_by_unit SETTINGS distributed_foreground_insert = 1 SELECT")
-    assert "FROM events WHERE type = 'track'" in backfill

@@ -10,9 +10,10 @@ CUPED's covariate is the same metric for the unit in the ``window_days`` before 
 0 where it has none. It comes from ``events``: the tracks named E in the experiment's whole
 pre-window (its earliest first exposure − window … its latest), grouped per unit into a small
 array — only units with such tracks, so the join's right side stays small — then LEFT JOINed to
-the units and filtered per unit to its own window. Copies of one event (a replay) are one: the
-array keeps distinct (message id hash, time, value), which copies share, so ``events`` need not be
-read with FINAL.
+the units by a 128-bit hash of the unit key and filtered per unit to its own window. Copies of one
+event (a replay) are one: the array keeps distinct (message id hash, time, value), which copies
+share, so ``events`` need not be read with FINAL. A track that arrives late (after its unit's
+exposure, its time in the window) is in the next read.
 
 Values are the worker's: a track's ``value`` property if numeric, else the configured value
 property (``order_total``) if numeric, else 0 (``pipeline.processor``).
@@ -49,11 +50,10 @@ UNATTRIBUTED = (
 """The org's tracks attributed to no experiment at all since the experiment's first exposure."""
 
 _VALUE = (
-    "ifNull(value, if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
+    "if(JSONType(properties, 'value') IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, 'value'), "
+    "if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
     "JSONExtractFloat(properties, {value_property:String}), 0.))"
 )
-"""A track's value in ``tracks_by_unit``: its ``value`` property (kept when numeric), else the
-configured value property, read from the properties kept for that case, else 0."""
 
 _EVENT = "({event:String} = '' OR event = {event:String})"
 
@@ -114,13 +114,13 @@ def sums(kind: Kind, cuped: bool) -> str:
     whether it has pre-window tracks does not depend on the version, so when a unit's newest
     version passes the filter every version after it does, and FINAL still keeps the newest.
     With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
-    right side of a LEFT JOIN, filtered per unit to its own window.
+    right side of a LEFT JOIN on ``_UNIT``, filtered per unit to its own window.
     Parameters: org, experiment, event, denominator (ratio), first, width, last_bucket; with ``cuped`` also
     value_property, window_ms, pre_from, pre_to."""
     x = metric_x(kind)
     kept = "notEmpty(conversions) OR variants_seen > 1"
     window = (
-        f"org_id = {{org:String}} AND {_EVENT} "
+        f"org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
         "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
         "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC')"
     )
@@ -128,7 +128,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     if cuped:
         # by a hash of the key: a set of numbers is probed at about twice the speed of one of strings
         # (measured at 10 M units), and a collision only lets one more unit through the filter
-        kept += f" OR cityHash64(unit_key) IN (SELECT cityHash64(unit_key) FROM tracks_by_unit WHERE {window})"
+        kept += f" OR cityHash64(unit_key) IN (SELECT cityHash64(unit_key) FROM events WHERE {window})"
     d = "toFloat64(event_counts[{denominator:String}])" if kind == "ratio" else "0."
     units = (
         f"SELECT variant_id, {_UNIT} AS unit, variants_seen, conversions, first_exposed_at IS NOT NULL AS exposed, "
@@ -139,8 +139,8 @@ def sums(kind: Kind, cuped: bool) -> str:
     source = f"({units}) AS u"
     if cuped:
         pre = (
-            f"SELECT {_UNIT} AS unit, groupUniqArray((message_hash, toUnixTimestamp64Milli(timestamp), "
-            f"{_VALUE})) AS pre FROM tracks_by_unit WHERE {window} GROUP BY unit"
+            f"SELECT {_UNIT} AS unit, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), "
+            f"{_VALUE})) AS pre FROM events WHERE {window} GROUP BY unit"
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit = e.unit"
     per_unit = (

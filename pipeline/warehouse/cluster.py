@@ -24,11 +24,6 @@ _COPY = re.compile(
     re.DOTALL,
 )
 _INSERT = re.compile(r"INSERT INTO (?P<name>\w+) SELECT \* FROM (?P<source>\w+)", re.DOTALL)
-_INSERT_SELECT = re.compile(r"INSERT INTO (?P<name>\w+)\s+(?P<query>SELECT .*)", re.DOTALL)
-_MATERIALIZED = re.compile(
-    r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<to>\w+) AS\s+(?P<query>SELECT .*)", re.DOTALL
-)
-_FROM = re.compile(r"\bFROM (\w+)")
 _DROP = re.compile(r"DROP (?P<kind>TABLE|VIEW)(?: IF EXISTS)? (?P<name>\w+)", re.DOTALL)
 _VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (?P<name>\w+)\s+AS\s+(?P<query>.*)", re.DOTALL)
 _ALTER = re.compile(r"ALTER TABLE (?P<name>\w+)\s+(?P<rest>.*)", re.DOTALL)
@@ -47,15 +42,6 @@ def for_cluster(statement: str, cluster: str) -> list[str]:
     if insert:  # through the Distributed tables, waiting for the shards
         return [f"INSERT INTO {insert['name']} SETTINGS distributed_foreground_insert = 1 "
                 f"SELECT * FROM {insert['source']}"]  # fmt: skip
-    insert_select = _INSERT_SELECT.fullmatch(statement.strip())
-    if insert_select:  # through the Distributed tables, waiting for the shards
-        return [f"INSERT INTO {insert_select['name']} SETTINGS distributed_foreground_insert = 1 "
-                f"{insert_select['query']}"]  # fmt: skip
-    materialized = _MATERIALIZED.fullmatch(statement.strip())
-    if materialized:  # on each replica, from its local table into the local target: a row stays on its shard
-        query = _FROM.sub(r"FROM \1_local", materialized["query"])
-        return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {materialized['name']} ON CLUSTER {cluster} "
-                f"TO {materialized['to']}_local AS {query}"]  # fmt: skip
     drop = _DROP.fullmatch(statement.strip())
     if drop:
         names = [drop["name"]] + ([f"{drop['name']}_local"] if drop["kind"] == "TABLE" else [])
