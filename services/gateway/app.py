@@ -2,7 +2,7 @@
 
 It keeps no per-user state. An accepted request becomes one record on the raw topic per
 partition its events go to (:class:`sluice.envelope.RawBatch`; each event goes to its unit's
-partition, ``pipeline/records.py``); the answer is sent only after Kafka acknowledged them all.
+partition, ``sluice/routing.py``); the answer is sent only after Kafka acknowledged them all.
 """
 
 from __future__ import annotations
