@@ -144,7 +144,8 @@ def identified_rate(work: Path, bootstrap: str) -> dict[str, float]:
     """One worker process on identified traffic: ``IDENTIFIED_USERS`` users' Solute tracks with
     userId, anonymousId, properties and context, 5 % of the batches retried, preloaded through the
     gateway, then drained alone (as the mix's phase does)."""
-    settings = bench_settings(work, bootstrap, "id.")
+    work.mkdir(parents=True, exist_ok=True)
+    settings = msgspec.structs.replace(bench_settings(work, bootstrap, "id."), worker_group="bench-identified")
     key = bench_key(settings)
     gateway = start(settings, "gateway", work / "gateway.log")
     try:
