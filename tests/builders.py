@@ -25,13 +25,7 @@ SOLUTE_EXAMPLE_EVENT: dict[str, Any] = {
 
 def solute_event(**changes: Any) -> dict[str, Any]:
     """The reference page's example event; ``field=None`` removes a field."""
-    event = copy.deepcopy(SOLUTE_EXAMPLE_EVENT)
-    for name, value in changes.items():
-        if value is None:
-            event.pop(name, None)
-        else:
-            event[name] = value
-    return event
+    return _changed(SOLUTE_EXAMPLE_EVENT, changes)
 
 
 def solute_body(*events: dict[str, Any], sent_at: str | None = "2025-01-15T10:30:05Z") -> bytes:
@@ -345,13 +339,7 @@ SEGMENT_EXAMPLE_EVENT: dict[str, Any] = {
 
 def segment_event(**changes: Any) -> dict[str, Any]:
     """The example event; ``field=None`` removes a field."""
-    event = copy.deepcopy(SEGMENT_EXAMPLE_EVENT)
-    for name, value in changes.items():
-        if value is None:
-            event.pop(name, None)
-        else:
-            event[name] = value
-    return event
+    return _changed(SEGMENT_EXAMPLE_EVENT, changes)
 
 
 def segment_batch(*events: dict[str, Any], **fields: Any) -> bytes:
@@ -375,13 +363,7 @@ POSTHOG_EXAMPLE_EVENT: dict[str, Any] = {
 
 def posthog_event(**changes: Any) -> dict[str, Any]:
     """The example event; ``field=None`` removes a field."""
-    event = copy.deepcopy(POSTHOG_EXAMPLE_EVENT)
-    for name, value in changes.items():
-        if value is None:
-            event.pop(name, None)
-        else:
-            event[name] = value
-    return event
+    return _changed(POSTHOG_EXAMPLE_EVENT, changes)
 
 
 def posthog_batch(*events: dict[str, Any], api_key: str | None = None, **fields: Any) -> bytes:
@@ -391,3 +373,14 @@ def posthog_batch(*events: dict[str, Any], api_key: str | None = None, **fields:
         body["api_key"] = api_key
     body.update(fields)
     return msgspec.json.encode(body)
+
+
+def _changed(example: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``example`` with ``changes``; ``field=None`` removes a field."""
+    event = copy.deepcopy(example)
+    for name, value in changes.items():
+        if value is None:
+            event.pop(name, None)
+        else:
+            event[name] = value
+    return event
