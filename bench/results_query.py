@@ -6,8 +6,9 @@ The tables are the worker's (migrated DDL) and filled in SQL with ``numbers()``,
 would have left them mid-experiment: ``experiment_units`` in 20 inserts (parts not merged
 together) plus a newer version of 5 % of the units (``FINAL`` has work to do); the exposure rollups
 (a row per 100 units' record and minute); ``events`` with an
-exposure per unit, the purchases after exposure that the units' tallies count, and purchases in
-the 14 days before exposure for 10 % of the units (CUPED's covariate). Then each kind's result is
+exposure per unit, the purchases after exposure that the units' tallies count (with ``value`` and
+``post_exposure`` as the worker writes them), and purchases in the 14 days before exposure for 10 %
+of the units (CUPED's covariate). Then each kind's result is
 read through ``pipeline.scorecard`` as the CLI and the API do — the same two statements — and
 timed; the figure is the median of ``--repeat`` reads. Prints one JSON line.
 
@@ -58,25 +59,25 @@ def _events(units: int, kind: str) -> str:
     t = _T.format(units=units)
     columns = (
         "INSERT INTO events (org_id, project_id, env, message_id, family, type, event, unit_key, timestamp, "
-        "received_at, properties, context, traits, experiment_id, variant_id) "
+        "received_at, properties, context, traits, experiment_id, variant_id, value, post_exposure) "
     )
     if kind == "exposure":
         return columns + (
             f"SELECT 'bench', 'web', 'production', concat('x', toString(number)), 'traffical', 'exposure', "
             f"'exposure', concat('u', toString(number)), {t}, {t}, '{{}}', '{{}}', '{{}}', 'exp_10m', "
-            f"['control', 'treatment'][number % 2 + 1] FROM numbers({units})"
+            f"['control', 'treatment'][number % 2 + 1], 0, [] FROM numbers({units})"
         )
     if kind == "after":
         return columns + (
             f"SELECT 'bench', 'web', 'production', concat('p', toString(number), '-', toString(k)), 'traffical', "
             f"'track', 'purchase', concat('u', toString(number)), {t} + INTERVAL 1 HOUR, {t} + INTERVAL 1 HOUR, "
-            "concat('{\"value\":', toString(20 + number % 7), '}'), '{}', '{}', '', '' "
+            "concat('{\"value\":', toString(20 + number % 7), '}'), '{}', '{}', '', '', 20 + number % 7, ['exp_10m'] "
             f"FROM (SELECT number, {_C} AS c FROM numbers({units})) ARRAY JOIN range(c) AS k WHERE c > 0"
         )
     return columns + (  # before: 10 % of units bought 1-5 days before their first exposure
         f"SELECT 'bench', 'web', 'production', concat('b', toString(number)), 'traffical', 'track', 'purchase', "
         f"concat('u', toString(number)), {t} - toIntervalDay(1 + number % 5), {t} - toIntervalDay(1 + number % 5), "
-        "concat('{\"order_total\":', toString(10 + number % 13), '}'), '{}', '{}', '', '' "
+        "concat('{\"order_total\":', toString(10 + number % 13), '}'), '{}', '{}', '', '', 10 + number % 13, [] "
         f"FROM numbers({units}) WHERE cityHash64(number, 1) % 10 = 0"
     )
 

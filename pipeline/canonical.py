@@ -30,10 +30,15 @@ class CanonicalEvent(msgspec.Struct, kw_only=True, gc=False):
     """The client's time as sent, when it was outside the trusted window and ``timestamp`` is the
     received time instead (see ``pipeline.normalize.common.PAST_WINDOW``)."""
     properties: msgspec.Raw = msgspec.Raw(b"{}")
+    value: float = 0.0
+    """A track's value as the worker counts it (``pipeline.processor``); 0 for other types."""
     context: msgspec.Raw = msgspec.Raw(b"{}")
     traits: msgspec.Raw = msgspec.Raw(b"{}")
     experiment_id: str = ""
     variant_id: str = ""
+    post_exposure: list[str] = []
+    """The experiments (first ``pipeline.processor.MAX_POST_EXPOSURE``) whose first exposure of the unit a track came
+    at or after, as the worker knew it (the CUPED covariate's scan skips those tracks)."""
     decision_id: str = ""
     page_url: str = ""
     group_id: str = ""

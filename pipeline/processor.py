@@ -54,6 +54,10 @@ from pipeline.state import (
 from pipeline.stores import Stores, WriteBack
 from sluice.envelope import DeadLetter
 
+MAX_POST_EXPOSURE = 16
+"""Experiments listed in a track's ``post_exposure`` (an optimisation of the covariate's scan, so a
+shorter list only makes that scan read more)."""
+
 T = TypeVar("T")
 DAY = 86400.0
 Group = tuple[str, str, str, str, int, int, int]
@@ -250,8 +254,10 @@ class Processor:
         if value is None:
             value = _number(properties.get(self.value_property)) or 0.0
         pairs = self._tracked(unit, attribute(event, unit, properties), writes)
+        event.value = value
         name = event.event
         changed = False
+        post: list[str] = []
         for experiment, variant in pairs or [("", "")]:
             rollup = self._rollup(writes, group, "track", experiment, variant)
             rollup.count += 1
@@ -260,6 +266,11 @@ class Processor:
                 first, converted = convert(unit, experiment, variant, name, at, source, value)
                 rollup.units += first
                 changed = converted or changed
+                assignment = unit.experiments.get(experiment)
+                exposed = assignment.first_exposed_at if assignment is not None else None
+                if exposed is not None and at >= exposed and len(post) < MAX_POST_EXPOSURE:
+                    post.append(experiment)
+        event.post_exposure = post
         return pairs, changed
 
     def _user(self, event: CanonicalEvent, source: Source, writes: Writes) -> None:

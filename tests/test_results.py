@@ -169,7 +169,7 @@ def _cuped_d_sum(warehouse: Warehouse, kind: str) -> list[float]:
     from pipeline.results.sql import sums
 
     parameters: dict[str, str | int | float] = {
-        "org": "acme", "experiment": "exp", "event": "purchase", "denominator": "", "value_property": "order_total",
+        "org": "acme", "experiment": "exp", "event": "purchase", "denominator": "",
         "first": int(T0.timestamp() * 1000), "width": 3_600_000, "last_bucket": 19,
         "window_ms": int(WINDOW / timedelta(milliseconds=1)),
         "pre_from": int((T0 - WINDOW - timedelta(days=1)).timestamp() * 1000),
@@ -199,3 +199,33 @@ def test_a_late_track_in_a_units_window_counts_once_replayed_or_not(warehouse: W
     for _ in range(3):  # the record, then two replays of it
         warehouse.insert_json("events", msgspec.json.encode([late]))
         assert _cuped_d_sum(warehouse, "mean") == pytest.approx([before[0], before[1] + 11.5])
+
+
+def test_the_covariate_reads_the_workers_value_and_skips_tracks_it_marked_post_exposure(warehouse: Warehouse) -> None:
+    """Rows the worker wrote carry ``value`` (whatever property it came from, here none the default
+    names) and ``post_exposure``; a marked track is skipped even where its time alone would put it
+    in the window — the mark is the worker's knowledge that it came after the first exposure."""
+    fill(warehouse)
+    before = _cuped_d_sum(warehouse, "mean")
+    base = {
+        "org_id": "acme", "project_id": "web", "env": "production", "family": "traffical", "type": "track",
+        "event": "purchase", "unit_key": "b3", "timestamp": ms(T0 + timedelta(hours=1)),
+        "received_at": ms(T0 + timedelta(hours=1)), "context": "{}", "traits": "{}", "properties": '{"price": 3}',
+    }  # fmt: skip
+    counted = base | {"message_id": "w-1", "value": 6.25}
+    marked = base | {"message_id": "w-2", "value": 100.0, "post_exposure": ["exp"]}
+    elsewhere = base | {"message_id": "w-3", "value": 1.5, "post_exposure": ["another"]}
+    warehouse.insert_json("events", msgspec.json.encode([counted, marked, elsewhere]))
+    assert _cuped_d_sum(warehouse, "mean") == pytest.approx([before[0], before[1] + 6.25 + 1.5])
+
+
+def test_the_track_value_columns_reach_a_clusters_distributed_tables_too() -> None:
+    from pipeline.warehouse import migrations
+    from pipeline.warehouse.cluster import for_cluster
+
+    [(_, _, statements)] = [m for m in migrations() if m[1] == "0006_track_values.sql"]
+    alters = [part for s in statements for part in for_cluster(s, "c") if part.startswith("ALTER")]
+    assert [a.split(" ADD COLUMN")[0] for a in alters] == [
+        "ALTER TABLE events_local ON CLUSTER c",
+        "ALTER TABLE events ON CLUSTER c",
+    ] * 2

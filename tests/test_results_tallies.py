@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pipeline.canonical import CanonicalEvent
+from pipeline.canonical import CanonicalEvent, to_rows
 from tests.test_processor import T0, Feed, event, exposure, new_processor
 
 
@@ -57,3 +57,24 @@ def test_one_track_attributed_twice_to_one_experiment_counts_once() -> None:
               properties={"value": 5, "attribution": twice}),
     ))  # fmt: skip
     assert writes.units[("acme", "exp", "A", "u1")].event_counts == {"purchase": 1}
+
+
+def test_each_track_row_carries_its_value_and_the_experiments_it_came_after() -> None:
+    """``events.value`` is the number the tallies sum; ``events.post_exposure`` names the experiments
+    whose first exposure (as known) a track came at or after — never a track in the unit's
+    pre-exposure window, which CUPED's covariate reads (a late one included)."""
+    feed = Feed(new_processor())
+    early = event("p0", unit="u1", event="purchase", timestamp=T0 - timedelta(days=2), properties={"order_total": 7})
+    late = event("p9", unit="u1", event="purchase", timestamp=T0 - timedelta(days=1), properties={"value": "x"})
+    writes = feed.run(feed.records(
+        early, exposure("x1", "u1", "exp", "A"), exposure("x2", "u1", "other", "B", timestamp=T0 + timedelta(hours=1)),
+        purchase("p1", 10.0), late, purchase("p2", 2.5, minutes=90),
+        event("s1", unit="u1", event="signup", timestamp=T0 + timedelta(minutes=3)),
+        purchase("n1", 4.0, unit="u2"),  # a unit in no experiment
+    ))  # fmt: skip
+    rows = {e.message_id: (e.value, e.post_exposure) for e in writes.events if e.type == "track"}
+    assert rows == {
+        "p0": (7.0, []), "p1": (10.0, ["exp"]), "p9": (0.0, []), "p2": (2.5, ["exp", "other"]),
+        "s1": (0.0, ["exp"]), "n1": (4.0, []),
+    }  # fmt: skip
+    assert b'"value":10.0' in to_rows([e for e in writes.events if e.message_id == "p1"])

@@ -8,15 +8,18 @@ its first exposure), so x and a ratio's d are map lookups.
 
 CUPED's covariate is the same metric for the unit in the ``window_days`` before its first exposure,
 0 where it has none. It comes from ``events``: the tracks named E in the experiment's whole
-pre-window (its earliest first exposure − window … its latest), grouped per unit into a small
-array — only units with such tracks, so the join's right side stays small — then LEFT JOINed to
-the units by a 128-bit hash of the unit key and filtered per unit to its own window. Copies of one
-event (a replay) are one: the array keeps distinct (message id hash, time, value), which copies
-share, so ``events`` need not be read with FINAL. A track that arrives late (after its unit's
-exposure, its time in the window) is in the next read.
+pre-window (its earliest first exposure − window … its latest), less those the worker marked as
+after the unit's first exposure in this experiment (``post_exposure``: never in the unit's window,
+so skipped unread), grouped per unit into small arrays — only units with such tracks, so the
+join's right side stays small — then LEFT JOINed to the units by a 128-bit hash of the unit key
+and filtered per unit to its own window. Copies of one event (a replay not yet merged) are one:
+only the first occurrence of a message id's hash in a unit's arrays counts, so ``events`` need not
+be read with FINAL. A track that arrives late (after its unit's exposure, its time in the window)
+is in the next read.
 
-Values are the worker's: a track's ``value`` property if numeric, else the configured value
-property (``order_total``) if numeric, else 0 (``pipeline.processor``).
+Values are the worker's (``events.value``): a track's ``value`` property if numeric, else the
+configured value property (``order_total``) if numeric, else 0 (``pipeline.processor``) — the
+numbers the units' tallies sum.
 """
 
 from __future__ import annotations
@@ -49,12 +52,6 @@ UNATTRIBUTED = (
 )
 """The org's tracks attributed to no experiment at all since the experiment's first exposure."""
 
-_VALUE = (
-    "if(JSONType(properties, 'value') IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, 'value'), "
-    "if(JSONType(properties, {value_property:String}) IN ('Int64', 'UInt64', 'Double'), "
-    "JSONExtractFloat(properties, {value_property:String}), 0.))"
-)
-
 _EVENT = "({event:String} = '' OR event = {event:String})"
 
 
@@ -71,14 +68,16 @@ def metric_x(kind: Kind) -> str:
 
 
 def covariate(kind: Kind) -> str:
-    """The per-unit covariate d: the metric over ``pre``, the unit's tracks (time ms, value)
-    before its first exposure ``t0`` (ms), within the window."""
-    inside = "p -> p.2 >= t0 - {window_ms:Int64} AND p.2 < t0"
+    """The per-unit covariate d: the metric over the unit's tracks before its first exposure ``t0``
+    (ms), within the window — from the arrays ``pre_ids`` (message id hashes), ``pre_times`` (ms)
+    and ``pre_values``, in which the copies of one event (a replay not yet merged away) are one:
+    only an id's first occurrence counts (``arrayEnumerateUniq``)."""
+    inside = "f = 1 AND t >= t0 - {window_ms:Int64} AND t < t0"
     if kind == "conversion":
-        return f"toFloat64(arrayExists({inside}, pre))"
+        return f"toFloat64(arrayExists((t, f) -> {inside}, pre_times, arrayEnumerateUniq(pre_ids)))"
     if kind == "count":
-        return f"toFloat64(arrayCount({inside}, pre))"
-    return "arraySum(p -> if(p.2 >= t0 - {window_ms:Int64} AND p.2 < t0, p.3, 0.), pre)"
+        return f"toFloat64(arrayCount((t, f) -> {inside}, pre_times, arrayEnumerateUniq(pre_ids)))"
+    return f"arraySum((v, t, f) -> if({inside}, v, 0.), pre_values, pre_times, arrayEnumerateUniq(pre_ids))"
 
 
 _UNIT = "sipHash128(unit_key)"
@@ -116,13 +115,14 @@ def sums(kind: Kind, cuped: bool) -> str:
     With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
     right side of a LEFT JOIN on ``_UNIT``, filtered per unit to its own window.
     Parameters: org, experiment, event, denominator (ratio), first, width, last_bucket; with ``cuped`` also
-    value_property, window_ms, pre_from, pre_to."""
+    window_ms, pre_from, pre_to."""
     x = metric_x(kind)
     kept = "notEmpty(conversions) OR variants_seen > 1"
     window = (
         f"org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
         "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
-        "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC')"
+        "AND timestamp < fromUnixTimestamp64Milli({pre_to:Int64}, 'UTC') "
+        "AND NOT has(post_exposure, {experiment:String})"
     )
     cuped = cuped and kind != "ratio"
     if cuped:
@@ -139,8 +139,9 @@ def sums(kind: Kind, cuped: bool) -> str:
     source = f"({units}) AS u"
     if cuped:
         pre = (
-            f"SELECT {_UNIT} AS unit, groupUniqArray((cityHash64(message_id), toUnixTimestamp64Milli(timestamp), "
-            f"{_VALUE})) AS pre FROM events WHERE {window} GROUP BY unit"
+            f"SELECT {_UNIT} AS unit, groupArray(cityHash64(message_id)) AS pre_ids, "
+            "groupArray(toUnixTimestamp64Milli(timestamp)) AS pre_times, groupArray(value) AS pre_values "
+            f"FROM events WHERE {window} GROUP BY unit"
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit = e.unit"
     per_unit = (
