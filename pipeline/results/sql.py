@@ -74,7 +74,7 @@ def covariate(kind: Kind) -> str:
     only an id's first occurrence counts (``arrayEnumerateUniq``)."""
     inside = "f = 1 AND t >= t0 - {window_ms:Int64} AND t < t0"
     if kind == "conversion":
-        return f"toFloat64(arrayExists((t, f) -> {inside}, pre_times, arrayEnumerateUniq(pre_ids)))"
+        return "toFloat64(arrayExists(t -> t >= t0 - {window_ms:Int64} AND t < t0, pre_times))"  # copies alike
     if kind == "count":
         return f"toFloat64(arrayCount((t, f) -> {inside}, pre_times, arrayEnumerateUniq(pre_ids)))"
     return f"arraySum((v, t, f) -> if({inside}, v, 0.), pre_values, pre_times, arrayEnumerateUniq(pre_ids))"
