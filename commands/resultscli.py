@@ -92,7 +92,7 @@ def cmd_experiments_results(settings: Settings, args: argparse.Namespace) -> int
             control=args.control, timeline=args.format == "json",
         )  # fmt: skip
         try:
-            card = scorecard(warehouse, args.org, args.experiment, request, known)
+            card = scorecard(warehouse, args.org, args.experiment, request, known, settings.value_property)
         except WarehouseError as exc:
             print(f"sluice: {exc}", file=sys.stderr)
             return 1

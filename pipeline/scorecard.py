@@ -92,8 +92,9 @@ class Request(msgspec.Struct, frozen=True):
 
 
 def scorecard(
-    warehouse: Warehouse, org_id: str, experiment_id: str, request: Request, declared: Declared | None = None
-) -> Scorecard | None:
+    warehouse: Warehouse, org_id: str, experiment_id: str, request: Request, declared: Declared | None = None,
+    value_property: str = "order_total",
+) -> Scorecard | None:  # fmt: skip
     """The experiment's result, or None when it has no exposed unit."""
     declared = declared or Declared()
     parameters: dict[str, str | int | float] = {"org": org_id, "experiment": experiment_id}
@@ -106,7 +107,7 @@ def scorecard(
     window = int(WINDOW_DAYS * 86_400_000)
     width = max(1000, math.ceil((last - first + 1) / BUCKETS))
     parameters |= {
-        "event": metric.event, "denominator": metric.denominator_event,
+        "event": metric.event, "denominator": metric.denominator_event, "value_property": value_property,
         "first": first, "width": width, "last_bucket": (last - first) // width,
         "window_ms": window, "pre_from": first - window - PRE_MARGIN_MS, "pre_to": last,
     }  # fmt: skip

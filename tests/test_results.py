@@ -169,7 +169,7 @@ def _cuped_d_sum(warehouse: Warehouse, kind: str) -> list[float]:
     from pipeline.results.sql import sums
 
     parameters: dict[str, str | int | float] = {
-        "org": "acme", "experiment": "exp", "event": "purchase", "denominator": "",
+        "org": "acme", "experiment": "exp", "event": "purchase", "denominator": "", "value_property": "order_total",
         "first": int(T0.timestamp() * 1000), "width": 3_600_000, "last_bucket": 19,
         "window_ms": int(WINDOW / timedelta(milliseconds=1)),
         "pre_from": int((T0 - WINDOW - timedelta(days=1)).timestamp() * 1000),

@@ -19,7 +19,8 @@ is in the next read.
 
 Values are the worker's (``events.value``): a track's ``value`` property if numeric, else the
 configured value property (``order_total``) if numeric, else 0 (``pipeline.processor``) — the
-numbers the units' tallies sum.
+numbers the units' tallies sum. Rows written before the worker wrote them (NULL) get the same
+rule at read time, with the value property the reader is configured with.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ UNATTRIBUTED = (
     "AND experiment_id = '' AND minute >= toDateTime(intDiv({first:Int64}, 1000), 'UTC')"
 )
 """The org's tracks attributed to no experiment at all since the experiment's first exposure."""
+
+_VALUE = (
+    "ifNull(value, if(JSONType(properties, 'value') IN ('Int64', 'UInt64', 'Double'), "
+    "JSONExtractFloat(properties, 'value'), if(JSONType(properties, {value_property:String}) "
+    "IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, {value_property:String}), 0.)))"
+)
+"""A track's value: the worker's (``events.value``), else — a row written before the worker wrote
+values (NULL) — the same rule over its properties with the configured value property."""
 
 _EVENT = "({event:String} = '' OR event = {event:String})"
 
@@ -115,7 +124,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
     right side of a LEFT JOIN on ``_UNIT``, filtered per unit to its own window.
     Parameters: org, experiment, event, denominator (ratio), first, width, last_bucket; with ``cuped`` also
-    window_ms, pre_from, pre_to."""
+    value_property, window_ms, pre_from, pre_to."""
     x = metric_x(kind)
     kept = "notEmpty(conversions) OR variants_seen > 1"
     window = (
@@ -140,7 +149,7 @@ def sums(kind: Kind, cuped: bool) -> str:
     if cuped:
         pre = (
             f"SELECT {_UNIT} AS unit, groupArray(cityHash64(message_id)) AS pre_ids, "
-            "groupArray(toUnixTimestamp64Milli(timestamp)) AS pre_times, groupArray(value) AS pre_values "
+            f"groupArray(toUnixTimestamp64Milli(timestamp)) AS pre_times, groupArray({_VALUE}) AS pre_values "
             f"FROM events WHERE {window} GROUP BY unit"
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit = e.unit"

@@ -64,11 +64,13 @@ def token_of(header: str) -> str:
 
 class ResultsWeb:
     def __init__(
-        self, warehouse: Warehouse, token: str, configs: Callable[[], ConfigStore | None] = lambda: None
-    ) -> None:
+        self, warehouse: Warehouse, token: str, configs: Callable[[], ConfigStore | None] = lambda: None,
+        value_property: str = "order_total",
+    ) -> None:  # fmt: skip
         self.warehouse = warehouse
         self.token = token
         self.configs = configs
+        self.value_property = value_property
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/experiments/{experiment}/results", self._json)
@@ -140,7 +142,7 @@ class ResultsWeb:
 
     async def _scorecard(self, org: str, experiment: str, ask: Request) -> Scorecard | None:
         known = self._declared(org, experiment)
-        return await asyncio.to_thread(scorecard, self.warehouse, org, experiment, ask, known)
+        return await asyncio.to_thread(scorecard, self.warehouse, org, experiment, ask, known, self.value_property)
 
     async def _rows(self, sql: str, parameters: dict[str, str]) -> list[dict[str, object]]:
         out = await asyncio.to_thread(
@@ -209,5 +211,5 @@ def install(app: web.Application, warehouse: Warehouse, token: str, settings: Se
             yield
 
     app.cleanup_ctx.append(follow)
-    web_ = ResultsWeb(warehouse, token, lambda: configs[0]() if configs else None)
+    web_ = ResultsWeb(warehouse, token, lambda: configs[0]() if configs else None, settings.value_property)
     web_.install(app)

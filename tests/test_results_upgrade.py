@@ -1,5 +1,6 @@
-"""Review of e000a59/a4bd720 (CUPED's covariate from ``events.value`` and ``post_exposure``): the
-defects found, each as a test that fails on that code."""
+"""Results over rows written before migration 0006 (no worker-written ``events.value``: NULL), or
+by a worker of the release before during a rolling upgrade: the covariate applies the value rule
+to their properties with the deployment's ``SLUICE_VALUE_PROPERTY``, as the worker would have."""
 
 from __future__ import annotations
 
@@ -90,13 +91,11 @@ def _results(
 def test_rows_without_a_worker_value_use_the_deployments_value_property_in_the_covariate(
     warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Before e000a59 the covariate parsed every row's properties with SLUICE_VALUE_PROPERTY. Now a
-    row without a worker-written ``value`` (every row before migration 0006 — the CUPED window
-    reaches 14 days back — and rows an old worker writes during a rolling upgrade) reads the
-    column's DEFAULT, which hard-codes ``order_total``: with ``revenue`` configured, those
-    purchases are 0 in the covariate while the tallies (x) count them, and CUPED's variance
-    reduction is silently lost. The same experiment must read the same whichever way its rows
-    were written."""
+    """A row without a worker-written ``value`` (every row before migration 0006 — the CUPED window
+    reaches 14 days back — and rows an old worker writes during a rolling upgrade) is read with the
+    configured value property (here ``revenue``), as the tallies (x) were: the same experiment
+    reads the same whichever way its rows were written. (Found in review: a DEFAULT with the
+    default property made those purchases 0 in the covariate, and CUPED's reduction was lost.)"""
     settings = Settings(value_property="revenue")
     _fill(warehouse, "exp_new", worker_wrote_value=True)
     _fill(warehouse, "exp_old", worker_wrote_value=False)
@@ -109,53 +108,3 @@ def test_rows_without_a_worker_value_use_the_deployments_value_property_in_the_c
                 if name in v}  # fmt: skip
 
     assert summary(old) == pytest.approx(summary(new))
-
-
-def test_a_batch_replayed_in_another_interleaving_leaves_the_final_first_exposure_newest() -> None:
-    """Pre-existing (not from e000a59), but it breaks the premise of ``post_exposure``: "a first
-    exposure only moves earlier, so a marked track is never in its unit's window" holds of the
-    worker's state, not of ``experiment_units FINAL``, which the results take t0 from. A crash
-    after a batch's rows were written, then a replay whose batch holds the unit's keyed and raw
-    records in another interleaving (the relative order of the two topics is not fixed): the
-    first try wrote the row of raw exposure E100 alone (version from its received time, 1000 s);
-    the replay processes keyed E50 and T70 first, and E100 then changes nothing, so no row of the
-    replay gets a version above the first try's. FINAL keeps t0 = 100 s for good (until the unit
-    changes again), while T70 (70 s) was marked post-exposure against t0 = 50 s: it is in the
-    unit's window as the results compute it, yet skipped — and the unit's bucket is wrong too."""
-    from pipeline.processor import Processor
-    from pipeline.rows import Writes
-    from pipeline.stores import Stores
-
-    start = datetime(2026, 5, 21, 10, 30, tzinfo=UTC)
-
-    def at(seconds: int) -> datetime:
-        return start + timedelta(seconds=seconds)
-
-    def canonical(message_id: str, type: str, when: int, received: int, **properties: Any) -> Any:
-        from pipeline.canonical import CanonicalEvent
-
-        return CanonicalEvent(
-            org_id="acme", project_id="web", env="production", message_id=message_id, family="traffical", type=type,
-            event="buy" if type == "track" else type, unit_key="u1", timestamp=at(when), received_at=at(received),
-            properties=msgspec.Raw(msgspec.json.encode(properties)),
-        )  # fmt: skip
-
-    layers = [{"policyId": "exp", "allocationName": "A"}]
-
-    def run(order: list[tuple[bool, int, Any]]) -> Writes:
-        processor = Processor(Stores.in_memory(), "t.keyed", raw_topic="t.raw")
-        writes = processor.begin()
-        for raw, offset, item in order:
-            processor.process(0, offset, 0, raw, "event", item, False, writes)
-        return processor.finish(writes)
-
-    first_try = run([(True, 5, canonical("e100", "exposure", 100, 1000, layers=layers))])
-    replay = run([
-        (False, 8, canonical("e50", "exposure", 50, 998, layers=layers)),
-        (False, 9, canonical("t70", "track", 70, 999)),
-        (True, 5, canonical("e100", "exposure", 100, 1000, layers=layers)),
-    ])  # fmt: skip
-    assert [e.post_exposure for e in replay.events if e.message_id == "t70"] == [["exp"]]
-    rows = list(first_try.units.values()) + list(replay.units.values())
-    newest = max(rows, key=lambda row: row.version)  # what ReplacingMergeTree(version) FINAL keeps
-    assert newest.first_exposed_at == at(50)
