@@ -42,7 +42,7 @@ clients:
 
 test: $(STAMP) jars native clients $(KUSTOMIZE)
 	@[ -x /usr/bin/chromium ] || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || sudo apt-get install -y chromium  # Playwright drives it (tests/test_results_page.py)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup  # two xdist workers; the fault and timing modules stay serial (tests/conftest.py)
 
 # The fault suite at larger sizes and for longer (minutes, not part of `make test`)
 soak: $(STAMP) jars native
