@@ -21,6 +21,26 @@ from sluice.settings import Settings
 from sluice.topics import delete_topics, ensure_topics
 from tests.gateway_harness import Harness, harness
 
+SERIAL_MODULES = frozenset({
+    "test_configs", "test_crash", "test_faults", "test_faults_workers", "test_gateway_budget", "test_gateway_kafka",
+    "test_group", "test_intake", "test_kafka_auth", "test_keyed", "test_poison", "test_query_guard", "test_registry",
+    "test_run", "test_sealing", "test_statestore", "test_worker_fuzz",
+})  # fmt: skip
+"""Modules whose tests kill, stop, pause or cut off brokers and workers, or bound a time: under
+``make test`` (pytest-xdist, ``-n 2 --dist loadgroup``) they run one after another on one xdist
+worker, never beside each other, as they did before the suite ran on two workers."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for ``--dist loadgroup``: the modules in ``SERIAL_MODULES`` share one group
+    (one xdist worker, in order); every other module is a group of its own, so that a module's
+    fixtures (a ``sluice warehouse`` server, Node clients, a gateway) start once, on one worker.
+    Without xdist the marker does nothing."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        item.add_marker(pytest.mark.xdist_group("serial" if module in SERIAL_MODULES else module))
+
 
 def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
     if request.node.get_closest_marker(marker) is None:
