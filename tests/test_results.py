@@ -69,6 +69,8 @@ def fill(warehouse: Warehouse, experiment: str = "exp") -> None:
             "org_id": "acme", "project_id": "web", "env": "production", "experiment_id": experiment,
             "variant_id": unit.variant, "unit_key": unit.key, "first_exposed_at": unit.exposed and ms(unit.exposed),
             "conversions": {"purchase": ms(T0)} if unit.exposed is None else dict.fromkeys(unit.counts, ms(T0)),
+            # the first of the conversions, as the worker writes it
+            "converted_at": ms(T0) if unit.exposed is None or unit.counts else None,
             "variants_seen": unit.seen,
             "event_counts": unit.counts, "event_values": unit.values, "version": 10,
         }  # fmt: skip

@@ -42,7 +42,7 @@ def _fill(warehouse: Warehouse, experiment: str, worker_wrote_value: bool) -> No
         units.append({
             "org_id": "acme", "project_id": "web", "env": "production", "experiment_id": experiment,
             "variant_id": variant, "unit_key": key, "first_exposed_at": ms(T0),
-            "conversions": {"purchase": ms(T0)} if x else {}, "variants_seen": 1,
+            "conversions": {"purchase": ms(T0)} if x else {}, "converted_at": ms(T0) if x else None, "variants_seen": 1,
             "event_counts": {"purchase": 1} if x else {}, "event_values": {"purchase": x} if x else {}, "version": 1,
         })  # fmt: skip
         rollup = {

@@ -118,7 +118,8 @@ def sums(kind: Kind, cuped: bool) -> str:
     Only units with an attributed track can have x ≠ 0 (or a ratio's d ≠ 0), and with CUPED only
     those with a track named E in the window can have d ≠ 0; the rest add nothing to any sum. So
     the scan keeps those units alone *before* FINAL merges versions (``PREWHERE``, which
-    ClickHouse applies before FINAL): a unit's tallies, conversions and variants only grow, and
+    ClickHouse applies before FINAL): a unit's tallies, conversions and variants only grow (its
+    first conversion ``converted_at``, set with the first, stays set), and
     whether it has pre-window tracks does not depend on the version, so when a unit's newest
     version passes the filter every version after it does, and FINAL still keeps the newest.
     With CUPED, the units' tracks in the window (grouped per unit into a small array) are the
@@ -126,7 +127,10 @@ def sums(kind: Kind, cuped: bool) -> str:
     Parameters: org, experiment, event, denominator (ratio), first, width, last_bucket; with ``cuped`` also
     value_property, window_ms, pre_from, pre_to."""
     x = metric_x(kind)
-    kept = "notEmpty(conversions) OR variants_seen > 1"
+    # converted_at (the first of a unit's conversions, NULL while it has none) in place of the
+    # conversions map: one nullable column read instead of a map (measured at 10 M units: the
+    # filtered FINAL scan 0.55 → 0.42 s)
+    kept = "converted_at IS NOT NULL OR variants_seen > 1"
     window = (
         f"org_id = {{org:String}} AND type = 'track' AND {_EVENT} "
         "AND timestamp >= fromUnixTimestamp64Milli({pre_from:Int64}, 'UTC') "
@@ -140,7 +144,8 @@ def sums(kind: Kind, cuped: bool) -> str:
         kept += f" OR cityHash64(unit_key) IN (SELECT cityHash64(unit_key) FROM events WHERE {window})"
     d = "toFloat64(event_counts[{denominator:String}])" if kind == "ratio" else "0."
     units = (
-        f"SELECT variant_id, {_UNIT} AS unit, variants_seen, conversions, first_exposed_at IS NOT NULL AS exposed, "
+        f"SELECT variant_id, {_UNIT} AS unit, variants_seen, converted_at IS NOT NULL AS tracked, "
+        "first_exposed_at IS NOT NULL AS exposed, "
         f"ifNull(toUnixTimestamp64Milli(first_exposed_at), 0) AS t0, {x} AS x, {d} AS d0 "
         f"FROM experiment_units FINAL PREWHERE {kept} "
         "WHERE org_id = {org:String} AND experiment_id = {experiment:String}"
@@ -154,13 +159,13 @@ def sums(kind: Kind, cuped: bool) -> str:
         )
         source += f" LEFT JOIN ({pre}) AS e ON u.unit = e.unit"
     per_unit = (
-        f"SELECT variant_id, variants_seen, conversions, exposed, x, {covariate(kind) if cuped else 'd0'} AS d, "
+        f"SELECT variant_id, variants_seen, tracked, exposed, x, {covariate(kind) if cuped else 'd0'} AS d, "
         f"if(exposed, {_BUCKET.format(t='t0')}, -1) AS bucket FROM {source}"
     )
     return (
         "SELECT variant_id AS variant, bucket, sum(x) AS sum, sum(x * x) AS sum_squares, "
         "sum(d) AS d_sum, sum(d * d) AS d_sum_squares, sum(x * d) AS sum_of_products, "
         "countIf(variants_seen > 1) AS multi_exposed, "
-        "countIf(NOT exposed AND notEmpty(conversions)) AS unexposed_tracked "
+        "countIf(NOT exposed AND tracked) AS unexposed_tracked "
         f"FROM ({per_unit}) GROUP BY variant, bucket ORDER BY variant, bucket"
     )
