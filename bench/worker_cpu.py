@@ -6,8 +6,9 @@ generator's mix (5 % duplicates), then the keyed records they forward (users and
 Writing and committing (``KeyedStage.conclude``) are replaced by encoding the rows and applying
 the staged state locally.
 
-Usage: ``python bench/worker_cpu.py [REQUESTS] [--profile]`` (default 2,000 requests of 100
-events). Prints records, events, seconds and µs per event; ``--profile`` adds cProfile's top.
+Usage: ``python bench/worker_cpu.py [REQUESTS] [--profile] [--identified USERS]`` (default 2,000
+requests of 100 events; ``--identified``: identified users' Solute tracks instead of the mix).
+Prints records, events, seconds and µs per event; ``--profile`` adds cProfile's top.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ STEP = 400
 """Raw records per batch (about what a step of the worker takes)."""
 
 
-async def raw_records(requests: int) -> tuple[list[Record], Settings]:
+async def raw_records(requests: int, identified_users: int = 0) -> tuple[list[Record], Settings]:
     """The raw topic's records for ``requests`` requests, with the partitions the gateway chose."""
     async with gateway() as gw:
         key = gw.key
         generator = Generator(Options(url="", key=key, org="acme", batch_size=100, rate=0.0, duration=0,
-                                      connections=1, seed=7, progress=False, duplicate_rate=0.05))  # fmt: skip
+                                      connections=1, seed=7, progress=False, duplicate_rate=0.05,
+                                      identified_users=identified_users))  # fmt: skip
         for _ in range(requests):
             family, path, body, _ids = generator.request()
             await gw.post(path, body, **_headers(family, key))
@@ -63,8 +65,8 @@ async def raw_records(requests: int) -> tuple[list[Record], Settings]:
         return out, settings
 
 
-async def main(requests: int, profile: bool) -> None:
-    records, settings = await raw_records(requests)
+async def main(requests: int, profile: bool, identified_users: int = 0) -> None:
+    records, settings = await raw_records(requests, identified_users)
     gc.set_threshold(*GC_THRESHOLD)  # as a worker process has it
     events = sum(len(msgspec.json.decode(value)["events"]) for *_, value in records)
     raw = len(records)
@@ -102,5 +104,6 @@ async def main(requests: int, profile: bool) -> None:
 
 
 if __name__ == "__main__":
-    numbers = [int(a) for a in sys.argv[1:] if a.isdigit()]
-    asyncio.run(main(numbers[0] if numbers else 2000, "--profile" in sys.argv))
+    users = int(sys.argv[sys.argv.index("--identified") + 1]) if "--identified" in sys.argv else 0
+    numbers = [int(a) for a in sys.argv[1:] if a.isdigit() and a != str(users)]
+    asyncio.run(main(numbers[0] if numbers else 2000, "--profile" in sys.argv, users))
