@@ -26,6 +26,7 @@ from harness import (  # noqa: E402  # noqa: E402
     Point,
     _lag,
     assigned_partitions,
+    bench_key,
     count,
     cpu_seconds,
     events_in_raw,
@@ -195,6 +196,17 @@ async def fill(
             break
     await asyncio.gather(task, return_exceptions=True)
     return events_in_raw(settings)
+
+
+def preload(settings: Settings, work: Path, events: int, identified_users: int = 0) -> int:
+    """A gateway started, ``events`` (5 % duplicates) loaded through it into the raw topic
+    (:func:`fill`), the gateway stopped: the backlog a worker benchmark drains. Returns the events in."""
+    gateway = start(settings, "gateway", work / "gateway.log")
+    try:
+        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
+        return asyncio.run(fill(settings, bench_key(settings), events, 0.05, identified_users=identified_users))
+    finally:
+        stop(gateway)
 
 
 def two_workers(base: Settings, work: Path, events: int) -> dict[str, Any]:

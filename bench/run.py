@@ -39,7 +39,7 @@ from harness import (  # noqa: E402
     stop,
     wait_http,
 )
-from loads import chdb_reference, dedupe_ids, fill, gateway_points, kafka_reference, two_workers, wrk_points  # noqa: E402
+from loads import chdb_reference, dedupe_ids, gateway_points, kafka_reference, preload, two_workers, wrk_points  # noqa: E402
 from report import write_report  # noqa: E402
 from steady import steady_run, sustained  # noqa: E402
 
@@ -87,13 +87,8 @@ def main() -> None:
 
         print("worker throughput …", flush=True)
         mine = Settings.from_env(base.to_env(), topic_prefix="wk.", gateway_port=free_port())
-        key = bench_key(mine)
-        gateway = start(mine, "gateway", work / "gateway2.log")
-        processes.append(gateway)
-        wait_http(f"http://127.0.0.1:{mine.gateway_port}/readyz")
-        filled = asyncio.run(fill(mine, key, WORKER_EVENTS, duplicate_rate=0.05))
+        filled = preload(mine, work, WORKER_EVENTS)  # then the worker alone on the machine with Kafka
         results["spread"] = records_per_partition(mine)  # one org ("bench"): how its load spread
-        stop(gateway)  # the worker alone on the machine with Kafka
         started = time.monotonic()
         worker = start(mine, "worker", work / "worker.log")
         processes.append(worker)
@@ -146,13 +141,7 @@ def identified_rate(work: Path, bootstrap: str) -> dict[str, float]:
     gateway, then drained alone (as the mix's phase does)."""
     work.mkdir(parents=True, exist_ok=True)
     settings = msgspec.structs.replace(bench_settings(work, bootstrap, "id."), worker_group="bench-identified")
-    key = bench_key(settings)
-    gateway = start(settings, "gateway", work / "gateway.log")
-    try:
-        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
-        filled = asyncio.run(fill(settings, key, WORKER_EVENTS, 0.05, identified_users=IDENTIFIED_USERS))
-    finally:
-        stop(gateway)
+    filled = preload(settings, work, WORKER_EVENTS, IDENTIFIED_USERS)
     started = time.monotonic()
     worker = start(settings, "worker", work / "worker.log")
     try:

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from harness import bench_key, bench_settings, fresh_broker, start, stop, wait_http  # noqa: E402
-from loads import fill  # noqa: E402
+from harness import bench_settings, fresh_broker  # noqa: E402
+from loads import preload  # noqa: E402
 
 from pipeline.batch import decode_raw  # noqa: E402
 from pipeline.canonical import to_rows  # noqa: E402
@@ -92,14 +92,9 @@ async def stage(settings: Settings, name: str, warehouse: ChdbWarehouse | None) 
 
 def main(identified_users: int = 0) -> dict[str, object]:
     events = 600_000 if identified_users else EVENTS
-    with fresh_broker("sluice-worker-floor-") as (work, broker, processes):
+    with fresh_broker("sluice-worker-floor-") as (work, broker, _):
         settings = bench_settings(work, broker.bootstrap, "fl.")
-        key = bench_key(settings)
-        gateway = start(settings, "gateway", work / "gateway.log")
-        processes.append(gateway)
-        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
-        filled = asyncio.run(fill(settings, key, events, duplicate_rate=0.05, identified_users=identified_users))
-        stop(gateway)
+        filled = preload(settings, work, events, identified_users)
         warehouse = ChdbWarehouse(work / "chdb", "floor")
         migrate(warehouse)
         result: dict[str, object] = {"events_accepted": filled, "identified_users": identified_users}

@@ -12,7 +12,6 @@ batches retried whole). Usage: ``python bench/worker_rate.py [--profile] [--iden
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -25,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
-from harness import bench_key, bench_settings, drain, fresh_broker, start, stop, wait_http  # noqa: E402
-from loads import fill  # noqa: E402
+from harness import bench_settings, drain, fresh_broker, start, wait_http  # noqa: E402
+from loads import preload  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_WORKER_EVENTS", "1000000"))
 
@@ -47,12 +46,7 @@ def profile_top(path: Path, limit: int = 25) -> list[tuple[str, float]]:
 def main(profile: bool, identified_users: int = 0) -> dict[str, object]:
     with fresh_broker("sluice-worker-bench-") as (work, broker, processes):
         settings = bench_settings(work, broker.bootstrap, "wk.")
-        key = bench_key(settings)
-        gateway = start(settings, "gateway", work / "gateway.log")
-        processes.append(gateway)
-        wait_http(f"http://127.0.0.1:{settings.gateway_port}/readyz")
-        filled = asyncio.run(fill(settings, key, EVENTS, duplicate_rate=0.05, identified_users=identified_users))
-        stop(gateway)
+        filled = preload(settings, work, EVENTS, identified_users)
         started = time.monotonic()
         worker = start(settings, "worker", work / "worker.log")
         processes.append(worker)
