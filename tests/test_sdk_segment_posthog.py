@@ -365,6 +365,9 @@ async def test_posthog_js_in_chromium_from_another_origin(system: System) -> Non
                 }""")  # fmt: skip
                 # the batches go as gzip in a text/plain body that says nothing of it
                 await asyncio.to_thread(wait_seen, proxy, lambda s: s.method == "POST" and s.path.startswith("/e/"))
+                # the flags are asked for once the remote config is back, which on a loaded machine
+                # can be after the first batch: leaving the page before then would cancel the request
+                await asyncio.to_thread(wait_seen, proxy, lambda s: s.path.startswith("/flags/"))
                 await page.evaluate("() => posthog.capture('purchase', {amount: 20})")
                 await page.goto("about:blank")  # unload: what is queued goes by navigator.sendBeacon
                 beacon = await asyncio.to_thread(wait_seen, proxy, lambda s: s.fetch_mode == "no-cors")
