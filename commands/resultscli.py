@@ -34,7 +34,7 @@ def add_results_commands(experiments: Any) -> None:
     results.add_argument("--denominator", help="ratio: the event whose count divides (default: E)")
     results.add_argument("--fixed", action="store_true", help="fixed-horizon test (default: sequential)")
     results.add_argument("--no-cuped", action="store_true", help="no CUPED (default on for mean and count)")
-    results.add_argument("--alpha", type=float, default=0.05)
+    results.add_argument("--alpha", type=_alpha, default=0.05, help="1 − the intervals' level (default 0.05)")
     results.add_argument("--control", help="the control variant (default: declared, else 'control', else first)")
     results.add_argument("--format", choices=["table", "json"], default="table")
     results.add_argument("--event", help=argparse.SUPPRESS)  # the older name of --metric
@@ -55,6 +55,15 @@ def add_results_commands(experiments: Any) -> None:
     rm.add_argument("experiment")
     rm.add_argument("--org", required=True)
     rm.set_defaults(run=cmd_metrics_rm)
+
+
+def _alpha(text: str) -> float:
+    from pipeline.stats.sums import checked_alpha
+
+    try:
+        return checked_alpha(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _configs(settings: Settings, wait: float = 10.0) -> ConfigStore:

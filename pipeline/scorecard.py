@@ -26,6 +26,7 @@ from pipeline.results.declared import Declared
 from pipeline.results.metric import CUPED_BY_DEFAULT, WINDOW_DAYS, Metric
 from pipeline.results.sql import BOUNDS, PRE_MARGIN_MS, UNATTRIBUTED, sums, units
 from pipeline.stats import Analysis, Options, VariantResult, VariantSums, analyze
+from pipeline.stats.sums import checked_alpha
 from pipeline.warehouse import Warehouse
 from sluice.sql import Parameters
 
@@ -86,6 +87,9 @@ class Request(msgspec.Struct, frozen=True):
     control: str | None = None
     timeline: bool = True
 
+    def __post_init__(self) -> None:
+        checked_alpha(self.alpha)
+
     @property
     def use_cuped(self) -> bool:
         return self.metric.kind in CUPED_BY_DEFAULT if self.cuped is None else self.cuped
@@ -128,7 +132,10 @@ def merged(*parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             into = out.setdefault(key, {"variant": key[0], "bucket": key[1]} | dict.fromkeys(SUMS, 0))
             for name in SUMS:
                 if name in row:
-                    into[name] += float(row[name]) if "sum" in name else int(row[name])
+                    if "sum" not in name:
+                        into[name] += int(row[name])
+                    else:  # an overflowed sum (inf) comes back as null: the analysis says so
+                        into[name] += math.nan if row[name] is None else float(row[name])
     return [out[key] for key in sorted(out)]
 
 
@@ -210,13 +217,18 @@ def _rows(warehouse: Warehouse, sql: str, parameters: Parameters) -> list[dict[s
 # --- the table ----------------------------------------------------------------------------------
 
 
+def confidence(alpha: float) -> str:
+    """The intervals' level as people write it: 95 %, 99.9 % (not "100%" for α = 0.001)."""
+    return f"{(1.0 - alpha) * 100:.6g}%"
+
+
 def render_table(card: Scorecard) -> str:
     test = "sequential (always valid)" if card.sequential else "fixed horizon"
     cuped = f"CUPED on (variance reduction {card.variance_reduction:.1%})" if card.cuped and card.variance_reduction \
         is not None else ("CUPED on" if card.cuped else "CUPED off")  # fmt: skip
     lines = [
         f"experiment {card.experiment_id} (org {card.org_id}); metric {card.metric}",
-        f"{test}, {1 - card.alpha:.0%} intervals; {cuped}",
+        f"{test}, {confidence(card.alpha)} intervals; {cuped}",
         "",
     ]
     table = [["variant", "units", "mean", "lift (abs)", "interval (abs)", "lift (rel)", "interval (rel)", "p-value"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote, urlencode
 
-from pipeline.scorecard import Point, Scorecard
+from pipeline.scorecard import Point, Scorecard, confidence
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d232a;padding:0 1rem}
@@ -67,7 +67,7 @@ def _card(card: Scorecard, query: dict[str, str]) -> str:
     link = urlencode({**query, "metric": card.metric, "kind": card.kind})
     head = (
         f"<section class='metric' data-metric='{escape(card.metric)}'><h2>{escape(card.metric)}</h2>"
-        f"<p class='muted'>{test}; {1 - card.alpha:.0%} intervals; {cuped}; "
+        f"<p class='muted'>{test}; {confidence(card.alpha)} intervals; {cuped}; "
         f"<a href='../../api/v1/experiments/{quote(card.experiment_id, safe='')}/results?{escape(link)}&amp;org="
         f"{quote(card.org_id)}'>JSON</a></p>"
     )
@@ -121,7 +121,10 @@ def _bars(card: Scorecard) -> str:
     for i, v in enumerate(treatments):
         lo, hi = v.ci_rel or (0.0, 0.0)
         y = 10 + i * ROW
-        colour = "#1e6b34" if lo > 0 else ("#b3261e" if hi < 0 else "#0b57d0")
+        # better or worse by the absolute interval: a relative lift over a negative control mean
+        # (net revenue after refunds) has the opposite sign of the change
+        lo_abs, hi_abs = v.ci_abs or (lo, hi)
+        colour = "#1e6b34" if lo_abs > 0 else ("#b3261e" if hi_abs < 0 else "#0b57d0")
         out.append(
             f"<g class='variant' data-variant='{escape(v.variant)}'>"
             f"<text x='{LEFT - 8}' y='{y + 14}' text-anchor='end'>{escape(v.variant)}</text>"

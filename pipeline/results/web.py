@@ -31,6 +31,7 @@ from pipeline.results.metric import Metric, MetricError, metric
 from pipeline.results.page import experiments_page, results_page
 from pipeline.results.sql import EXPERIMENTS, ORGS
 from pipeline.scorecard import Request, Scorecard, scorecard
+from pipeline.stats.sums import checked_alpha
 from pipeline.warehouse import Warehouse, WarehouseError
 from sluice.configs import ConfigStore
 from sluice.kafkaconf import kafka_security
@@ -154,9 +155,7 @@ class ResultsWeb:
 def _request(request: web.Request, chosen: Metric) -> Request:
     query = request.query
     cuped = query.get("cuped")
-    alpha = float(query.get("alpha", "0.05"))
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be between 0 and 1")
+    alpha = checked_alpha(float(query.get("alpha", "0.05")))
     return Request(
         chosen, sequential=query.get("fixed", "").lower() not in _TRUE,
         cuped=None if cuped is None else cuped.lower() in _TRUE, alpha=alpha, control=query.get("control"),

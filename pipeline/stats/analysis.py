@@ -9,10 +9,13 @@ The result is one structure for the CLI, the HTTP API and the page (issue 23, it
   one. ``p_value`` is the absolute difference's (the test of μ_B = μ_A; the relative one tests the
   same null through a delta-method approximation and is close to it).
 - ``variance_reduction`` = 1 − Σ_v σ²_adj,v/n_v ÷ Σ_v σ²_v/n_v: the share of the variance of the
-  variants' means that CUPED removed (≈ ρ² for a covariate with correlation ρ).
+  variants' means that CUPED removed (≈ ρ² for a covariate with correlation ρ); None when an
+  adjusted variance is not positive.
 """
 
 from __future__ import annotations
+
+import math
 
 import msgspec
 
@@ -53,9 +56,15 @@ def _compare(a: Statistic, b: Statistic, options: Options, relative: bool) -> in
 
 
 def _variance_reduction(adjusted: list[Statistic], plain: list[Statistic]) -> float | None:
+    """None where it would mislead: an adjusted variance ≤ 0 (a covariate equal to the outcome can
+    make one, since a proportion's variance divides by n where the covariance divides by n − 1: the
+    comparison is then invalid and the "reduction" would exceed 100 %), or sums too large."""
+    if any(s.n and not s.variance > 0 for s in adjusted):
+        return None
     before = sum(s.variance / s.n for s in plain if s.n)
     after = sum(s.variance / s.n for s in adjusted if s.n)
-    return 1.0 - after / before if before > 0 else None
+    reduction = 1.0 - after / before if before > 0 else None
+    return reduction if reduction is not None and math.isfinite(reduction) else None
 
 
 def analyze(control: VariantSums, treatments: list[VariantSums], options: Options) -> Analysis:
@@ -81,7 +90,7 @@ def analyze(control: VariantSums, treatments: list[VariantSums], options: Option
                 ci_abs=absolute.ci,
                 ci_rel=relative.ci,
                 p_value=absolute.p_value,
-                error=absolute.error,
+                error=absolute.error or relative.error,
             )
         )
     return Analysis(

@@ -19,7 +19,10 @@ Both tests follow gbstats 0.8.0 (``gbstats/frequentist/tests.py``) formula for f
   p = min(1, √(Nρ² + 1) · exp(−ρ²·(Δ²N/V)/(2(Nρ² + 1)))).
 
 The result is invalid (``error`` set, no numbers) when the control's mean is 0 or either
-variance is ≤ 0 — gbstats' ``ZERO_NEGATIVE_BASELINE_VARIATION`` / ``ZERO_NEGATIVE_VARIANCE``.
+variance is ≤ 0 — gbstats' ``ZERO_NEGATIVE_BASELINE_VARIATION`` / ``ZERO_NEGATIVE_VARIANCE`` — and,
+where Sluice differs from gbstats (which returns NaN or raises ``OverflowError``), when a mean, a
+variance or the result is not a finite number: values so large (about 1e154 and up, whose squares
+overflow a double) that no interval can be computed from their sums.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pipeline.stats.distributions import t_ppf, t_sf
 from pipeline.stats.statistics import Statistic
 
 ZERO_CONTROL_MEAN = "not enough data: the control's mean is 0"
-ZERO_VARIANCE = "not enough data: a variance is 0 (fewer than 2 units, or all values equal)"
+ZERO_VARIANCE = "not enough data: a variance is 0 or less (fewer than 2 units, all values equal, or CUPED left none)"
+NOT_FINITE = "the values are too large to compare: their sums overflow a double"
 
 
 class TestResult(msgspec.Struct, frozen=True):
@@ -48,11 +52,19 @@ class TestResult(msgspec.Struct, frozen=True):
 
 def check(a: Statistic, b: Statistic) -> str | None:
     """Why ``a`` (control) and ``b`` (treatment) cannot be compared, or None."""
+    if not all(math.isfinite(x) for s in (a, b) for x in (s.mean, s.unadjusted_mean, s.variance)):
+        return NOT_FINITE
     if a.mean == 0 or a.unadjusted_mean == 0:
         return ZERO_CONTROL_MEAN
     if a.variance <= 0 or b.variance <= 0:
         return ZERO_VARIANCE
     return None
+
+
+def _result(estimate: float, width: float, p_value: float) -> TestResult:
+    if not (math.isfinite(estimate) and math.isfinite(width) and math.isfinite(p_value)):
+        return TestResult(error=NOT_FINITE)  # finite inputs whose products overflow
+    return TestResult(estimate=estimate, ci=(estimate - width, estimate + width), p_value=p_value)
 
 
 def difference(a: Statistic, b: Statistic, relative: bool) -> float:
@@ -64,14 +76,17 @@ def variance(a: Statistic, b: Statistic, relative: bool) -> float:
     """The variance of ``difference`` (the relative one by the delta method)."""
     if relative:
         mu_a, mu_b = a.unadjusted_mean, b.unadjusted_mean
-        return b.variance / (mu_a**2 * b.n) + a.variance * mu_b**2 / (mu_a**4 * a.n)
+        mu_a2 = mu_a * mu_a  # products, not **: a float ** overflows with an exception, a product to inf
+        return b.variance / (mu_a2 * b.n) + a.variance * (mu_b * mu_b) / (mu_a2 * mu_a2 * a.n)
     return b.variance / b.n + a.variance / a.n
 
 
 def welch_df(a: Statistic, b: Statistic) -> float:
-    """Welch–Satterthwaite degrees of freedom (gbstats ``TTest.dof``)."""
+    """Welch–Satterthwaite degrees of freedom (gbstats ``TTest.dof``), in shares of va + vb so that
+    no square of a large variance overflows: ν = 1 / (s_B²/(n_B − 1) + s_A²/(n_A − 1)), s = v/(va + vb)."""
     va, vb = a.variance / a.n, b.variance / b.n
-    return (va + vb) ** 2 / (vb**2 / (b.n - 1) + va**2 / (a.n - 1))
+    sa, sb = va / (va + vb), vb / (va + vb)
+    return 1.0 / (sb * sb / (b.n - 1) + sa * sa / (a.n - 1))
 
 
 def fixed(a: Statistic, b: Statistic, *, relative: bool, alpha: float) -> TestResult:
@@ -79,9 +94,11 @@ def fixed(a: Statistic, b: Statistic, *, relative: bool, alpha: float) -> TestRe
     if error := check(a, b):
         return TestResult(error=error)
     estimate, se, df = difference(a, b, relative), math.sqrt(variance(a, b, relative)), welch_df(a, b)
+    if not (math.isfinite(estimate) and math.isfinite(se) and math.isfinite(df) and se > 0):
+        return TestResult(error=NOT_FINITE)
     width = t_ppf(1.0 - alpha / 2.0, df) * se
     p_value = 2.0 * t_sf(abs(estimate) / se, df)
-    return TestResult(estimate=estimate, ci=(estimate - width, estimate + width), p_value=p_value)
+    return _result(estimate, width, p_value)
 
 
 def mixture_rho_squared(alpha: float, tuning: float) -> float:
@@ -94,6 +111,8 @@ def sequential(a: Statistic, b: Statistic, *, relative: bool, alpha: float, tuni
     if error := check(a, b):
         return TestResult(error=error)
     estimate, var = difference(a, b, relative), variance(a, b, relative)
+    if not (math.isfinite(estimate) and math.isfinite(var) and var > 0):
+        return TestResult(error=NOT_FINITE)
     n = a.n + b.n
     rho2 = mixture_rho_squared(alpha, tuning)
     grown = n * rho2 + 1.0
@@ -101,4 +120,4 @@ def sequential(a: Statistic, b: Statistic, *, relative: bool, alpha: float, tuni
     # p = 1/e-value, e-value = exp(ρ²·st²/(2(Nρ²+1)))/√(Nρ²+1); in logs to avoid overflow
     log_evalue = rho2 * (estimate * estimate * n / var) / (2.0 * grown) - 0.5 * math.log(grown)
     p_value = math.exp(-log_evalue) if log_evalue > 0 else 1.0
-    return TestResult(estimate=estimate, ci=(estimate - width, estimate + width), p_value=p_value)
+    return _result(estimate, width, p_value)

@@ -29,7 +29,7 @@ def srm_p_value(units: Mapping[str, int], weights: Mapping[str, float] | None = 
     total_weight = sum(w for w in declared.values() if w > 0)
     statistic = 0.0
     for v in variants:
-        if declared[v] > 0:
+        if declared.get(v, 0.0) > 0:  # an undeclared variant is here with 0 units (checked above)
             expected = declared[v] / total_weight * total
             statistic += (observed[v] - expected) ** 2 / expected
     return chi2_sf(statistic, len(variants) - 1)

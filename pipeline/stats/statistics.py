@@ -67,7 +67,8 @@ def ratio(s: VariantSums) -> Statistic:
     m_var = _sample_variance(s.sum, s.sum_squares, s.n)
     d_var = _sample_variance(s.d_sum, s.d_sum_squares, s.n)
     cov = _covariance(s.sum_of_products, s.sum, s.d_sum, s.n)
-    variance = m_var / d_mean**2 - 2.0 * cov * m_mean / d_mean**3 + m_mean**2 * d_var / d_mean**4
+    d2 = d_mean * d_mean  # products, not **: a float ** overflows with an exception, a product to inf
+    variance = m_var / d2 - 2.0 * cov * m_mean / (d2 * d_mean) + m_mean * m_mean * d_var / (d2 * d2)
     return Statistic(n=s.n, mean=mean, variance=variance, unadjusted_mean=mean)
 
 
@@ -85,7 +86,7 @@ def regression_adjusted(s: VariantSums, kind: Kind, theta: float) -> Statistic:
         variance = 0.0
     else:
         cov = _covariance(s.sum_of_products, s.sum, s.d_sum, s.n)
-        variance = post.variance + theta**2 * pre.variance - 2.0 * theta * cov
+        variance = post.variance + theta * theta * pre.variance - 2.0 * theta * cov
     return Statistic(n=s.n, mean=post.mean - theta * pre.mean, variance=variance, unadjusted_mean=post.mean)
 
 

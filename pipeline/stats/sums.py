@@ -31,8 +31,21 @@ class VariantSums(msgspec.Struct, frozen=True):
     multi_exposed: int = 0  # units exposed to more than one variant (health; not used by the math)
 
 
+MIN_ALPHA = 1e-9
+"""The smallest α an interval is made for: below it 1 − α/2 is too near 1 for a double to hold
+the tail's probability (at 1e-17 it rounds to 1)."""
+
+
+def checked_alpha(alpha: float) -> float:
+    """``alpha``, if ``MIN_ALPHA`` ≤ α < 1; else ``ValueError`` (NaN included)."""
+    if not MIN_ALPHA <= alpha < 1.0:
+        raise ValueError(f"alpha must be at least {MIN_ALPHA:g} and less than 1, not {alpha:g}")
+    return alpha
+
+
 class Options(msgspec.Struct, frozen=True):
-    """How to analyse. ``cuped`` is ignored for ``ratio`` (the result then says ``cuped: false``)."""
+    """How to analyse. ``cuped`` is ignored for ``ratio`` (the result then says ``cuped: false``).
+    ``alpha`` outside ``checked_alpha``'s range raises ``ValueError``."""
 
     kind: Kind = "conversion"
     sequential: bool = True
@@ -40,3 +53,6 @@ class Options(msgspec.Struct, frozen=True):
     alpha: float = 0.05
     tuning: float = 5000.0  # the sequential tuning parameter N* (units)
     weights: dict[str, float] | None = None  # declared allocation for SRM; equal when None
+
+    def __post_init__(self) -> None:
+        checked_alpha(self.alpha)
