@@ -109,7 +109,9 @@ def scorecard(
     first, last = int(span["first"]), int(span["last"])
     metric, cuped = request.metric, request.use_cuped and request.metric.kind != "ratio"
     window = int(WINDOW_DAYS * 86_400_000)
-    width = max(1000, math.ceil((last - first + 1) / BUCKETS))
+    # whole minutes: n is bucketed by the minute of the exposure rollups, the sums by each unit's
+    # first exposure; with minute-wide multiples from a minute's start both put a unit in one bucket
+    width = max(1, math.ceil((last - first + 1) / BUCKETS / 60_000)) * 60_000
     parameters |= {
         "event": metric.event, "denominator": metric.denominator_event, "value_property": value_property,
         "first": first, "width": width, "last_bucket": (last - first) // width,

@@ -231,3 +231,33 @@ def test_the_track_value_columns_reach_a_clusters_distributed_tables_too() -> No
         "ALTER TABLE events_local ON CLUSTER c",
         "ALTER TABLE events ON CLUSTER c",
     ] * 2
+
+
+def test_each_point_over_time_counts_the_units_and_their_sums_in_the_same_buckets(warehouse: Warehouse) -> None:
+    """n comes from the exposure rollups (by minute), the sums from each unit's first exposure (to the
+    millisecond): the buckets are whole minutes, so a unit is in the same point in both. Here every
+    unit converted, so each point's rate is 1 — with buckets of 90 s (30 minutes over 20 points) a
+    unit exposed at 1:50 was in the first point's n and the second point's sums."""
+    rows, rollups = [], []
+    for i in range(30):
+        exposed = T0 + timedelta(minutes=i, seconds=50)
+        variant = ("control", "treatment")[i % 2]
+        rows.append({
+            "org_id": "acme", "project_id": "web", "env": "production", "experiment_id": "edges",
+            "variant_id": variant, "unit_key": f"e{i}", "first_exposed_at": ms(exposed),
+            "conversions": {"purchase": ms(exposed)}, "converted_at": ms(exposed), "variants_seen": 1,
+            "event_counts": {"purchase": 1}, "event_values": {"purchase": 1.0}, "version": 1,
+        })  # fmt: skip
+        rollups.append({
+            "org_id": "acme", "project_id": "web", "env": "production", "kind": "exposure",
+            "experiment_id": "edges", "variant_id": variant, "event": "exposure",
+            "minute": exposed.strftime("%Y-%m-%d %H:%M:00"), "count": 1, "units": 1,
+            "source_topic": "t", "source_partition": 0, "source_offset": i,
+        })  # fmt: skip
+    warehouse.insert_json("experiment_units", msgspec.json.encode(rows))
+    warehouse.insert_json("rollups_1m", msgspec.json.encode(rollups))
+    card = scorecard(warehouse, "acme", "edges", Request(Metric("purchase"), cuped=False))
+    assert card is not None and card.timeline[-1].units == 30 and len(card.timeline) > 10
+    for point in card.timeline:
+        assert [v.mean for v in point.variants if v.units] == [1.0] * len([v for v in point.variants if v.units])
+    assert all(p.until.second == 0 and p.until.microsecond == 0 for p in card.timeline)
