@@ -88,6 +88,7 @@ def main() -> None:
         print("worker throughput …", flush=True)
         mine = Settings.from_env(base.to_env(), topic_prefix="wk.", gateway_port=free_port())
         filled = preload(mine, work, WORKER_EVENTS)  # then the worker alone on the machine with Kafka
+        key = bench_key(mine)  # the freshness and sustained phases load through mine's gateway
         results["spread"] = records_per_partition(mine)  # one org ("bench"): how its load spread
         started = time.monotonic()
         worker = start(mine, "worker", work / "worker.log")
@@ -117,6 +118,7 @@ def main() -> None:
         half = round(results["worker"][2] / 2, -2)
         steady_run(mine, key, half, 10.0)  # the worker restarted: warm it first
         at_half = steady_run(mine, key, half, 20.0)
+        assert at_half["accepted_per_s"] > 0, f"the gateway accepted nothing at {half:,.0f}/s: {at_half}"
         results["freshness"] = [at_half["freshness_p50"], at_half["freshness_p99"]]
         print("the whole system, sustained …", flush=True)
         results["sustained"] = sustained(mine, key, [10_000, 15_000, 20_000, 25_000, 30_000, 40_000],
