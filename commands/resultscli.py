@@ -3,8 +3,9 @@
 Results read the configured warehouse (a ClickHouse server, or the embedded one through the worker
 that owns it) and the experiment's declared split and saved metrics from the registry topic, where
 ``sluice config put`` / ``sluice experiments put`` load them. Without Kafka the split is taken as
-equal (said on stderr). With no ``--metric``, the saved metrics are shown in turn (JSON: one
-object per line), else a conversion on any attributed track.
+equal (said on stderr). With no ``--metric`` (and no ``--kind``), the saved metrics are shown in
+turn (JSON: one object per line), else a conversion on any attributed track; the rule is
+``pipeline.results.metric.chosen``, which the HTTP API and the page follow too.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _configs(settings: Settings, wait: float = 10.0) -> ConfigStore:
 
 def cmd_experiments_results(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.results.declared import declared
-    from pipeline.results.metric import Metric, MetricError, metric
+    from pipeline.results.metric import MetricError, chosen
     from pipeline.scorecard import Request, render_table, scorecard
     from pipeline.warehouse import WarehouseError
     from pipeline.warehouse.remote import warehouse_for_cli
@@ -87,17 +88,14 @@ def cmd_experiments_results(settings: Settings, args: argparse.Namespace) -> int
         configs = None
     known = declared(configs, args.org, args.experiment)
     try:
-        asked = args.metric or args.event
-        metrics: list[Metric] = [metric(asked, args.kind, args.denominator)] if asked else list(known.metrics)
+        metrics = chosen(args.metric or args.event, args.kind, args.denominator, known.metrics)
     except MetricError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
-    if not metrics:
-        metrics = [metric(None, args.kind, args.denominator)]
     warehouse = warehouse_for_cli(settings)
-    for chosen in metrics:
+    for measured in metrics:
         request = Request(
-            chosen, sequential=not args.fixed, cuped=False if args.no_cuped else None, alpha=args.alpha,
+            measured, sequential=not args.fixed, cuped=False if args.no_cuped else None, alpha=args.alpha,
             control=args.control, timeline=args.format == "json",
         )  # fmt: skip
         try:

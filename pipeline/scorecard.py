@@ -118,6 +118,10 @@ def scorecard(
         "window_ms": window, "pre_from": first - window - PRE_MARGIN_MS, "pre_to": last,
     }  # fmt: skip
     rows = merged(_rows(warehouse, units(), parameters), _rows(warehouse, sums(metric.kind, cuped), parameters))
+    if not any(row["bucket"] >= 0 and row["n"] > 0 for row in rows):
+        # BOUNDS reads the rollups without FINAL: a unit's row replaced by a no-unit version of the
+        # same record, not merged yet, gives a span but no exposed unit
+        return None
     unattributed = _rows(warehouse, UNATTRIBUTED, {"org": org_id, "first": first})[0]["tracks"]
     return build(org_id, experiment_id, request, declared, rows, int(unattributed or 0), first, width)
 

@@ -261,3 +261,16 @@ def test_each_point_over_time_counts_the_units_and_their_sums_in_the_same_bucket
     for point in card.timeline:
         assert [v.mean for v in point.variants if v.units] == [1.0] * len([v for v in point.variants if v.units])
     assert all(p.until.second == 0 and p.until.microsecond == 0 for p in card.timeline)
+
+
+def test_a_span_without_an_exposed_unit_is_no_result(warehouse: Warehouse) -> None:
+    """The span comes from the rollups without FINAL; a unit's row replaced by a no-unit version
+    of the same record (not merged yet) leaves a span and no unit: no result, not an IndexError."""
+    row = {
+        "org_id": "acme", "project_id": "web", "env": "production", "kind": "exposure", "experiment_id": "ghost",
+        "variant_id": "control", "event": "exposure", "minute": "2026-05-01 12:00:00", "count": 1, "units": 1,
+        "source_topic": "t", "source_partition": 0, "source_offset": 1,
+    }  # fmt: skip
+    warehouse.insert_json("rollups_1m", msgspec.json.encode([row]))
+    warehouse.insert_json("rollups_1m", msgspec.json.encode([row | {"units": 0}]))
+    assert scorecard(warehouse, "acme", "ghost", Request(Metric("purchase"))) is None

@@ -135,3 +135,41 @@ async def test_the_page_in_chromium_shows_variants_bars_and_the_srm_warning(skew
             assert "fixed horizon" in await page.locator("section.metric p.muted").first.inner_text()
         finally:
             await browser.close()
+
+
+async def test_the_pages_json_links_and_the_api_measure_what_the_page_shows(skewed: str) -> None:
+    """Each card's JSON link reads the card's own metric (it once sent ``metric=mean:purchase`` with
+    ``kind=mean``: an event named "mean:purchase", all zeros); with no metric asked, the API, the
+    page and the CLI take the saved metrics (the API the first), and a kind alone is that kind over
+    any track; yes/no parameters other than yes or no are refused."""
+    import re
+    from html import unescape
+    from urllib.parse import urljoin
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        page_url = f"{skewed}/results/acme/exp?org=other&alpha=0.1"
+        async with http.get(page_url) as page:
+            assert page.status == 200, await page.text()
+            links = [unescape(href) for href in re.findall(r"href='([^']*api/v1[^']*)'", await page.text())]
+        assert len(links) == 2  # the saved metrics: conversion:purchase and mean:purchase
+        for link in links:
+            async with http.get(urljoin(page_url, link)) as answer:
+                assert answer.status == 200, await answer.text()
+                card = await answer.json()
+            direct = {"org": "acme", "metric": card["metric"].partition(":")[2], "kind": card["kind"], "alpha": "0.1"}
+            async with http.get(f"{skewed}/api/v1/experiments/exp/results", params=direct) as answer:
+                assert await answer.json() == card and card["org_id"] == "acme" and card["alpha"] == 0.1
+        assert sorted(link.partition("metric=")[2].split("&")[0] for link in links) == [
+            "conversion%3Apurchase", "mean%3Apurchase",
+        ]  # fmt: skip
+        url = f"{skewed}/api/v1/experiments/exp/results"
+        async with http.get(url, params={"org": "acme"}) as answer:
+            assert (await answer.json())["metric"] == "conversion:purchase"  # the first saved metric
+        async with http.get(url, params={"org": "acme", "kind": "count"}) as answer:
+            assert (await answer.json())["metric"] == "count:*"
+        for bad in ({"metric": "mean:purchase", "kind": "count"}, {"fixed": "2"}, {"cuped": ""}):
+            async with http.get(url, params={"org": "acme", "metric": "purchase"} | bad) as answer:
+                assert answer.status == 400, bad
+        async with http.get(f"{skewed}/results/acme/exp", params={"kind": "median"}) as answer:
+            assert answer.status == 400 and "unknown kind" in (await answer.json())["error"]

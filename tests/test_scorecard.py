@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from pipeline.results.declared import Declared
-from pipeline.results.metric import Metric, MetricError, metric, parse
+from pipeline.results.metric import Metric, MetricError, chosen, metric, parse
 from pipeline.scorecard import Request, build, render_table
 from pipeline.stats import Options, VariantSums, analyze
 
@@ -100,3 +100,15 @@ def test_metrics_are_read_from_text_and_from_parts() -> None:
         metric("purchase", "count", "checkout")
     assert Request(Metric("x", "mean")).use_cuped and not Request(Metric("x")).use_cuped
     assert not Request(Metric("x", "count"), cuped=False).use_cuped
+
+
+def test_the_metric_asked_for_then_a_kind_then_the_saved_ones() -> None:
+    saved = (Metric("purchase", "mean"), Metric("purchase", "ratio", "checkout"))
+    assert chosen("purchase", None, None, saved) == [Metric("purchase")]
+    assert chosen("mean:purchase", "mean", None, saved) == [Metric("purchase", "mean")]  # the kind said twice
+    assert chosen(None, "count", None, saved) == [Metric("", "count")]
+    assert chosen(None, None, None, saved) == list(saved)
+    assert chosen(None, None, None, ()) == [Metric()]
+    assert chosen("Order: Completed", "count", None, ()) == [Metric("Order: Completed", "count")]  # not a kind
+    with pytest.raises(MetricError, match="is a mean metric"):
+        chosen("mean:purchase", "count", None, saved)

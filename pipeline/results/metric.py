@@ -49,7 +49,10 @@ def metric(event: str | None, kind: str | None = None, denominator: str | None =
     """A metric from a request's parts (``--metric``, ``--kind``, ``--denominator``); an ``event``
     written ``kind:event`` carries its kind."""
     text = (event or "").strip()
-    if kind is None and ":" in text:
+    written, colon, _ = text.partition(":")
+    if colon and (kind is None or written in KINDS):
+        if kind is not None and written != kind:  # "mean:purchase" with kind count: which one?
+            raise MetricError(f"{text!r} is a {written} metric, but the kind asked is {kind!r}")
         return parse(text) if denominator is None else parse(f"{text}/{denominator}")
     chosen = kind or "conversion"
     if chosen not in KINDS:
@@ -57,6 +60,16 @@ def metric(event: str | None, kind: str | None = None, denominator: str | None =
     if denominator and chosen != "ratio":
         raise MetricError("a denominator is for ratio metrics only")
     return Metric(_event(text), chosen, _event(denominator or ""))
+
+
+def chosen(event: str | None, kind: str | None, denominator: str | None, saved: tuple[Metric, ...]) -> list[Metric]:
+    """What a request measures, the same in the CLI, the API and the page: the metric asked for
+    (``event`` with its ``kind`` and ``denominator``); with no event but a kind, that kind over
+    any attributed track; with neither, the experiment's saved metrics; else a conversion on any
+    attributed track."""
+    if event or kind or denominator:
+        return [metric(event, kind, denominator)]
+    return list(saved) or [Metric()]
 
 
 def parse(text: str) -> Metric:

@@ -64,7 +64,9 @@ def _card(card: Scorecard, query: dict[str, str]) -> str:
     cuped = "CUPED on" if card.cuped else "CUPED off"
     if card.cuped and card.variance_reduction is not None:
         cuped += f", variance −{card.variance_reduction:.1%}"
-    link = urlencode({**query, "metric": card.metric, "kind": card.kind})
+    # the card's own metric, written whole (kind:event, ratio:E/E2); the page's other settings kept
+    kept = {k: v for k, v in query.items() if k not in ("org", "metric", "kind", "denominator")}
+    link = urlencode({**kept, "metric": card.metric})
     head = (
         f"<section class='metric' data-metric='{escape(card.metric)}'><h2>{escape(card.metric)}</h2>"
         f"<p class='muted'>{test}; {confidence(card.alpha)} intervals; {cuped}; "

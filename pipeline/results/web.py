@@ -21,13 +21,13 @@ import binascii
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import msgspec
 from aiohttp import web
 
 from pipeline.results.declared import Declared, declared
-from pipeline.results.metric import Metric, MetricError, metric
+from pipeline.results.metric import Metric, MetricError, chosen
 from pipeline.results.page import experiments_page, results_page
 from pipeline.results.sql import EXPERIMENTS, ORGS
 from pipeline.scorecard import Request, Scorecard, scorecard
@@ -47,7 +47,8 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
-_TRUE = ("1", "true", "yes", "on")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def token_of(header: str) -> str:
@@ -96,8 +97,11 @@ class ResultsWeb:
         if not org:
             return _error("org is required", 400)
         try:
-            chosen = metric(request.query.get("metric"), request.query.get("kind"), request.query.get("denominator"))
-            ask = _request(request, chosen)
+            query = request.query
+            known = self._declared(org, request.match_info["experiment"])
+            # one object: the first of the saved metrics when none is asked (the page shows them all)
+            first = chosen(query.get("metric"), query.get("kind"), query.get("denominator"), known.metrics)[0]
+            ask = _request(request, first)
             card = await self._scorecard(org, request.match_info["experiment"], ask)
         except (MetricError, ValueError) as exc:
             return _error(str(exc), 400)
@@ -124,17 +128,16 @@ class ResultsWeb:
         if (refused := self._refused(request)) is not None:
             return refused
         org, experiment = request.match_info["org"], request.match_info["experiment"]
-        known = self._declared(org, experiment)
         try:
-            named = request.query.get("metric")
-            metrics = [metric(named, request.query.get("kind"), request.query.get("denominator"))] if named else []
-            metrics = metrics or list(known.metrics) or [Metric()]
+            known = self._declared(org, experiment)
+            query = request.query
+            metrics = chosen(query.get("metric"), query.get("kind"), query.get("denominator"), known.metrics)
             cards = [c for m in metrics if (c := await self._scorecard(org, experiment, _request(request, m)))]
         except (MetricError, ValueError) as exc:
             return _error(str(exc), 400)
         except WarehouseError as exc:
             return _error(str(exc), 503)
-        return _html(results_page(org, experiment, cards, {k: v for k, v in request.query.items() if k != "metric"}))
+        return _html(results_page(org, experiment, cards, dict(request.query)))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -152,14 +155,26 @@ class ResultsWeb:
         return [msgspec.json.decode(line) for line in out.splitlines() if line]
 
 
-def _request(request: web.Request, chosen: Metric) -> Request:
+def _request(request: web.Request, measured: Metric) -> Request:
     query = request.query
-    cuped = query.get("cuped")
     alpha = checked_alpha(float(query.get("alpha", "0.05")))
     return Request(
-        chosen, sequential=query.get("fixed", "").lower() not in _TRUE,
-        cuped=None if cuped is None else cuped.lower() in _TRUE, alpha=alpha, control=query.get("control"),
+        measured, sequential=not _flag(query, "fixed", False), cuped=_flag(query, "cuped", None), alpha=alpha,
+        control=query.get("control"),
     )  # fmt: skip
+
+
+def _flag(query: Mapping[str, str], name: str, default: bool | None) -> bool | None:
+    """A yes/no parameter; absent, the default. Anything else is refused: a typo in ``cuped=`` or
+    ``fixed=`` would otherwise change the analysis without a word."""
+    value = query.get(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"{name} must be one of {', '.join(sorted(_TRUE | _FALSE))}, not {value!r}")
 
 
 def _error(message: str, status: int) -> web.Response:
